@@ -1,0 +1,14 @@
+"""Token mixers behind one contract: x (B, N, C) -> (B, N, C).
+
+``create(name, dim, **kw)`` builds a registered mixer; ``available()`` lists them
+with their capabilities and paper ids. Each family lives in its own module; the
+imports below register them.
+"""
+from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.registry import MixerInfo, available, create, get_info, register
+
+# Families (importing a module registers its mixers). Add one line per module.
+from attnlab.mixers import identity  # noqa: E402,F401
+from attnlab.mixers import softmax  # noqa: E402,F401
+
+__all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]

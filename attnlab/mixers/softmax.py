@@ -1,0 +1,68 @@
+"""Multi-head softmax self-attention, with optional qk-layernorm (P02)."""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from attnlab._checks import check_positive_int, fail
+from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.registry import register
+from attnlab.ops.attention import attention
+
+__all__ = ["MultiHeadAttention"]
+
+
+@register("softmax", test_kwargs={"num_heads": 2})
+@register("softmax_qknorm", default_kwargs={"qk_norm": True}, test_kwargs={"num_heads": 2})
+class MultiHeadAttention(TokenMixer):
+    """Multi-head softmax self-attention (Vaswani et al. 2017), x (B, N, C) -> (B, N, C).
+
+    ``qk_norm=True`` applies LayerNorm over each head's d_h to queries and keys
+    before the dot product, the mitigation of attention-logit growth studied in
+    P02 (Wortsman et al. 2023; Dehghani et al. 2023). Note the norm is per head
+    (over d_h), not over the full width C. Runs through SDPA; inside
+    ``attnlab.ops.record_attention`` its probabilities are recorded.
+
+    Args:
+        dim: channel width C (divisible by ``num_heads``).
+        num_heads: number of heads H; head dim d_h = C / H.
+        qkv_bias: bias on the q, k, v projection.
+        qk_norm: per-head LayerNorm on q and k (P02).
+        attn_drop: dropout on attention probabilities (training only).
+        proj_drop: dropout after the output projection.
+        proj_bias: bias on the output projection.
+    """
+
+    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N^2)", paper="P02")
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 4,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        proj_bias: bool = True,
+    ):
+        super().__init__(dim)
+        check_positive_int("num_heads", num_heads)
+        if dim % num_heads:
+            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def mix(self, x, *, grid, causal, key_padding_mask):
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k = self.q_norm(q), self.k_norm(k)
+        o = attention(
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))

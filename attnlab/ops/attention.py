@@ -1,0 +1,170 @@
+"""Softmax attention on (B, H, N, D): the fast path and its reference.
+
+``attention`` runs through ``torch.nn.functional.scaled_dot_product_attention``
+(flash-style, O(N) memory on CPU); ``attention_reference`` is the explicit
+``softmax(Q K^T * scale + mask) V`` it is tested against. Both accept a causal
+flag, a key-padding mask and an optional extra mask, and agree on every edge
+case (fully masked rows give zeros, not NaN).
+
+Reference: Vaswani et al. 2017; qk-layernorm and logit analysis as in P02.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attnlab._checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.ops.recording import is_recording, record
+
+__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask"]
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    check_tensor("q", q, ndim=4, floating=True)
+    check_tensor("k", k, ndim=4, floating=True)
+    check_tensor("v", v, ndim=4, floating=True)
+    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+        fail("k, v", f"the same (B, H) as q = {tuple(q.shape[:2])}", f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape[-1] != q.shape[-1]:
+        fail("k", f"head dim D = {q.shape[-1]} (as q)", describe(k))
+    if v.shape[2] != k.shape[2]:
+        fail("v", f"the same number of keys M = {k.shape[2]} as k", describe(v))
+    if not (q.dtype == k.dtype == v.dtype):
+        fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
+
+
+def build_attention_mask(
+    n: int,
+    m: int,
+    *,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """Combine the masks into one boolean mask broadcastable to (B, H, N, M).
+
+    True means "may attend". ``causal`` lets query i see keys j <= i (top-left
+    aligned, as in ``scaled_dot_product_attention``). ``key_padding_mask`` is
+    (B, M), True = real key. ``attn_mask`` is a bool mask broadcastable to
+    (B, H, N, M). Returns None when nothing is masked.
+    """
+    mask = None
+    if causal:
+        mask = torch.ones(n, m, dtype=torch.bool, device=device).tril()
+    if key_padding_mask is not None:
+        kpm = key_padding_mask[:, None, None, :]
+        mask = kpm if mask is None else mask & kpm
+    if attn_mask is not None:
+        if attn_mask.dtype != torch.bool:
+            fail("attn_mask", "a bool tensor (True = may attend)", describe(attn_mask), TypeError)
+        mask = attn_mask if mask is None else mask & attn_mask
+    return mask
+
+
+def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Scaled logits ``Q K^T * scale`` of shape (B, H, N, M) (scale defaults to D^-1/2)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return torch.matmul(q, k.transpose(-2, -1)) * scale
+
+
+def _validate(q, k, v, key_padding_mask, scale):
+    _check_qkv(q, k, v)
+    if key_padding_mask is not None:
+        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], k.shape[2])
+    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
+        fail("scale", "a finite float or None", describe(scale), TypeError)
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    return_probs: bool = False,
+    return_logits: bool = False,
+):
+    """Explicit softmax attention: ``softmax(Q K^T * scale, masked) V``.
+
+    Args:
+        q: (B, H, N, D); k: (B, H, M, D); v: (B, H, M, Dv).
+        causal: query i sees keys j <= i.
+        key_padding_mask: (B, M) bool, True = real key.
+        attn_mask: bool, broadcastable to (B, H, N, M), True = may attend.
+        scale: logit scale, default D^-1/2.
+        return_probs: also return the (B, H, N, M) probabilities.
+        return_logits: also return the (B, H, N, M) scaled logits before masking.
+    Returns:
+        (B, H, N, Dv) output (then probabilities, then logits, when asked). Query rows with no visible key
+        give zeros. Low-precision inputs are computed in float32 and cast back.
+    """
+    _validate(q, k, v, key_padding_mask, scale)
+    out_dtype = q.dtype
+    if q.dtype in (torch.float16, torch.bfloat16):
+        q, k, v = q.float(), k.float(), v.float()
+    logits = raw_logits = attention_logits(q, k, scale)
+    mask = build_attention_mask(
+        q.shape[2], k.shape[2], causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, device=q.device
+    )
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+        has_key = mask.any(dim=-1, keepdim=True)
+        # A row with no visible key would be softmax(all -inf) = NaN; define it as zeros.
+        logits = logits.masked_fill(~has_key, 0.0)
+        probs = torch.softmax(logits, dim=-1) * has_key
+    else:
+        probs = torch.softmax(logits, dim=-1)
+    out = torch.matmul(probs, v).to(out_dtype)
+    extras = ([probs.to(out_dtype)] if return_probs else []) + ([raw_logits] if return_logits else [])
+    return (out, *extras) if extras else out
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Softmax attention through ``F.scaled_dot_product_attention``.
+
+    Same arguments and result as :func:`attention_reference` (which it is
+    tested against), plus ``dropout_p`` on the probabilities (training only).
+    Inside ``record_attention`` it takes the reference path and records the
+    probabilities. Shapes: q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv)
+    -> (B, H, N, Dv).
+    """
+    _validate(q, k, v, key_padding_mask, scale)
+    if not (0.0 <= dropout_p < 1.0):
+        fail("dropout_p", "a float in [0, 1)", describe(dropout_p))
+    if is_recording():
+        out, probs, logits = attention_reference(
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, scale=scale,
+            return_probs=True, return_logits=True,
+        )
+        record(probs, logits)
+        if dropout_p > 0.0:
+            # Keep training semantics while recording: dropout on probabilities.
+            out = torch.matmul(F.dropout(probs, dropout_p), v)
+        return out
+    if key_padding_mask is None and attn_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, dropout_p=dropout_p)
+    mask = build_attention_mask(
+        q.shape[2], k.shape[2], causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, device=q.device
+    )
+    has_key = mask.any(dim=-1, keepdim=True)
+    # Rows with no visible key: let them see everything (finite, no NaN in the
+    # backward) and zero their output afterwards, matching the reference.
+    safe_mask = mask | ~has_key
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, scale=scale, dropout_p=dropout_p)
+    return out * has_key.to(out.dtype)
