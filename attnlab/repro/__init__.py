@@ -1,0 +1,11 @@
+"""Each paper's key finding reproduced at CPU scale: ``attnlab repro <slug>``.
+
+``REPROS`` maps a slug (from PAPERS.md) to the module implementing it; modules
+are imported only when run. Add one line per reproduction.
+"""
+from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome, ReproResult, run_repro
+
+REPROS: dict[str, str] = {
+}
+
+__all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
