@@ -1,0 +1,294 @@
+"""The ``attnlab`` command: list, train, compare, bench, repro.
+
+``attnlab compare`` with no arguments runs the built-in default suite (a few
+minutes on a 2-core CPU) and writes a ranked table, JSON/CSV, a loss-curve PNG
+and a Markdown report under ``runs/compare/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False)
+    for h in header:
+        t.add_column(h)
+    for r in rows:
+        t.add_row(*[str(c) for c in r])
+    Console(width=max(120, Console().width)).print(t)
+
+
+def _parse_kv(items: list[str], arg: str) -> dict:
+    """Parse ``key=value`` pairs; values as JSON when they parse (numbers, bools, lists), else strings."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{arg}: expected key=value, received {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# ---- list ------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    what = args.what
+    if what in ("mixers", "all"):
+        import torch
+
+        import attnlab.mixers as mixers
+
+        rows = []
+        for info in mixers.available():
+            c = info.capabilities
+            try:
+                m = mixers.create(info.name, 64)
+                params = f"{sum(p.numel() for p in m.parameters()):,}"
+            except (TypeError, ValueError) as e:  # e.g. needs a kwarg that has no default at dim 64
+                params = f"n/a ({e})"
+            modes = "/".join(x for x, ok in (("causal", c.causal), ("bidir", c.bidirectional)) if ok)
+            rows.append([info.name, c.paper or "-", modes, c.grid, "yes" if c.key_padding_mask else "no",
+                         "yes" if c.recurrent else "no", c.complexity, params, info.summary[:70]])
+        del torch
+        _table("mixers (params at dim=64)", ["name", "paper", "modes", "grid", "pad mask", "decode", "cost",
+                                              "params", "summary"], rows)
+    if what in ("models", "all"):
+        import attnlab.models as models
+
+        rows = []
+        for name, entry in models.available().items():
+            try:
+                params = f"{models.count_parameters(models.create(name)):,}"
+            except Exception as e:  # noqa: BLE001 - listing must not die on one model
+                params = f"n/a ({type(e).__name__})"
+            rows.append([name, params, _doc_line(entry)])
+        _table("models (default config)", ["name", "params", "summary"], rows)
+    if what in ("tasks", "all"):
+        import attnlab.tasks as tasks
+
+        rows = []
+        for name, cls in tasks.available().items():
+            rows.append([name, cls.metric + (" ↑" if cls.higher_is_better else " ↓"), _doc_line(cls)])
+        _table("tasks", ["name", "metric", "summary"], rows)
+    if what in ("repros", "all"):
+        import importlib
+
+        from attnlab.repro import REPROS
+
+        rows = []
+        for slug, mod in sorted(REPROS.items()):
+            m = importlib.import_module(mod)
+            rows.append([slug, m.PAPER, m.CLAIM[:100]])
+        _table("reproductions (attnlab repro <slug>)", ["slug", "paper", "claim"], rows)
+    if what in ("bench", "all"):
+        from attnlab.bench_cases import available_cases
+
+        rows = [[c.name, c.reference, ",".join(map(str, c.sizes)), c.description[:90]] for c in available_cases().values()]
+        _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
+    if what in ("suites", "all"):
+        from attnlab.suites import SUITES
+
+        rows = [[s.name, ", ".join(s.mixers), ", ".join(t.task for t in s.tasks), s.description] for s in SUITES.values()]
+        _table("compare suites (attnlab compare --suite <name>)", ["suite", "mixers", "tasks", "description"], rows)
+
+
+def _doc_line(obj) -> str:
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    return doc.splitlines()[0][:90] if doc else ""
+
+
+# ---- train -----------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from attnlab.models import build_for_task, count_parameters
+    from attnlab.tasks import create as create_task
+    from attnlab.train import TrainConfig, train
+
+    task = create_task(args.task, seed=args.seed, **_parse_kv(args.task_arg, "--task-arg"))
+    torch.manual_seed(args.seed)
+    mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
+    model = build_for_task(task.spec, mixer=args.mixer, dim=args.dim, depth=args.depth, num_heads=args.heads,
+                           mixer_kwargs=mixer_kwargs or None, **_parse_kv(args.model_arg, "--model-arg"))
+    print(f"model: {count_parameters(model):,} parameters; task {task.name}; mixer {args.mixer}")
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
+        wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
+        seed=args.seed, ckpt_every=args.ckpt_every,
+    )
+    out = Path(args.out or f"runs/train/{task.name}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = train(model, task, config, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    final = result.final_eval or {}
+    print(json.dumps({"final_eval": final, "steps": result.steps_done, "diverged": result.diverged,
+                      "train_seconds": round(result.train_seconds, 2),
+                      "tokens_per_second": round(result.tokens_per_second), "out_dir": str(out)}, indent=2))
+
+
+# ---- compare ---------------------------------------------------------------
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from attnlab.compare import HEADER, run_compare, table_rows
+    from attnlab.suites import TaskRun, get_suite
+
+    suite = get_suite(args.suite)
+    if args.mixers:
+        suite = replace(suite, mixers=tuple(m.strip() for m in args.mixers.split(";") if m.strip()))
+    if args.tasks:
+        by_name = {t.task: t for t in suite.tasks}
+        suite = replace(suite, tasks=tuple(by_name.get(t, TaskRun(t)) for t in args.tasks.split(",")))
+    out = Path(args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
+                         steps_scale=args.steps_scale)
+    _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
+    _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
+           [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
+    print(f"wrote {out}/report.md, results.json, results.csv, loss_curves.png")
+
+
+# ---- bench -----------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from attnlab.bench import rows_to_markdown, run_bench, write_outputs
+    from attnlab.bench_cases import get_case
+
+    case = get_case(args.case)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
+                     impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
+                     progress=not args.no_progress)
+    out = Path(args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
+    paths = write_outputs(rows, out, args.case, case.reference)
+    print(rows_to_markdown(rows, case.reference))
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['png']}")
+
+
+# ---- repro -----------------------------------------------------------------
+
+
+def cmd_repro(args: argparse.Namespace) -> None:
+    from attnlab.repro import REPROS, run_repro
+
+    if args.slug in (None, "list"):
+        args.what = "repros"
+        cmd_list(args)
+        return
+    slugs = sorted(REPROS) if args.slug == "all" else [args.slug]
+    for slug in slugs:
+        out = Path(args.out) / slug if (args.out and len(slugs) > 1) else (Path(args.out) if args.out else None)
+        r = run_repro(slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress)
+        _table(f"{slug} ({r.paper}) — {r.verdict}", ["measured", "value"], [[k, _short(v)] for k, v in r.measured.items()])
+        print(f"claim: {r.claim}\nverdict: {r.verdict}. {r.summary}\n({r.seconds:.1f} s; report: "
+              f"{out or Path('runs/repro') / (slug + ('-quick' if args.quick else ''))}/report.md)\n")
+
+
+def _short(v) -> str:
+    from attnlab.repro.base import _fmt
+
+    s = _fmt(v)
+    return s if len(s) < 200 else s[:197] + "..."
+
+
+# ---- parser ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for ``attnlab``."""
+    p = argparse.ArgumentParser(prog="attnlab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list mixers, models, tasks, reproductions, benchmark cases, suites")
+    s.add_argument("what", nargs="?", default="all", choices=["all", "mixers", "models", "tasks", "repros", "bench", "suites"])
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("train", help="train one model on one task (checkpoints, resume)")
+    s.add_argument("--task", default="associative_recall")
+    s.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task keyword, repeatable")
+    s.add_argument("--mixer", default="softmax", help="mixer name or comma pattern, e.g. deltanet,softmax")
+    s.add_argument("--mixer-arg", action="append", metavar="KEY=VALUE", help="mixer keyword, repeatable")
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="backbone keyword, repeatable")
+    s.add_argument("--dim", type=int, default=64)
+    s.add_argument("--depth", type=int, default=2)
+    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--steps", type=int, default=500)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--warmup", type=int, default=50)
+    s.add_argument("--wd", type=float, default=0.0)
+    s.add_argument("--wd-mode", default="coupled", choices=["coupled", "independent"])
+    s.add_argument("--clip", type=float, default=1.0)
+    s.add_argument("--z-loss", type=float, default=0.0)
+    s.add_argument("--eval-every", type=int, default=100)
+    s.add_argument("--ckpt-every", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output folder (checkpoints, metrics); default runs/train/<task>-<mixer>-<time>")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("compare", help="train mixers on tasks and rank them (default: built-in suite, ~5 min)")
+    s.add_argument("--suite", default="default")
+    s.add_argument("--mixers", help="override the suite's mixers: ';'-separated specs (a spec may be a pattern a,b)")
+    s.add_argument("--tasks", help="override the suite's tasks: comma-separated task names")
+    s.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.2 for a quick look)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output folder; default runs/compare/<suite>-<time>")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_compare)
+
+    s = sub.add_parser("bench", help="time and peak memory against sequence length")
+    s.add_argument("case", nargs="?", default="attention", help="benchmark case (attnlab list bench)")
+    s.add_argument("--sizes", help="comma-separated N values (default: the case's)")
+    s.add_argument("--mode", default="fwdbwd", choices=["fwd", "fwdbwd"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--impls", help="comma-separated implementations (default: all the case offers)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="case parameter, repeatable")
+    s.add_argument("--out", help="output folder; default runs/bench/<case>-<mode>-<dtype>")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("repro", help="reproduce a paper's key finding at CPU scale (list: attnlab repro)")
+    s.add_argument("slug", nargs="?", help="paper slug (see attnlab repro list), or 'all'")
+    s.add_argument("--quick", action="store_true", help="smoke-size run (under a minute)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output folder; default runs/repro/<slug>")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_repro)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``attnlab`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (KeyError, ValueError, TypeError) as e:
+        # Bad names/arguments: one clear line, not a traceback.
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"attnlab {args.command}: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""``attnlab compare``: train several mixers on the same tasks and rank them.
+
+Every mixer gets the same backbone, size, data (batch i is the same for all),
+optimiser and step budget on each task. The ranking comes from the trained
+models' validation quality; ties in quality are not broken by speed. Outputs:
+a ranked table, ``results.json``, ``results.csv``, ``loss_curves.png`` and
+``report.md`` in the output folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from attnlab.suites import Suite, TaskRun
+
+__all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records"]
+
+
+@dataclass
+class RunRecord:
+    """One (mixer, task) training run and what it measured."""
+
+    mixer: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    quality: float | None
+    val_loss: float | None
+    params: int
+    train_seconds: float
+    tokens_per_second: float
+    peak_mem_mib: float
+    diverged: bool
+    status: str = "ok"  # or "skipped: why" / "error: why"
+    rank: int | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class CompareResult:
+    """All runs of a comparison, with the overall ranking (best first)."""
+
+    suite: str
+    records: list[RunRecord]
+    overall: list[tuple[str, float]]  # (mixer, mean rank over tasks)
+    seconds: float
+    out_dir: str
+
+
+def _incompatible(mixer_spec: str, spec) -> str | None:
+    """Why a mixer spec cannot run on a task spec (None if it can)."""
+    from attnlab.mixers import get_info
+
+    for name in mixer_spec.split(","):
+        caps = get_info(name.strip()).capabilities
+        if spec.causal and not caps.causal:
+            return f"{name} cannot be causal, the task needs causal mixing"
+        if not spec.causal and not caps.bidirectional:
+            return f"{name} is causal-only, the task is bidirectional"
+        if spec.input != "image" and caps.grid == "required":
+            return f"{name} needs a 2-D grid, the task is a 1-D sequence"
+    return None
+
+
+def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
+    """Rank per task by quality (1 = best; failed/diverged runs rank last), then average over tasks."""
+    by_task: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if not r.status.startswith("skipped"):
+            by_task.setdefault(r.task, []).append(r)
+    mean: dict[str, list[int]] = {}
+    for task, recs in by_task.items():
+        def key(r: RunRecord):
+            bad = r.quality is None or not math.isfinite(r.quality) or r.diverged
+            q = 0.0 if bad else (-r.quality if r.higher_is_better else r.quality)
+            return (bad, q)
+
+        for i, r in enumerate(sorted(recs, key=key), start=1):
+            r.rank = i
+            mean.setdefault(r.mixer, []).append(i)
+    return sorted(((m, sum(v) / len(v)) for m, v in mean.items()), key=lambda t: t[1])
+
+
+def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path) -> RunRecord:
+    from attnlab.models import build_for_task, count_parameters
+    from attnlab.tasks import create as create_task
+    from attnlab.train import TrainConfig, train
+
+    task = create_task(run.task, seed=seed, **run.task_kwargs)
+    why = _incompatible(mixer, task.spec)
+    if why:
+        return RunRecord(mixer, run.task, task.metric, task.higher_is_better, None, None, 0, 0.0, 0.0, 0.0, False,
+                         status=f"skipped: {why}")
+    torch.manual_seed(seed)
+    model = build_for_task(task.spec, mixer=mixer, dim=run.dim, depth=run.depth, num_heads=run.num_heads,
+                           **run.model_kwargs)
+    config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
+                         eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
+                         log_every=max(run.steps // 50, 1))
+    result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+')}",
+                   progress=progress)
+    final = result.final_eval or {}
+    quality = final.get(task.metric)
+    curve = [(int(row["step"]), float(row["loss"])) for row in result.history if "loss" in row]
+    return RunRecord(
+        mixer=mixer, task=run.task, metric=task.metric, higher_is_better=task.higher_is_better,
+        quality=None if quality is None else float(quality), val_loss=final.get("loss"),
+        params=count_parameters(model), train_seconds=result.train_seconds,
+        tokens_per_second=result.tokens_per_second, peak_mem_mib=result.peak_mem_mib, diverged=result.diverged,
+        curve=curve,
+    )
+
+
+def run_compare(
+    suite: Suite, *, out_dir: str | Path, seed: int = 0, progress: bool = True, steps_scale: float = 1.0
+) -> CompareResult:
+    """Train every mixer of ``suite`` on each of its tasks; rank; write the outputs.
+
+    ``steps_scale`` multiplies every task's step budget (e.g. 0.1 for a smoke run).
+    """
+    from dataclasses import replace
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records = []
+    for run in suite.tasks:
+        if steps_scale != 1.0:
+            run = replace(run, steps=max(int(run.steps * steps_scale), 2),
+                          warmup_steps=max(int(run.warmup_steps * steps_scale), 1))
+        for mixer in suite.mixers:
+            if progress:
+                print(f"[compare] {run.task}: {mixer}", flush=True)
+            try:
+                rec = _train_one(mixer, run, seed, progress, out / "runs")
+            except (RuntimeError, ValueError, TypeError, KeyError) as e:
+                rec = RunRecord(mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False,
+                                status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            records.append(rec)
+    overall = rank_records(records)
+    result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out))
+    write_outputs(result, out)
+    return result
+
+
+def _fmt_q(r: RunRecord) -> str:
+    if r.quality is None:
+        return r.status if r.status != "ok" else "n/a"
+    return f"{r.quality:.4g}" + (" (diverged)" if r.diverged else "")
+
+
+def table_rows(result: CompareResult) -> list[list[str]]:
+    """Rows of the ranked table: task, rank, mixer, metric, quality, params, time, tokens/s, peak MiB."""
+    rows = []
+    for task in dict.fromkeys(r.task for r in result.records):
+        recs = sorted((r for r in result.records if r.task == task), key=lambda r: (r.rank is None, r.rank or 0))
+        for r in recs:
+            rows.append([
+                task, str(r.rank or "-"), r.mixer, r.metric + (" ↑" if r.higher_is_better else " ↓"), _fmt_q(r),
+                f"{r.params:,}", f"{r.train_seconds:.1f}", f"{r.tokens_per_second:,.0f}", f"{r.peak_mem_mib:.0f}",
+            ])
+    return rows
+
+
+HEADER = ["task", "rank", "mixer", "metric", "quality", "params", "train s", "tokens/s", "peak MiB"]
+
+
+def to_markdown(result: CompareResult) -> str:
+    """The Markdown report: ranked table per task, overall ranking, the plot."""
+    lines = [f"# attnlab compare — suite `{result.suite}`", "", f"Ran in {result.seconds:.0f} s.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    lines += ["", "## Overall (mean rank over tasks, 1 = best)", "", "| mixer | mean rank |", "|---|---|"]
+    lines += [f"| {m} | {v:.2f} |" for m, v in result.overall]
+    lines += ["", "![loss curves](loss_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result: CompareResult, out: Path) -> None:
+    """Write results.json, results.csv, loss_curves.png and report.md into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "results.json").write_text(json.dumps(asdict(result), indent=2, default=float))
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        cols = ["task", "mixer", "rank", "metric", "quality", "val_loss", "params", "train_seconds",
+                "tokens_per_second", "peak_mem_mib", "diverged", "status"]
+        w.writerow(cols)
+        for r in result.records:
+            w.writerow([getattr(r, c) for c in cols])
+    tasks = list(dict.fromkeys(r.task for r in result.records))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in result.records:
+            if r.task == task and r.curve:
+                steps, losses = zip(*r.curve)
+                ax.plot(steps, losses, label=f"{r.mixer} ({_fmt_q(r)})")
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=110)
+    plt.close(fig)
+    (out / "report.md").write_text(to_markdown(result))

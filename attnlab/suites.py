@@ -1,0 +1,66 @@
+"""Named suites for ``attnlab compare``: which mixers, on which tasks, how long.
+
+A suite is a list of mixer specs (a registered mixer name, or a backbone pattern
+such as ``"deltanet,softmax"`` for a hybrid) and a list of :class:`TaskRun`
+(task name + kwargs + model size + training budget). The ``default`` suite is
+sized to finish within 5 minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["TaskRun", "Suite", "SUITES", "get_suite"]
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One task of a suite and the training budget every mixer gets on it."""
+
+    task: str
+    task_kwargs: dict = field(default_factory=dict)
+    dim: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    eval_batches: int = 4
+    model_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named comparison: mixer specs x task runs."""
+
+    name: str
+    description: str
+    mixers: tuple[str, ...]
+    tasks: tuple[TaskRun, ...]
+
+
+_RECALL = TaskRun("associative_recall", {}, dim=64, depth=2, steps=250, lr=3e-3)
+_CHAR = TaskRun("char_lm", {"seq_len": 128}, dim=64, depth=2, steps=150, lr=3e-3)
+
+SUITES: dict[str, Suite] = {
+    "default": Suite(
+        "default",
+        "Sequence mixers on associative recall and char-level LM (stdlib sources); about 4-5 minutes on 2 cores.",
+        ("softmax", "softmax_qknorm", "identity"),
+        (_RECALL, _CHAR),
+    ),
+    "smoke": Suite(
+        "smoke",
+        "Seconds-long smoke run (tests, CI): two mixers, one short task.",
+        ("softmax", "identity"),
+        (TaskRun("associative_recall", {"seq_len": 32, "num_pairs": 4}, dim=32, depth=1, num_heads=2, steps=20,
+                 batch_size=16, lr=3e-3, warmup_steps=2, eval_batches=1),),
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; KeyError listing the suites if unknown."""
+    if name not in SUITES:
+        raise KeyError(f"suite: expected one of {sorted(SUITES)}, received {name!r}")
+    return SUITES[name]
