@@ -10,5 +10,8 @@ from attnlab.mixers.registry import MixerInfo, available, create, get_info, regi
 # Families (importing a module registers its mixers). Add one line per module.
 from attnlab.mixers import identity  # noqa: E402,F401
 from attnlab.mixers import softmax  # noqa: E402,F401
+from attnlab.mixers import spectral  # noqa: E402,F401
+from attnlab.mixers import glu_mixer  # noqa: E402,F401
+from attnlab.mixers import gpsa  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]
