@@ -175,8 +175,10 @@ class SHViT(nn.Module):
     """SHViT (P29): images (B, in_chans, H, W) -> logits (B, num_classes).
 
     Args:
-        in_chans, num_classes: input channels and classes (any image size; the
-            token grid is H / 2^stem_convs, halved at each stage change).
+        img_size: nominal image size (checked against the stem's stride; the network is
+            fully convolutional, so other sizes run too: the token grid is H / 2^stem_convs,
+            halved at each stage change).
+        in_chans, num_classes: input channels and classes.
         embed_dim: widths of the three stages.
         partial_dim: channels p that SHSA attends over, per stage.
         qk_dim: query/key size per stage (16 in the paper).
@@ -187,11 +189,14 @@ class SHViT(nn.Module):
     """
 
     def __init__(
-        self, *, in_chans: int = 3, num_classes: int = 10, embed_dim=(32, 48, 64), partial_dim=(8, 12, 16),
-        qk_dim=(16, 16, 16), depth=(1, 2, 2), types=("i", "s", "s"), stem_convs: int = 2,
+        self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, embed_dim=(32, 48, 64),
+        partial_dim=(8, 12, 16), qk_dim=(16, 16, 16), depth=(1, 2, 2), types=("i", "s", "s"), stem_convs: int = 2,
     ):
         super().__init__()
+        check_positive_int("img_size", img_size)
         check_positive_int("stem_convs", stem_convs)
+        if img_size < 2 ** stem_convs:
+            fail("img_size", f"at least 2^stem_convs = {2 ** stem_convs} (the stem's stride)", img_size)
         check_positive_int("num_classes", num_classes)
         if not (len(embed_dim) == len(partial_dim) == len(qk_dim) == len(depth) == len(types)):
             fail("embed_dim, partial_dim, qk_dim, depth, types", "sequences of one length (one entry per stage)",

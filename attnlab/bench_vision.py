@@ -1,0 +1,206 @@
+"""Training throughput of the vision designs (P04, P07, P11, P13, P29, P32), attnlab vs timm.
+
+``python -m attnlab.bench_vision`` times forward + backward (cross-entropy,
+fp32, batch 32 by default) of each design at its tiny configuration and of
+timm's model of the same configuration and weights layout (ConViT, CrossViT,
+TNT, SHViT), interleaving the two implementations repeat by repeat so that
+machine noise hits both alike; it prints a Markdown table of parameters,
+images/s and the attnlab / timm speed ratio. The same pairs are registered as
+``attnlab bench`` cases ``vision_<design>`` (there N is the image size).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from attnlab.bench_cases import make_thunk, register_case
+
+__all__ = ["PAIRS", "build_pair", "measure", "run", "main"]
+
+
+def _timm():
+    from attnlab.models.timm_compat import import_timm
+
+    return import_timm()
+
+
+def _convit(img: int):
+    from attnlab.models.convit import CONVIT_CONFIGS, ConViT
+
+    c = CONVIT_CONFIGS["tiny"]
+    ours = ConViT(img_size=img, num_classes=10, **c)
+    theirs = lambda: _timm().create_model(  # noqa: E731
+        "convit_tiny", pretrained=False, img_size=img, patch_size=4, num_classes=10, embed_dim=c["embed_dim"] // c["num_heads"],
+        num_heads=c["num_heads"], depth=c["depth"], local_up_to_layer=c["local_up_to_layer"])
+    return ours, theirs
+
+
+def _crossvit(img: int):
+    from attnlab.models.crossvit import CROSSVIT_CONFIGS, CrossViT
+
+    c = CROSSVIT_CONFIGS["tiny"]
+    ours = CrossViT(img_size=img, num_classes=10, **c)
+    theirs = lambda: _timm().models.crossvit.CrossVit(  # noqa: E731
+        img_size=img, img_scale=(1.0, 1.0), num_classes=10, patch_size=list(c["patch_size"]),
+        embed_dim=list(c["embed_dim"]), depth=[list(d) for d in c["depth"]], num_heads=list(c["num_heads"]),
+        mlp_ratio=list(c["mlp_ratio"]))
+    return ours, theirs
+
+
+def _tnt(img: int):
+    from attnlab.models.tnt import TNT, TNT_CONFIGS
+
+    c = TNT_CONFIGS["tiny"]
+    return TNT(img_size=img, num_classes=10, **c), (lambda: _timm().models.tnt.TNT(img_size=img, num_classes=10, **c))
+
+
+def _shvit(img: int):
+    from attnlab.models.shvit import SHVIT_CONFIGS, SHViT
+
+    c = {k: v for k, v in SHVIT_CONFIGS["tiny"].items() if k != "stem_convs"}
+    # timm's stem is fixed at 4 stride-2 convs; compare at the same token grid (img / 16).
+    return SHViT(img_size=img, num_classes=10, stem_convs=4, **c), (lambda: _timm().models.shvit.SHViT(num_classes=10, **c))
+
+
+def _shvit_tiny(img: int):
+    from attnlab.models.shvit import shvit_tiny
+
+    return shvit_tiny(img_size=img, num_classes=10), None
+
+
+def _spectformer(img: int):
+    from attnlab.models.spectformer import spectformer_tiny
+
+    return spectformer_tiny(img_size=img, num_classes=10), None
+
+
+def _activator(img: int):
+    from attnlab.models.activator import activator_tiny
+
+    return activator_tiny(img_size=img, num_classes=10), None
+
+
+#: design -> (builder(img) -> (attnlab model, timm factory or None), default image size)
+PAIRS: dict[str, tuple[Callable, int]] = {
+    "spectformer_tiny": (_spectformer, 32),
+    "activator_tiny": (_activator, 32),
+    "convit_tiny": (_convit, 32),
+    "crossvit_tiny": (_crossvit, 32),
+    "tnt_tiny": (_tnt, 32),
+    "shvit_tiny": (_shvit_tiny, 32),
+    "shvit_tiny_stem16": (_shvit, 128),
+}
+
+
+def build_pair(design: str, img: int | None = None) -> tuple[nn.Module, nn.Module | None, int]:
+    """(attnlab model, timm model of the same configuration or None, image size) for ``design``."""
+    if design not in PAIRS:
+        raise KeyError(f"design: expected one of {sorted(PAIRS)}, received {design!r}")
+    builder, default_img = PAIRS[design]
+    img = img or default_img
+    ours, theirs = builder(img)
+    if theirs is not None:
+        try:
+            theirs = theirs()
+        except ImportError:
+            theirs = None
+    return ours, theirs, img
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+
+def measure(models: dict[str, nn.Module], img: int, batch: int = 32, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per training step (forward + backward) of each model, interleaved repeat by repeat."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, img, img, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    for m in models.values():
+        m.train()
+        for _ in range(warmup):
+            _step(m, x, y)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(repeats):
+        for k, m in models.items():
+            t0 = time.perf_counter()
+            _step(m, x, y)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run(designs: list[str] | None = None, batch: int = 32, repeats: int = 7) -> list[dict]:
+    """Rows {design, impl, img, params, images_per_s, ratio_vs_timm} for ``designs`` (default: all)."""
+    rows = []
+    for design in designs or list(PAIRS):
+        ours, theirs, img = build_pair(design)
+        models = {"attnlab": ours} | ({"timm": theirs} if theirs is not None else {})
+        sec = measure(models, img, batch, repeats)
+        for impl, m in models.items():
+            rows.append(dict(
+                design=design, impl=impl, img=img, params=sum(p.numel() for p in m.parameters()),
+                images_per_s=batch / sec[impl],
+                ratio_vs_timm=(sec["timm"] / sec[impl]) if "timm" in sec else None,
+            ))
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """Markdown table of :func:`run` rows."""
+    out = ["| design | impl | img | params | train img/s (fwd+bwd) | speed vs timm |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio_vs_timm']:.2f}x" if r["ratio_vs_timm"] is not None else "-"
+        out.append(f"| {r['design']} | {r['impl']} | {r['img']} | {r['params'] / 1e6:.3f} M | {r['images_per_s']:.0f} | {ratio} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m attnlab.bench_vision [--designs convit_tiny tnt_tiny] [--batch 32] [--repeats 7]``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--designs", nargs="*", default=None, choices=sorted(PAIRS))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    print(to_markdown(run(a.designs, a.batch, a.repeats)))
+
+
+def _register(design: str) -> None:
+    builder, img = PAIRS[design]
+
+    @register_case(
+        f"vision_{design}",
+        description=f"{design}: training step (fwd+bwd, batch 8) attnlab vs timm; N = image size",
+        sizes=(img, 2 * img),
+        reference="timm" if design in ("convit_tiny", "crossvit_tiny", "tnt_tiny", "shvit_tiny_stem16") else "attnlab",
+        params={"design": design, "batch": 8},
+    )
+    def setup(n: int, dtype: torch.dtype, mode: str, *, design: str, batch: int):
+        """Images (batch, 3, n, n); impls ``attnlab`` and ``timm`` (when timm imports)."""
+        ours, theirs, _ = build_pair(design, n)
+        ours = ours.to(dtype)
+        theirs = theirs.to(dtype) if theirs is not None else None
+        x = torch.randn(batch, 3, n, n, dtype=dtype, requires_grad=mode == "fwdbwd")
+        impls = {"attnlab": make_thunk(lambda: ours(x), [x], mode)}
+        skipped = {}
+        if theirs is not None:
+            impls["timm"] = make_thunk(lambda: theirs(x), [x], mode)
+        else:
+            skipped["timm"] = "timm not importable here, or no timm model of this design"
+        return impls, skipped
+
+
+for _d in ("convit_tiny", "crossvit_tiny", "tnt_tiny", "shvit_tiny_stem16"):
+    _register(_d)
+
+
+if __name__ == "__main__":
+    main()
