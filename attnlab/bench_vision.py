@@ -117,11 +117,14 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     torch.nn.functional.cross_entropy(model(x), y).backward()
 
 
-def measure(models: dict[str, nn.Module], img: int, batch: int = 32, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+def measure(
+    models: dict[str, nn.Module], img: int, batch: int = 32, repeats: int = 7, warmup: int = 2, in_chans: int = 3,
+    num_classes: int = 10,
+) -> dict[str, float]:
     """Median seconds per training step (forward + backward) of each model, interleaved repeat by repeat."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, img, img, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x = torch.randn(batch, in_chans, img, img, generator=g)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
     for m in models.values():
         m.train()
         for _ in range(warmup):

@@ -6,6 +6,12 @@ are imported only when run. Add one line per reproduction.
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome, ReproResult, run_repro
 
 REPROS: dict[str, str] = {
+    "spectformer": "attnlab.repro.spectformer",
+    "activator": "attnlab.repro.activator",
+    "convit": "attnlab.repro.convit",
+    "crossvit": "attnlab.repro.crossvit",
+    "tnt": "attnlab.repro.tnt",
+    "shvit": "attnlab.repro.shvit",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
