@@ -1,0 +1,22 @@
+"""Training: ``train(model, task, config)`` with AdamW, warm-up + cosine, z-loss, checkpoints and resume.
+
+    from attnlab.train import TrainConfig, train, evaluate
+    result = train(model, task, TrainConfig(steps=500, lr=3e-3), out_dir="runs/x")
+    result.final_eval            # {"loss": ..., <task metric>: ...}
+    train(model, task, config, out_dir="runs/x", resume=True)   # continue exactly
+
+Modules: ``config`` (TrainConfig), ``optim`` (AdamW groups, weight-decay modes),
+``losses`` (z-loss), ``checkpoint`` (atomic safetensors checkpoints), ``metrics``
+(JSONL/CSV), ``loop`` (train / evaluate).
+"""
+from attnlab.train.checkpoint import Checkpoint, list_checkpoints, load_latest, save_checkpoint
+from attnlab.train.config import TrainConfig
+from attnlab.train.losses import log_partition, z_loss
+from attnlab.train.loop import Callback, TrainResult, evaluate, train
+from attnlab.train.optim import build_optimizer, decay_split
+
+__all__ = [
+    "TrainConfig", "TrainResult", "train", "evaluate", "Callback",
+    "build_optimizer", "decay_split", "z_loss", "log_partition",
+    "save_checkpoint", "load_latest", "list_checkpoints", "Checkpoint",
+]
