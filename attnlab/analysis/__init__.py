@@ -1,0 +1,9 @@
+"""Analysis tools used by the papers: LR sensitivity and LR sweeps, attention-logit growth and
+output-logit divergence probes (P02).
+
+    from attnlab.analysis import lr_sensitivity, max_attention_logit, output_log_z
+"""
+from attnlab.analysis.logit_growth import max_attention_logit, output_log_z
+from attnlab.analysis.lr_sensitivity import capped_losses, lr_sensitivity, lr_sweep
+
+__all__ = ["lr_sensitivity", "capped_losses", "lr_sweep", "max_attention_logit", "output_log_z"]
