@@ -131,6 +131,10 @@ class ConViT(nn.Module):
         for blk in self.blocks[: self.local_up_to_layer]:
             blk.attn.local_init()  # after the generic init, as in the paper
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not decay (position embedding, class token; timm's convention, read by attnlab.train)."""
+        return {"pos_embed", "cls_token"}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normalised tokens (B, 1 + N, C), class token first."""
         x = self.patch_embed(x) + self.pos_embed

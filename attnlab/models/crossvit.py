@@ -171,6 +171,10 @@ class CrossViT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not decay: per-branch position embeddings and class tokens (timm convention)."""
+        return {f"{kind}_{i}" for kind in ("pos_embed", "cls_token") for i in range(self.num_branches)}
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images -> per-branch normalised tokens [(B, 1 + N_b, C_b)], class token first."""
         b = x.shape[0]

@@ -85,6 +85,10 @@ class SpectFormer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not decay (position embedding; timm's convention, read by attnlab.train)."""
+        return {"pos_embed"}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normalised tokens (B, N, C)."""
         x = self.patch_embed(x) + self.pos_embed

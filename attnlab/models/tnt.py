@@ -139,6 +139,10 @@ class TNT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not decay (position embeddings, class token; timm's convention, read by attnlab.train)."""
+        return {"patch_pos", "pixel_pos", "cls_token"}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normalised patch tokens (B, 1 + N, D), class token first."""
         b = x.shape[0]
