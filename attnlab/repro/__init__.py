@@ -12,6 +12,7 @@ REPROS: dict[str, str] = {
     "crossvit": "attnlab.repro.crossvit",
     "tnt": "attnlab.repro.tnt",
     "shvit": "attnlab.repro.shvit",
+    "instability_proxies": "attnlab.repro.instability_proxies",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
