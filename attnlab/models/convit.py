@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab._checks import check_choice, check_positive_int, describe, fail
 from attnlab.models import register_model
 from attnlab.models.layers import DropPath, Mlp, PatchEmbed
 
@@ -87,14 +87,18 @@ class ConViT(nn.Module):
             would be needed then; the class token still joins before the final norm).
         locality_strength: alpha of GPSA's local init.
         mlp_ratio, qkv_bias, drop_path_rate: as in timm.
+        global_pool: ``"token"`` (the class token, as in the paper) or ``"avg"`` (mean of the
+            patch tokens, timm's alternative).
     """
 
     def __init__(
         self, *, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 10,
         embed_dim: int = 96, depth: int = 6, num_heads: int = 4, local_up_to_layer: int = 4,
         locality_strength: float = 1.0, mlp_ratio: float = 4.0, qkv_bias: bool = False, drop_path_rate: float = 0.0,
+        global_pool: str = "token",
     ):
         super().__init__()
+        self.global_pool = check_choice("global_pool", global_pool, ("token", "avg"))
         self.grid = check_img_patch(img_size, patch_size)
         check_positive_int("depth", depth)
         check_positive_int("num_classes", num_classes)
@@ -147,8 +151,9 @@ class ConViT(nn.Module):
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, in_chans, H, W) -> logits (B, num_classes) from the class token."""
-        return self.head(self.forward_features(x)[:, 0])
+        """Images (B, in_chans, H, W) -> logits (B, num_classes) from the class token (or the patch mean)."""
+        x = self.forward_features(x)
+        return self.head(x[:, 0] if self.global_pool == "token" else x[:, 1:].mean(dim=1))
 
 
 CONVIT_CONFIGS = {
