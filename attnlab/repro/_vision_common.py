@@ -55,6 +55,11 @@ class Budget:
     tasks: tuple[str, ...] = ("shapes", "digits")
     bench_repeats: int = 5
     task_kwargs: dict = field(default_factory=dict)
+    task_seeds: dict = field(default_factory=dict)  # task -> seeds, overriding ``seeds`` (e.g. one seed on digits)
+
+    def seeds_for(self, task: str) -> tuple[int, ...]:
+        """The seeds to run on ``task``."""
+        return tuple(self.task_seeds.get(task, self.seeds))
 
 
 class SubsetTask(Task):
@@ -107,11 +112,11 @@ def vit_matched(
     target_params: int, img_size: int, in_chans: int, num_classes: int, *, patch_size: int = 4, depth: int = 4,
     num_heads: int = 4, **kwargs,
 ) -> nn.Module:
-    """``attnlab.models.ViT`` whose width is chosen (multiples of 2 * num_heads) to match ``target_params`` best."""
+    """``attnlab.models.ViT`` whose width is chosen (multiples of num_heads) to match ``target_params`` best."""
     from attnlab.models import ViT
 
     best, best_gap = None, math.inf
-    for dim in range(2 * num_heads, 1025, 2 * num_heads):
+    for dim in range(num_heads, 1025, num_heads):
         model = ViT(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, dim=dim,
                     depth=depth, num_heads=num_heads, **kwargs)
         gap = abs(count_params(model) - target_params)
@@ -152,7 +157,7 @@ def run_arms(arms: list[Arm], budget: Budget, *, progress: bool = False, task_wr
         models_for_speed = {}
         for arm in arms:
             accs = []
-            for seed in budget.seeds:
+            for seed in budget.seeds_for(task_name):
                 torch.manual_seed(seed)
                 model = arm.build(img, chans, ncls)
                 task = make_task(task_name, seed=seed, **budget.task_kwargs.get(task_name, {}))

@@ -28,7 +28,7 @@ MIN_GAIN = 0.02
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
                bench_repeats=1)
 FULL = Budget(steps=300, batch_size=32, lr=1e-3, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"),
-              bench_repeats=5)
+              bench_repeats=5, task_seeds={"digits": (0,)})
 
 
 def _arms(dim: int, depth: int, local: int) -> list[Arm]:
