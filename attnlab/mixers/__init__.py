@@ -13,5 +13,8 @@ from attnlab.mixers import softmax  # noqa: E402,F401
 from attnlab.mixers import spectral  # noqa: E402,F401
 from attnlab.mixers import glu_mixer  # noqa: E402,F401
 from attnlab.mixers import gpsa  # noqa: E402,F401
+from attnlab.mixers import linear  # noqa: E402,F401
+from attnlab.mixers import delta  # noqa: E402,F401
+from attnlab.mixers import random_features  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]
