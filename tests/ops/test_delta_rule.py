@@ -1,0 +1,146 @@
+"""Delta rule (P12): chunkwise WY form vs the token recurrence, decoding step, fla's torch reference."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
+
+TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+def _inputs(b, h, n, dk, dv, dtype, seed=0, state=False):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, n, dk, generator=g, dtype=dtype)
+    k = F.normalize(torch.randn(b, h, n, dk, generator=g, dtype=dtype), dim=-1)
+    v = torch.randn(b, h, n, dv, generator=g, dtype=dtype)
+    beta = torch.rand(b, h, n, generator=g, dtype=dtype)
+    out = [q, k, v, beta]
+    if state:
+        out.append(torch.randn(b, h, dk, dv, generator=g, dtype=dtype))
+    return [t.requires_grad_() for t in out]
+
+
+def _fwd_bwd(fn, inputs, **kw):
+    for t in inputs:
+        t.grad = None
+    args = inputs[:4]
+    if len(inputs) == 5:
+        kw["initial_state"] = inputs[4]
+    o, s = fn(*args, **kw)
+    g = torch.Generator().manual_seed(1)
+    loss = (o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+    loss.backward()
+    return o.detach(), s.detach(), [t.grad.clone() for t in inputs]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape",  # b, h, n, dk, dv, chunk
+    [(1, 1, 1, 4, 4, 8), (2, 3, 17, 8, 5, 4), (1, 2, 64, 16, 16, 16), (2, 2, 45, 8, 8, 7), (1, 1, 33, 16, 8, 64)],
+)
+@pytest.mark.parametrize("with_state", [False, True])
+def test_chunkwise_equals_recurrence_forward_and_gradients(dtype, shape, with_state):
+    b, h, n, dk, dv, c = shape
+    inputs = _inputs(b, h, n, dk, dv, dtype, state=with_state)
+    o, s, g = _fwd_bwd(delta_rule_chunkwise, inputs, chunk_size=c)
+    o_r, s_r, g_r = _fwd_bwd(delta_rule_recurrent, inputs)
+    torch.testing.assert_close(o, o_r, **TOL[dtype])
+    torch.testing.assert_close(s, s_r, **TOL[dtype])
+    for a, r in zip(g, g_r):
+        torch.testing.assert_close(a, r, **TOL[dtype])
+
+
+def test_recurrence_matches_the_definition():
+    """S_t = (I - beta k k^T) S_{t-1} + beta k v^T written with explicit matrices."""
+    q, k, v, beta = (t.detach() for t in _inputs(1, 1, 6, 3, 2, torch.float64))
+    s = torch.zeros(3, 2, dtype=torch.float64)
+    outs = []
+    for t in range(6):
+        kt = k[0, 0, t][:, None]
+        s = (torch.eye(3, dtype=torch.float64) - beta[0, 0, t] * kt @ kt.T) @ s + beta[0, 0, t] * kt @ v[0, 0, t][None]
+        outs.append(s.T @ q[0, 0, t] / 3**0.5)
+    o, s_final = delta_rule_recurrent(q, k, v, beta)
+    torch.testing.assert_close(o[0, 0], torch.stack(outs), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(s_final[0, 0], s, atol=1e-12, rtol=1e-12)
+
+
+def test_gradcheck_float64():
+    inputs = _inputs(1, 2, 7, 3, 2, torch.float64, state=True)
+    fn = lambda q, k, v, b, s0: delta_rule_chunkwise(q, k, v, b, chunk_size=3, initial_state=s0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_step_by_step_decoding_equals_chunkwise_and_state_size_is_constant():
+    q, k, v, beta = (t.detach() for t in _inputs(2, 2, 40, 8, 4, torch.float64))
+    o, s_end = delta_rule_chunkwise(q, k, v, beta, chunk_size=16)
+    s = torch.zeros(2, 2, 8, 4, dtype=torch.float64)
+    outs = []
+    for t in range(40):
+        o_t, s = delta_rule_step(q[:, :, t], k[:, :, t], v[:, :, t], beta[:, :, t], s)
+        assert s.shape == (2, 2, 8, 4)
+        outs.append(o_t)
+    torch.testing.assert_close(torch.stack(outs, 2), o, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(s, s_end, atol=1e-10, rtol=1e-10)
+
+
+def test_split_sequence_with_carried_state_equals_whole():
+    q, k, v, beta = (t.detach() for t in _inputs(1, 2, 50, 8, 8, torch.float64))
+    o, s = delta_rule_chunkwise(q, k, v, beta, chunk_size=16)
+    o1, s1 = delta_rule_chunkwise(q[:, :, :21], k[:, :, :21], v[:, :, :21], beta[:, :, :21], chunk_size=16)
+    o2, s2 = delta_rule_chunkwise(q[:, :, 21:], k[:, :, 21:], v[:, :, 21:], beta[:, :, 21:], chunk_size=16, initial_state=s1)
+    torch.testing.assert_close(torch.cat([o1, o2], 2), o, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(s2, s, atol=1e-10, rtol=1e-10)
+
+
+def test_causal_future_does_not_leak():
+    q, k, v, beta = (t.detach() for t in _inputs(1, 2, 30, 8, 8, torch.float64))
+    o, _ = delta_rule_chunkwise(q, k, v, beta, chunk_size=8)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 13:] = F.normalize(torch.randn_like(k2[:, :, 13:]), dim=-1)
+    v2[:, :, 13:] += 3 * torch.randn_like(v2[:, :, 13:])
+    o2, _ = delta_rule_chunkwise(q, k2, v2, beta, chunk_size=8)
+    torch.testing.assert_close(o2[:, :, :13], o[:, :, :13], atol=1e-12, rtol=0)
+    assert not torch.allclose(o2[:, :, 13:], o[:, :, 13:])
+
+
+def test_bad_input_errors():
+    q = torch.randn(1, 2, 5, 4)
+    with pytest.raises(ValueError, match="beta: expected shape"):
+        delta_rule_chunkwise(q, q, q, torch.rand(1, 2, 4))
+    with pytest.raises(ValueError, match="initial_state: expected shape"):
+        delta_rule_chunkwise(q, q, q, torch.rand(1, 2, 5), initial_state=torch.zeros(1, 2, 4, 3))
+    with pytest.raises(TypeError, match="beta: expected dtype"):
+        delta_rule_chunkwise(q, q, q, torch.rand(1, 2, 5, dtype=torch.float64))
+
+
+def load_fla_naive():
+    """fla's pure-torch delta-rule reference, loaded by file path (its package __init__ needs triton); None if absent."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "ops" / "delta_rule" / "naive.py"
+    if not path.exists():
+        return None
+    mod_spec = importlib.util.spec_from_file_location("_fla_delta_rule_naive", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.peer
+def test_matches_fla_naive_reference():
+    fla = load_fla_naive()
+    if fla is None:
+        pytest.skip("flash-linear-attention not installed (pip install --no-deps flash-linear-attention fla-core)")
+    q, k, v, beta = (t.detach() for t in _inputs(2, 3, 96, 16, 16, torch.float32))
+    o, s = delta_rule_chunkwise(q, k, v, beta, chunk_size=64)
+    o_rec, s_rec = fla.delta_rule_recurrence(q, k, v, beta)
+    o_chk, s_chk = fla.delta_rule_chunkwise(q, k, v, beta, chunk_size=32)
+    for ref_o, ref_s in ((o_rec, s_rec), (o_chk, s_chk)):
+        torch.testing.assert_close(o, ref_o, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(s, ref_s, atol=2e-5, rtol=1e-5)
