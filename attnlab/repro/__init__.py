@@ -13,6 +13,8 @@ REPROS: dict[str, str] = {
     "tnt": "attnlab.repro.tnt",
     "shvit": "attnlab.repro.shvit",
     "instability_proxies": "attnlab.repro.instability_proxies",
+    "deltanet": "attnlab.repro.deltanet",
+    "random_features": "attnlab.repro.random_features",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
