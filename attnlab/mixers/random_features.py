@@ -79,19 +79,28 @@ def _check_fn_inputs(x0, keys, w):
 
 
 def rfa_features(
-    x0: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, *, sigma: str = "relu", batch_chunk: int = 512
+    x0: torch.Tensor,
+    keys: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    sigma: str = "relu",
+    constant: bool = False,
+    batch_chunk: int = 512,
 ) -> torch.Tensor:
     """Random-feature-attention features phi (B, M, d): phi_m = (1/N) sum_i sigma(x0^T W_m x_i) x_i.
 
-    x0 (B, d), keys (B, N, d), W (M, d, d). Processed in chunks of ``batch_chunk``
-    samples so the (B, M, N) logits never exist at once.
+    x0 (B, d), keys (B, N, d), W (M, d, d). ``constant=True`` appends a constant 1 to
+    the value input x_i (features (B, M, d + 1)), so the readout can also form
+    sum_m c_m (1/N) sum_i sigma(x0^T W_m x_i), i.e. functions of the logits alone.
+    Processed in chunks of ``batch_chunk`` samples so the (B, M, N) logits never exist at once.
     """
     x0, keys, w = _check_fn_inputs(x0, keys, w)
     out = []
     for xs, ks in zip(x0.split(batch_chunk), keys.split(batch_chunk)):
         qm = torch.einsum("bd,mde->bme", xs, w)  # x0^T W_m
         a = _weights(torch.einsum("bme,bne->bmn", qm, ks), sigma, None)
-        out.append(torch.einsum("bmn,bnd->bmd", a, ks))
+        vals = torch.cat([ks, torch.ones_like(ks[..., :1])], dim=-1) if constant else ks
+        out.append(torch.einsum("bmn,bnd->bmd", a, vals))
     return torch.cat(out)
 
 

@@ -85,7 +85,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
         heads, sizes, n_val, n_test = 32, (128, 256, 512), 256, 512
     else:
         heads, sizes, n_val, n_test = 256, (256, 512, 1024, 2048, 4096), 1024, 2048
-    p = heads * d
+    p = heads * (d + 1)
     g = torch.Generator().manual_seed(ctx.seed)
     n_max = max(sizes)
     tr, va, te = (make_data(n, d, num_keys, g) for n in (n_max, n_val, n_test))
@@ -97,7 +97,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
         x0, keys, _ = data
         if name == "rf_mlp":
             return torch.relu(torch.cat([x0, keys.flatten(1)], dim=1) @ mlp_w)
-        return rfa_features(x0, keys, w_by_model[name], sigma="relu").flatten(1)
+        return rfa_features(x0, keys, w_by_model[name], sigma="relu", constant=True).flatten(1)
 
     models = ("rfa_biased", "rfa_zero_mean", "rf_mlp")
     curves: dict[str, dict[int, float]] = {m: {} for m in models}
@@ -154,6 +154,6 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (
         f"Ridge-fitted readouts with {p} random features each, d=N={d}. At n={n_judge}: normalised test MSE "
         f"biased RFA {b:.3f}, zero-mean RFA {z:.3f}, RF-MLP {m:.3f} (MLP / biased = {m / max(b, 1e-12):.1f}x). "
-        "Rule: holds if biased < zero-mean and MLP >= 2x biased. Scale is far below the paper's (M=256 heads here)."
+        f"Rule: holds if biased < zero-mean and MLP >= 2x biased. Value input [x_i; 1] (a constant coordinate). M={heads} heads: far below the paper's scale."
     )
     return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=plots)
