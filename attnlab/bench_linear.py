@@ -41,13 +41,13 @@ def load_fla_delta_rule_naive():
 @register_case(
     "delta_rule",
     description="delta rule op (B=1, H=4, D=64, L2-normalised k, sigmoid-range beta): attnlab chunkwise (C=64) "
-    "vs token recurrence vs fla naive chunkwise (C=32, if installed)",
+    "vs token recurrence vs fla naive chunkwise (C=32) and recurrence (if installed)",
     sizes=(2048, 8192),
     reference="recurrent",
     params={"batch": 1, "heads": 4, "head_dim": 64, "chunk_size": 64, "max_recurrent": 8192},
 )
 def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_recurrent):
-    """Impls ``chunkwise`` (attnlab), ``recurrent`` (attnlab reference), ``fla_naive_chunkwise``."""
+    """Impls ``chunkwise`` (attnlab), ``recurrent`` (attnlab reference), ``fla_naive_chunkwise`` / ``fla_naive_recurrent``."""
     g = torch.Generator().manual_seed(0)
     shape = (batch, heads, n, head_dim)
     q = torch.randn(*shape, generator=g, dtype=dtype)
@@ -68,6 +68,9 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
         skipped["fla_naive_chunkwise"] = "fla's naive chunkwise needs N % 32 == 0"
     else:
         impls["fla_naive_chunkwise"] = make_thunk(lambda: fla.delta_rule_chunkwise(q, k, v, beta, chunk_size=32)[0], inputs, mode)
+    if fla is not None and n <= max_recurrent:
+        # fla's token loop writes o[:, :, i] in place: its backward is super-linear (see machine-and-peers.md)
+        impls["fla_naive_recurrent"] = make_thunk(lambda: fla.delta_rule_recurrence(q, k, v, beta)[0], inputs, mode)
     return impls, skipped
 
 
