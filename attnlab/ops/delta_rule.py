@@ -129,8 +129,10 @@ def delta_rule_chunkwise(
     bc = beta.reshape(b, h, nc, c, 1)
     kb = kc * bc
     eye = torch.eye(c, dtype=q.dtype, device=q.device)
+    # batched tril() is slow on CPU; multiplying by a fixed 0/1 mask is not
+    lower = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()
     # I + strict_tril(diag(beta) K K^T): unit lower triangular, inverted by one batched solve
-    a = (kb @ kc.transpose(-1, -2)).tril(-1) + eye
+    a = (kb @ kc.transpose(-1, -2)) * (lower - eye) + eye
     wu = torch.linalg.solve_triangular(a, torch.cat([kb, vc * bc], dim=-1), upper=False, unitriangular=True)
     w, u = wu[..., :dk], wu[..., dk:]
     kt = kc.transpose(-1, -2)
@@ -147,6 +149,6 @@ def delta_rule_chunkwise(
     s = s.reshape(b, h, dk, dv)
     qs = qc * scale
     u_new = u - w @ s_in
-    attn = (qs @ kt).tril()
+    attn = (qs @ kt) * lower
     o = qs @ s_in + attn @ u_new
     return o.reshape(b, h, nc * c, dv)[:, :, :n], s
