@@ -144,3 +144,15 @@ def test_matches_fla_naive_reference():
     for ref_o, ref_s in ((o_rec, s_rec), (o_chk, s_chk)):
         torch.testing.assert_close(o, ref_o, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(s, ref_s, atol=2e-5, rtol=1e-5)
+
+
+def test_bench_size_agreement_n2048():
+    """The benchmark configuration (B=1, H=4, D=64, C=64) at N=2048: outputs and gradients within 1e-4 relative."""
+    q, k, v, beta = _inputs(1, 4, 2048, 64, 64, torch.float32, seed=3)
+    g = torch.randn(1, 4, 2048, 64, generator=torch.Generator().manual_seed(4))
+    res = []
+    for fn in (lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=64)[0], lambda: delta_rule_recurrent(q, k, v, beta)[0]):
+        o = fn()
+        res.append([o.detach(), *torch.autograd.grad(o, (q, k, v, beta), g)])
+    for a, b in zip(*res):
+        assert ((a - b).norm() / b.norm()).item() < 1e-4
