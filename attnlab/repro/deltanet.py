@@ -70,10 +70,18 @@ def _curve(result, metric):
 
 def run(ctx: ReproContext) -> ReproOutcome:
     """Train the four models on associative recall and judge (A) and (B); see the module docstring."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
+    try:
+        return _run(ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx: ReproContext) -> ReproOutcome:
     from attnlab.models import build_for_task
     from attnlab.train import TrainConfig, train
 
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
     task = _make_task(ctx.quick, ctx.seed)
     steps = 60 if ctx.quick else 800
     cfg = TrainConfig(
