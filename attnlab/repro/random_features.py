@@ -131,7 +131,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
         ax.set_yscale("log")
         ax.set_xlabel("training samples n")
         ax.set_ylabel("normalised test MSE")
-        ax.set_title(f"P01: d=N={d}, {p} features, target mean <x0,xi>^3")
+        ax.set_title(f"P01: d=N={d}, {p} features, y = mean_i <x0,xi>^3", fontsize=9)
         ax.legend()
         fig.tight_layout()
         path = ctx.path("random_features.png")
