@@ -1,0 +1,29 @@
+"""Backbones taking any mixer per layer, and the papers' named designs.
+
+    from attnlab.models import SequenceModel, ViT, build_for_task, create, available
+    lm = SequenceModel(vocab_size=128, dim=64, depth=4, mixer="deltanet*3,softmax", head="lm")
+    vit = ViT(img_size=32, num_classes=10, mixer="softmax")
+    convit = create("convit_tiny", img_size=32, num_classes=10)
+
+``register_model`` is defined before the design modules are imported: they
+import it from here.
+"""
+from attnlab.models.registry import available, count_parameters, create, register_model  # noqa: I001
+
+from attnlab.models.blocks import MixerBlock, resolve_mixers  # noqa: E402
+from attnlab.models.factory import build_for_task  # noqa: E402
+from attnlab.models.sequence import SequenceModel  # noqa: E402
+from attnlab.models.vit import ViT  # noqa: E402
+
+# Named designs (importing a module registers its models). Add one line per module.
+from attnlab.models import convit  # noqa: E402,F401
+from attnlab.models import crossvit  # noqa: E402,F401
+from attnlab.models import tnt  # noqa: E402,F401
+from attnlab.models import shvit  # noqa: E402,F401
+from attnlab.models import spectformer  # noqa: E402,F401
+from attnlab.models import activator  # noqa: E402,F401
+
+__all__ = [
+    "SequenceModel", "ViT", "MixerBlock", "build_for_task", "resolve_mixers",
+    "create", "available", "register_model", "count_parameters",
+]

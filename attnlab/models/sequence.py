@@ -1,0 +1,161 @@
+"""The sequence backbone: tokens or vectors in, LM / classification / regression out, any mixer per layer."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from attnlab._checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
+from attnlab.models.blocks import MixerBlock, build_mixer, resolve_mixers
+from attnlab.models.layers import make_norm
+
+__all__ = ["SequenceModel", "sinusoidal_positions"]
+
+HEADS = ("lm", "class", "regression")
+POS = ("learned", "sinusoidal", "none")
+POOLS = ("mean", "last")
+
+
+def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
+    """The fixed sinusoidal table of Vaswani et al. (2017): (n, dim)."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    table = torch.zeros(n, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()
+
+
+class SequenceModel(nn.Module):
+    """Pre-norm transformer-style sequence model with any token mixer per layer.
+
+    Input: token ids (B, N) long (``vocab_size``) or vectors (B, N, in_dim) float
+    (``in_dim``). Output by ``head``:
+      - ``"lm"``: (B, N, num_classes) logits per position (num_classes defaults to vocab_size);
+      - ``"class"``: (B, num_classes) logits from pooled tokens (``pool`` "mean" over real
+        tokens, or "last": the last real token, which is what a causal model should use);
+      - ``"regression"``: (B, N, out_dim) values per position.
+
+    Args:
+        vocab_size / in_dim: exactly one of them (token or continuous input).
+        dim, depth, num_heads: width, layers, heads (passed to mixers that take it).
+        mixer: a name, comma pattern (cycled over depth) or list; see ``attnlab.models.blocks``.
+        mixer_kwargs: one dict for all layers or ``{mixer_name: dict}``.
+        ffn: ``"mlp"``, ``"glu"`` or ``"none"``; mlp_ratio its hidden width over dim.
+        max_len: longest sequence (size of the learned position table).
+        pos: ``"learned"``, ``"sinusoidal"`` or ``"none"``.
+        causal: mixing is causal; default True for the LM head, else False.
+        dropout, drop_path: dropout on residual branches / stochastic depth (linear over depth).
+        norm: ``"layernorm"`` or ``"rmsnorm"``.
+    """
+
+    def __init__(
+        self, *, vocab_size: int | None = None, in_dim: int | None = None, dim: int = 64, depth: int = 2,
+        num_heads: int = 4, mixer: object = "softmax", mixer_kwargs: dict | None = None, ffn: str = "mlp",
+        mlp_ratio: float = 4.0, head: str = "lm", num_classes: int | None = None, out_dim: int | None = None,
+        max_len: int = 1024, pos: str = "learned", causal: bool | None = None, dropout: float = 0.0,
+        drop_path: float = 0.0, norm: str = "layernorm", pool: str = "mean",
+    ):
+        super().__init__()
+        if (vocab_size is None) == (in_dim is None):
+            fail("vocab_size/in_dim", "exactly one of them (token or vector input)",
+                 f"vocab_size={vocab_size!r}, in_dim={in_dim!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("depth", depth)
+        check_positive_int("max_len", max_len)
+        check_choice("head", head, HEADS)
+        check_choice("pos", pos, POS)
+        check_choice("pool", pool, POOLS)
+        self.head_kind, self.pool, self.max_len = head, pool, max_len
+        self.causal = (head == "lm") if causal is None else bool(causal)
+        if vocab_size is not None:
+            self.vocab_size = check_positive_int("vocab_size", vocab_size)
+            self.embed = nn.Embedding(vocab_size, dim)
+        else:
+            self.vocab_size = None
+            self.in_dim = check_positive_int("in_dim", in_dim)
+            self.embed = nn.Linear(in_dim, dim)
+        if pos == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        elif pos == "sinusoidal":
+            self.register_buffer("pos_embed", sinusoidal_positions(max_len, dim)[None], persistent=False)
+        else:
+            self.pos_embed = None
+        self.layer_mixers = resolve_mixers(mixer, depth, mixer_kwargs)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            MixerBlock(dim, build_mixer(name, dim, kw, num_heads), ffn=ffn, mlp_ratio=mlp_ratio, norm=norm,
+                       dropout=dropout, drop_path=r)
+            for (name, kw), r in zip(self.layer_mixers, rates)
+        )
+        self.norm = make_norm(norm, dim)
+        if head == "regression":
+            self.out_dim = check_positive_int("out_dim", out_dim if out_dim is not None else 1)
+            self.head = nn.Linear(dim, self.out_dim)
+        else:
+            n_out = num_classes if num_classes is not None else (vocab_size if head == "lm" else None)
+            if n_out is None:
+                fail("num_classes", f"an int for head={head!r}", None)
+            self.num_classes = check_positive_int("num_classes", n_out)
+            self.head = nn.Linear(dim, self.num_classes)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # Only the backbone's own layers: mixers keep their papers' initialisations.
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (read by attnlab.train)."""
+        return {"pos_embed"}
+
+    def _check(self, x: object) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            fail("x", "a torch.Tensor", describe(x), TypeError)
+        if self.vocab_size is not None:
+            if x.dim() != 2 or x.dtype not in (torch.long, torch.int32, torch.int64):
+                fail("x", "token ids of shape (B, N) and an integer dtype", describe(x))
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
+                fail("x", f"token ids in [0, {self.vocab_size})", f"ids in [{int(x.min())}, {int(x.max())}]")
+        elif x.dim() != 3 or x.shape[-1] != self.in_dim or not x.is_floating_point():
+            fail("x", f"float vectors of shape (B, N, {self.in_dim})", describe(x))
+        if x.shape[1] > self.max_len:
+            fail("x", f"at most max_len={self.max_len} positions", describe(x))
+        if x.shape[1] == 0:
+            fail("x", "at least one position", describe(x))
+        return x
+
+    def forward_features(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed, run the blocks, final norm: (B, N) or (B, N, in_dim) -> (B, N, dim)."""
+        x = self._check(x)
+        b, n = x.shape[:2]
+        if key_padding_mask is not None:
+            key_padding_mask = check_key_padding_mask("key_padding_mask", key_padding_mask, b, n)
+        h = self.embed(x)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed[:, :n].to(h.dtype)
+        for blk in self.blocks:
+            h = blk(h, causal=self.causal, key_padding_mask=key_padding_mask)
+        return self.norm(h)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits or values; shapes as in the class docstring."""
+        h = self.forward_features(x, key_padding_mask)
+        if self.head_kind != "class":
+            return self.head(h)
+        if self.pool == "mean":
+            if key_padding_mask is None:
+                pooled = h.mean(dim=1)
+            else:
+                w = key_padding_mask.to(h.dtype)[..., None]
+                pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+        else:
+            if key_padding_mask is None:
+                pooled = h[:, -1]
+            else:
+                last = (key_padding_mask.long().cumsum(1).argmax(1))  # index of the last real token
+                pooled = h[torch.arange(h.shape[0], device=h.device), last]
+        return self.head(pooled)
