@@ -144,6 +144,15 @@ def run_arms(arms: list[Arm], budget: Budget, *, progress: bool = False, task_wr
     (median forward+backward step at batch 32, arms interleaved; measured once
     per task).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: a second intra-op thread is slower on the shared 2-core box
+    try:
+        return _run_arms(arms, budget, progress=progress, task_wrap=task_wrap, measure_speed=measure_speed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, measure_speed: bool) -> dict:
     from attnlab.bench_vision import measure
     from attnlab.train import TrainConfig, evaluate, train
 
