@@ -53,10 +53,31 @@ class CompareResult:
     out_dir: str
 
 
+MODEL_PREFIX = "model:"
+
+
+def _named_model(mixer_spec: str, spec):
+    """Build ``model:<registered name>`` for an image task spec with ``attnlab.models.create``."""
+    from attnlab.models import create
+
+    h, w = spec.img_size
+    return create(mixer_spec[len(MODEL_PREFIX):].strip(), img_size=h if h == w else (h, w), in_chans=spec.in_chans,
+                  num_classes=spec.num_classes)
+
+
 def _incompatible(mixer_spec: str, spec) -> str | None:
-    """Why a mixer spec cannot run on a task spec (None if it can)."""
+    """Why a mixer spec cannot run on a task spec (None if it can).
+
+    A spec is a mixer name / pattern (built with ``build_for_task``) or
+    ``model:<registered model name>`` (a named design such as ``model:convit_tiny``,
+    built with ``attnlab.models.create``; image tasks only).
+    """
     from attnlab.mixers import get_info
 
+    if mixer_spec.startswith(MODEL_PREFIX):
+        if spec.input != "image":
+            return f"{mixer_spec} is an image model, the task takes {spec.input}"
+        return None
     for name in mixer_spec.split(","):
         caps = get_info(name.strip()).capabilities
         if spec.causal and not caps.causal:
@@ -98,12 +119,15 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
         return RunRecord(mixer, run.task, task.metric, task.higher_is_better, None, None, 0, 0.0, 0.0, 0.0, False,
                          status=f"skipped: {why}")
     torch.manual_seed(seed)
-    model = build_for_task(task.spec, mixer=mixer, dim=run.dim, depth=run.depth, num_heads=run.num_heads,
-                           **run.model_kwargs)
+    if mixer.startswith(MODEL_PREFIX):
+        model = _named_model(mixer, task.spec)
+    else:
+        model = build_for_task(task.spec, mixer=mixer, dim=run.dim, depth=run.depth, num_heads=run.num_heads,
+                               **run.model_kwargs)
     config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
                          eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
                          log_every=max(run.steps // 50, 1))
-    result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+')}",
+    result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+').replace(':', '-')}",
                    progress=progress)
     final = result.final_eval or {}
     quality = final.get(task.metric)
