@@ -22,6 +22,7 @@ from attnlab.models import tnt  # noqa: E402,F401
 from attnlab.models import shvit  # noqa: E402,F401
 from attnlab.models import spectformer  # noqa: E402,F401
 from attnlab.models import activator  # noqa: E402,F401
+from attnlab.models import path_ensemble  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "MixerBlock", "build_for_task", "resolve_mixers",
