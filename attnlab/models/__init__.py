@@ -12,6 +12,7 @@ from attnlab.models.registry import available, count_parameters, create, registe
 
 from attnlab.models.blocks import MixerBlock, resolve_mixers  # noqa: E402
 from attnlab.models.factory import build_for_task  # noqa: E402
+from attnlab.models.icl_attention import ICLAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402
 from attnlab.models.vit import ViT  # noqa: E402
 
@@ -25,6 +26,6 @@ from attnlab.models import activator  # noqa: E402,F401
 from attnlab.models import path_ensemble  # noqa: E402,F401
 
 __all__ = [
-    "SequenceModel", "ViT", "MixerBlock", "build_for_task", "resolve_mixers",
+    "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers",
     "create", "available", "register_model", "count_parameters",
 ]

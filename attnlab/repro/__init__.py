@@ -13,6 +13,7 @@ REPROS: dict[str, str] = {
     "tnt": "attnlab.repro.tnt",
     "shvit": "attnlab.repro.shvit",
     "instability_proxies": "attnlab.repro.instability_proxies",
+    "icl_regression": "attnlab.repro.icl_regression",
     "deltanet": "attnlab.repro.deltanet",
     "random_features": "attnlab.repro.random_features",
 }
