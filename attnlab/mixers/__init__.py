@@ -18,6 +18,7 @@ from attnlab.mixers import delta  # noqa: E402,F401
 from attnlab.mixers import random_features  # noqa: E402,F401
 from attnlab.mixers import routing  # noqa: E402,F401
 from attnlab.mixers import strip  # noqa: E402,F401
+from attnlab.mixers import ssa  # noqa: E402,F401
 from attnlab.mixers import hyena  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]
