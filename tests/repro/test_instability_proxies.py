@@ -50,7 +50,7 @@ def _check_outcome(result, lrs, configs):
     assert max(m["max_attention_logit[qk_layernorm]"]) < max(m["max_attention_logit[baseline]"])
 
 
-# ---- the pipeline on tiny stand-ins (runs even before attnlab.models / char_lm exist) ----
+# ---- the pipeline on tiny stand-ins, with an LR of 1.0 so that the divergence path is exercised ----
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -107,16 +107,6 @@ def test_pipeline_on_stand_ins(tmp_path, monkeypatch):
 # ---- the real quick mode (SequenceModel on char_lm) ----
 
 
-def _real_parts_available():
-    try:
-        from attnlab.models import SequenceModel  # noqa: F401
-        from attnlab.tasks import available
-    except ImportError:
-        return False
-    return "char_lm" in available()
-
-
-@pytest.mark.skipif(not _real_parts_available(), reason="attnlab.models.SequenceModel / task char_lm not available yet")
 def test_quick_mode(tmp_path):
     assert REPROS.get("instability_proxies") == "attnlab.repro.instability_proxies"
     result = run_repro("instability_proxies", quick=True, out_dir=tmp_path, progress=False)
