@@ -9,6 +9,7 @@ import torch
 
 from attnlab.models.activator import Activator
 from attnlab.models.convit import ConViT
+from attnlab.models.path_ensemble import PathEnsembleViT
 from attnlab.models.crossvit import CrossViT, MultiScaleBlock
 from attnlab.models.shvit import SHSA, SHViT
 from attnlab.models.spectformer import SpectFormer, SpectralBlock
@@ -21,6 +22,7 @@ DESIGNS = {
     "crossvit": lambda **k: CrossViT(embed_dim=(16, 32), depth=((1, 1, 0),), num_heads=(2, 2), **k),
     "tnt": lambda **k: TNT(embed_dim=32, inner_dim=8, depth=2, num_heads_inner=2, num_heads_outer=2, **k),
     "shvit": lambda **k: SHViT(embed_dim=(16, 24, 32), partial_dim=(4, 8, 8), depth=(1, 1, 1), **k),
+    "path_ensemble": lambda **k: PathEnsembleViT(dim=32, depth=2, num_heads=2, **k),
 }
 
 
