@@ -12,6 +12,7 @@ REPROS: dict[str, str] = {
     "crossvit": "attnlab.repro.crossvit",
     "tnt": "attnlab.repro.tnt",
     "shvit": "attnlab.repro.shvit",
+    "path_ensemble": "attnlab.repro.path_ensemble",
     "instability_proxies": "attnlab.repro.instability_proxies",
     "icl_regression": "attnlab.repro.icl_regression",
     "deltanet": "attnlab.repro.deltanet",

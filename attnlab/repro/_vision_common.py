@@ -135,28 +135,31 @@ def _metric(result_eval: dict, task: Task) -> float:
 
 
 def run_arms(arms: list[Arm], budget: Budget, *, progress: bool = False, task_wrap: Callable[[Task], Task] | None = None,
-             measure_speed: bool = True) -> dict:
+             measure_speed: bool = True, keep_models: bool = False) -> dict:
     """Train every arm on every task and seed; returns the table the repros judge.
 
     Returns ``{"rows": [...], "summary": {task: {arm: {...}}}}`` where a row is
     ``{arm, task, seed, accuracy, train_seconds}`` and the summary holds, per task
     and arm, mean and std accuracy over seeds, parameters and training images/s
     (median forward+backward step at batch 32, arms interleaved; measured once
-    per task).
+    per task). With ``keep_models`` the trained models are returned too, as
+    ``{"models": {task: {arm: [model per seed]}}}``.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models: a second intra-op thread is slower on the shared 2-core box
     try:
-        return _run_arms(arms, budget, progress=progress, task_wrap=task_wrap, measure_speed=measure_speed)
+        return _run_arms(arms, budget, progress=progress, task_wrap=task_wrap, measure_speed=measure_speed,
+                         keep_models=keep_models)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, measure_speed: bool) -> dict:
+def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, measure_speed: bool,
+              keep_models: bool) -> dict:
     from attnlab.bench_vision import measure
     from attnlab.train import TrainConfig, evaluate, train
 
-    rows, summary = [], {}
+    rows, summary, kept = [], {}, {}
     for task_name in budget.tasks:
         base = make_task(task_name, seed=0, **budget.task_kwargs.get(task_name, {}))
         spec = base.spec
@@ -182,6 +185,8 @@ def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, mea
                 ev = evaluate(model, task, batches=budget.eval_batches, batch_size=budget.eval_batch_size, split="val")
                 acc = _metric(ev, task)
                 accs.append(acc)
+                if keep_models:
+                    kept.setdefault(task_name, {}).setdefault(arm.name, []).append(model)
                 rows.append(dict(arm=arm.name, task=task_name, seed=seed, accuracy=acc,
                                  train_seconds=float(result.train_seconds), diverged=bool(result.diverged)))
             models_for_speed[arm.name] = model
@@ -194,7 +199,7 @@ def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, mea
                           num_classes=ncls)
             for name, s in sec.items():
                 summary[task_name][name]["images_per_s"] = 32.0 / s
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "summary": summary} | ({"models": kept} if keep_models else {})
 
 
 def mean_acc(table: dict, task: str, arm: str) -> float:

@@ -14,7 +14,7 @@ from attnlab.repro._vision_common import SubsetTask, count_params, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
-VISION = ["spectformer", "activator", "convit", "crossvit", "tnt", "shvit"]
+VISION = ["spectformer", "activator", "convit", "crossvit", "tnt", "shvit", "path_ensemble"]
 
 
 def _band(points: float, band: float = 0.5) -> str:
@@ -41,6 +41,11 @@ def _expected_verdict(slug: str, m: dict) -> str:
     if slug == "convit":
         small, full = m["shapes gap small (points)"], m["shapes gap full (points)"]
         return HOLDS if small >= 2.0 and small > full else DOES_NOT_HOLD if small <= 0 else INCONCLUSIVE
+    if slug == "path_ensemble":
+        posthoc, gain = m["shapes: post-hoc pruning gain, test (points)"], m["shapes: best(escale, pruned) - ViT (points)"]
+        if posthoc >= 0.5 and gain >= 0.5:
+            return HOLDS
+        return DOES_NOT_HOLD if gain <= -0.5 or (posthoc < 0.5 and gain < 0.5) else INCONCLUSIVE
     raise KeyError(slug)
 
 
@@ -55,6 +60,13 @@ def test_quick_repro_runs_and_follows_its_rule(slug, tmp_path):
     assert params and all(v > 0 for v in params.values())
     assert res.verdict == _expected_verdict(slug, res.measured)
     assert (tmp_path / "result.json").exists() and (tmp_path / "report.md").exists()
+    if slug == "path_ensemble":
+        # The prune set is exactly the paths whose removal raised val accuracy in the ablation.
+        helps = [k.split("without ")[1].split(" (")[0] for k, v in res.measured.items()
+                 if k.startswith("shapes: val change without") and v > 0]
+        listed = res.measured["shapes: paths whose removal helps (val)"]
+        assert listed == (", ".join(helps) or "none")
+        assert res.measured["shapes/pruned params"] == res.measured["shapes/ViT params"]
 
 
 class _Counting(Task):
