@@ -23,6 +23,7 @@ __all__ = ["BenchCase", "register_case", "get_case", "available_cases", "CASE_MO
 CASE_MODULES = [
     "attnlab.bench_attention",
     "attnlab.bench_linear",
+    "attnlab.bench_vision",
     "attnlab.bench_routed",
 ]
 
