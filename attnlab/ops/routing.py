@@ -36,7 +36,9 @@ from attnlab._checks import check_grid, check_key_padding_mask, check_positive_i
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.recording import is_recording, record
 
-__all__ = ["bilevel_routing_attention", "bilevel_routing_attention_reference", "route_regions", "region_ids"]
+__all__ = [
+    "bilevel_routing_attention", "bilevel_routing_attention_reference", "route_regions", "region_ids", "gather_rows",
+]
 
 
 def _check(q, k, v, grid, n_win, topk, key_padding_mask, index):
@@ -59,6 +61,27 @@ def _check(q, k, v, grid, n_win, topk, key_padding_mask, index):
         if tuple(index.shape) != want or index.dtype != torch.long:
             fail("index", f"a long tensor of shape (B, n_win^2, min(topk, n_win^2)) = {want}", describe(index))
     return grid
+
+
+class _GatherRows(torch.autograd.Function):
+    """``src.index_select(0, index)`` whose backward is one ``index_add_`` (autograd's default is a slow scatter)."""
+
+    @staticmethod
+    def forward(ctx, src, index):
+        ctx.save_for_backward(index)
+        ctx.rows = src.shape[0]
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        out = grad.new_zeros((ctx.rows, *grad.shape[1:]))
+        return out.index_add_(0, index, grad.contiguous()), None
+
+
+def gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (1-D long) of ``src`` (R, ...) -> (len(index), ...), differentiable in ``src``."""
+    return _GatherRows.apply(src, index)
 
 
 def region_ids(grid: tuple[int, int], n_win: int, device=None) -> torch.Tensor:
@@ -197,7 +220,7 @@ def bilevel_routing_attention(
 
     def gather(t: torch.Tensor, dim: int) -> torch.Tensor:
         # routed regions' tokens per query region: (B*R, H, topk*w2, dim)
-        sel = t.reshape(b * s * s, nh, w2, dim).index_select(0, flat)
+        sel = gather_rows(t.reshape(b * s * s, nh, w2, dim), flat)
         return sel.reshape(b * s * s, kk, nh, w2, dim).transpose(1, 2).reshape(b * s * s, nh, kk * w2, dim)
 
     k_sel, v_sel = gather(k_g, d), gather(v_g, dv)

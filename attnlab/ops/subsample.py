@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from attnlab._checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.recording import is_recording, record
+from attnlab.ops.routing import gather_rows
 
 __all__ = ["sample_keys", "subsampled_attention", "subsampled_attention_reference", "MODES"]
 
@@ -212,7 +213,7 @@ def subsampled_attention(
 
     def gather(t: torch.Tensor, dim: int) -> torch.Tensor:
         # (B, H, N, dim) -> (B*nb, H, M, dim): the sampled keys of every query block
-        sel = t.transpose(1, 2).reshape(b * n, nh * dim).index_select(0, flat)
+        sel = gather_rows(t.transpose(1, 2).reshape(b * n, nh * dim), flat)
         return sel.reshape(b * nb, m, nh, dim).transpose(1, 2)
 
     k_sel, v_sel = gather(k, d), gather(v, dv)
