@@ -17,6 +17,9 @@ REPROS: dict[str, str] = {
     "icl_regression": "attnlab.repro.icl_regression",
     "deltanet": "attnlab.repro.deltanet",
     "random_features": "attnlab.repro.random_features",
+    "biformer": "attnlab.repro.biformer",
+    "s2aformer": "attnlab.repro.s2aformer",
+    "ssa_pathways": "attnlab.repro.ssa_pathways",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
