@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from attnlab.models.activator import Activator
+from attnlab.models.biformer import BiFormer
 from attnlab.models.convit import ConViT
+from attnlab.models.hyena_vit import HyenaViT
 from attnlab.models.path_ensemble import PathEnsembleViT
+from attnlab.models.s2aformer import S2AFormer
 from attnlab.models.crossvit import CrossViT, MultiScaleBlock
 from attnlab.models.shvit import SHSA, SHViT
 from attnlab.models.spectformer import SpectFormer, SpectralBlock
@@ -23,6 +26,12 @@ DESIGNS = {
     "tnt": lambda **k: TNT(embed_dim=32, inner_dim=8, depth=2, num_heads_inner=2, num_heads_outer=2, **k),
     "shvit": lambda **k: SHViT(embed_dim=(16, 24, 32), partial_dim=(4, 8, 8), depth=(1, 1, 1), **k),
     "path_ensemble": lambda **k: PathEnsembleViT(dim=32, depth=2, num_heads=2, **k),
+    "biformer": lambda **k: BiFormer(embed_dim=(16, 32), depth=(1, 1), num_heads=(1, 2), n_win=(2, 1), topk=(2, -1),
+                                     **k),
+    "s2aformer": lambda **k: S2AFormer(embed_dim=(16, 32), depth=(1, 1), num_heads=(1, 2), sr_ratio=(2, 1), **k),
+    "hyena_vit": lambda **k: HyenaViT(dim=32, depth=2, num_heads=2, hyena_kwargs={"filter_width": 16}, **k),
+    "hyena_hybrid": lambda **k: HyenaViT(dim=32, depth=2, num_hyena=1, num_heads=2, hyena_kwargs={"filter_width": 16},
+                                         **k),
 }
 
 
