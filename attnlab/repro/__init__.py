@@ -13,6 +13,7 @@ REPROS: dict[str, str] = {
     "tnt": "attnlab.repro.tnt",
     "shvit": "attnlab.repro.shvit",
     "path_ensemble": "attnlab.repro.path_ensemble",
+    "hyena_nd": "attnlab.repro.hyena_nd",
     "instability_proxies": "attnlab.repro.instability_proxies",
     "icl_regression": "attnlab.repro.icl_regression",
     "deltanet": "attnlab.repro.deltanet",

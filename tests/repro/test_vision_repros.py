@@ -14,7 +14,7 @@ from attnlab.repro._vision_common import SubsetTask, count_params, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
-VISION = ["spectformer", "activator", "convit", "crossvit", "tnt", "shvit", "path_ensemble"]
+VISION = ["spectformer", "activator", "convit", "crossvit", "tnt", "shvit", "path_ensemble", "hyena_nd"]
 
 
 def _band(points: float, band: float = 0.5) -> str:
@@ -46,6 +46,9 @@ def _expected_verdict(slug: str, m: dict) -> str:
         if posthoc >= 0.5 and gain >= 0.5:
             return HOLDS
         return DOES_NOT_HOLD if gain <= -0.5 or (posthoc < 0.5 and gain < 0.5) else INCONCLUSIVE
+    if slug == "hyena_nd":
+        small, full = m["shapes: hybrid - ViT, small (points)"], m["shapes: hybrid - ViT, full (points)"]
+        return HOLDS if small >= 0.5 and full >= -0.5 else DOES_NOT_HOLD if small <= -0.5 else INCONCLUSIVE
     raise KeyError(slug)
 
 
