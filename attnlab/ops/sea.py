@@ -69,8 +69,9 @@ def favor_projection(num_features: int, head_dim: int, *, seed: int = 0, dtype: 
     g = torch.Generator().manual_seed(seed)
     blocks = []
     for _ in range(-(-num_features // head_dim)):
-        qmat, _ = torch.linalg.qr(torch.randn(head_dim, head_dim, generator=g, dtype=torch.float64))
-        blocks.append(qmat.T)
+        qmat, rmat = torch.linalg.qr(torch.randn(head_dim, head_dim, generator=g, dtype=torch.float64))
+        # sign(diag R) makes Q Haar-distributed; without it LAPACK's sign convention biases each direction
+        blocks.append((qmat * torch.sign(torch.diagonal(rmat))).T)
     w = torch.cat(blocks)[:num_features]
     norms = torch.randn(num_features, head_dim, generator=g, dtype=torch.float64).norm(dim=1, keepdim=True)
     return (w * norms).to(dtype)
