@@ -17,12 +17,14 @@ __all__ = ["kq_pattern", "ov_pattern", "gd_prediction", "fit_scale_r2"]
 
 
 def kq_pattern(kq: torch.Tensor) -> dict[str, float]:
-    """Statistics of KQ matrices (H, d+1, d+1).
+    """Statistics of KQ matrices (H, d+1, d+1) (row: query feature, column: key feature).
 
     Returns ``offdiag_ratio`` (energy of the off-diagonal covariate block over its diagonal),
-    ``label_ratio`` (energy of the label row and column over the diagonal),
-    ``diag_cv`` (mean over heads of std/|mean| of each head's d diagonal entries: 0 = homogeneous)
-    and ``omega`` (per-head mean diagonal).
+    ``label_ratio`` (energy of the key-label column, entries (i < d, d), over the diagonal),
+    ``label_row_ratio`` (the query-label row, entries (d, :): it multiplies the query's label
+    slot, which is always 0, so it receives no gradient and keeps its initial value; reported,
+    not part of the pattern), ``diag_cv`` (mean over heads of std/|mean| of each head's d
+    diagonal entries: 0 = homogeneous) and ``omega`` (per-head mean diagonal).
     """
     kq = check_tensor("kq", kq, ndim=3, floating=True).double()
     if kq.shape[1] != kq.shape[2] or kq.shape[1] < 2:
@@ -31,10 +33,11 @@ def kq_pattern(kq: torch.Tensor) -> dict[str, float]:
     cov = kq[:, :d, :d]
     diag = torch.diagonal(cov, dim1=1, dim2=2)
     off = cov - torch.diag_embed(diag)
-    label = kq[:, d, :].pow(2).sum() + kq[:, :, d].pow(2).sum() - kq[:, d, d].pow(2).sum()
     diag_e = diag.pow(2).sum().clamp_min(1e-30)
     cv = (diag.std(dim=1, unbiased=False) / diag.mean(dim=1).abs().clamp_min(1e-30)).mean()
-    return {"offdiag_ratio": float(off.pow(2).sum() / diag_e), "label_ratio": float(label / diag_e),
+    return {"offdiag_ratio": float(off.pow(2).sum() / diag_e),
+            "label_ratio": float(kq[:, :d, d].pow(2).sum() / diag_e),
+            "label_row_ratio": float(kq[:, d, :].pow(2).sum() / diag_e),
             "diag_cv": float(cv), "omega": [float(w) for w in diag.mean(dim=1)]}
 
 

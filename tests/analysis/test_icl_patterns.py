@@ -36,10 +36,12 @@ def test_ideal_structure_scores_zero_on_every_statistic():
 def test_statistics_detect_broken_structure():
     kq = torch.eye(6).repeat(3, 1, 1)
     kq[0, 0, 1] = 1.0  # one off-diagonal entry, energy 1 over diagonal energy 15 (3 heads x 5)
-    kq[1, 5, 0] = 2.0  # a label-row entry, energy 4 (plus each head's (d, d) entry of eye: 3 x 1)
+    kq[1, 0, 5] = 2.0  # a key-label column entry, energy 4
+    kq[1, 5, 1] = 3.0  # a query-label row entry (untrainable: reported apart), energy 9 + eye's (d, d) entries 3
     kq[2, 0, 0] = 3.0  # an inhomogeneous diagonal
     s = kq_pattern(kq)
-    assert s["offdiag_ratio"] == pytest.approx(1 / 23) and s["label_ratio"] == pytest.approx(7 / 23)
+    assert s["offdiag_ratio"] == pytest.approx(1 / 23) and s["label_ratio"] == pytest.approx(4 / 23)
+    assert s["label_row_ratio"] == pytest.approx(12 / 23)
     assert s["diag_cv"] == pytest.approx((0.8 / 1.4) / 3)  # head 2: diag (3,1,1,1,1), std 0.8, mean 1.4
     o = ov_pattern(torch.tensor([[1.0, 0, 0, 2.0], [0, 0, 0, 2.0]]))
     assert o["covariate_ratio"] == pytest.approx(1 / 8) and o["zero_sum"] == pytest.approx(1.0)
