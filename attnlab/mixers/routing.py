@@ -91,7 +91,8 @@ class BiLevelRoutingAttention(TokenMixer):
             if key_padding_mask is not None:
                 # padded tokens must not leak into real ones through the convolution
                 vv = vv * key_padding_mask[..., None].to(vv.dtype)
-            lce = self.lce(rearrange(vv, "b (gh gw) c -> b c gh gw", gh=h, gw=w))
+            # contiguous NCHW: a strided view sends the depthwise conv down a slow per-group path
+            lce = self.lce(rearrange(vv, "b (gh gw) c -> b c gh gw", gh=h, gw=w).contiguous())
             out = out + rearrange(lce, "b c gh gw -> b (gh gw) c")
         return self.proj(out)
 

@@ -83,7 +83,8 @@ class StripAttention(TokenMixer):
         h, w = grid
         r = self.sr_ratio
         img = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
-        img = F.pad(img, (0, -w % r, 0, -h % r))
+        # contiguous NCHW: a strided view sends the depthwise conv down a slow per-group path
+        img = F.pad(img, (0, -w % r, 0, -h % r)).contiguous()
         return self.sr_norm(rearrange(self.sr(img), "b c h w -> b (h w) c"))
 
     def mix(self, x, *, grid, causal, key_padding_mask):
