@@ -125,9 +125,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     task = create_task(args.task, seed=args.seed, **_parse_kv(args.task_arg, "--task-arg"))
     torch.manual_seed(args.seed)
     mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
-    model = build_for_task(task.spec, mixer=args.mixer, dim=args.dim, depth=args.depth, num_heads=args.heads,
-                           mixer_kwargs=mixer_kwargs or None, **_parse_kv(args.model_arg, "--model-arg"))
-    print(f"model: {count_parameters(model):,} parameters; task {task.name}; mixer {args.mixer}")
+    model_kwargs = _parse_kv(args.model_arg, "--model-arg")
+    if args.model:
+        model = _named_model_for_task(args.model, task.spec, model_kwargs)
+        what = f"model {args.model}"
+    else:
+        model = build_for_task(task.spec, mixer=args.mixer, dim=args.dim, depth=args.depth, num_heads=args.heads,
+                               mixer_kwargs=mixer_kwargs or None, **model_kwargs)
+        what = f"mixer {args.mixer}"
+    print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}")
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
@@ -139,6 +145,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"final_eval": final, "steps": result.steps_done, "diverged": result.diverged,
                       "train_seconds": round(result.train_seconds, 2),
                       "tokens_per_second": round(result.tokens_per_second), "out_dir": str(out)}, indent=2))
+
+
+def _named_model_for_task(name: str, spec, kwargs: dict):
+    """A registered design (``attnlab list models``) sized for an image task's spec."""
+    from attnlab.models import create
+
+    if spec.input != "image":
+        raise ValueError(f"--model: expected an image task for a named design, received task input {spec.input!r} "
+                         f"(use --mixer for sequence tasks)")
+    return create(name, **{"img_size": spec.img_size[0], "in_chans": spec.in_chans,
+                           "num_classes": spec.num_classes, **kwargs})
 
 
 # ---- compare ---------------------------------------------------------------
@@ -225,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default="associative_recall")
     s.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task keyword, repeatable")
     s.add_argument("--mixer", default="softmax", help="mixer name or comma pattern, e.g. deltanet,softmax")
+    s.add_argument("--model", help="a named design instead of the backbone (attnlab list models), image tasks only")
     s.add_argument("--mixer-arg", action="append", metavar="KEY=VALUE", help="mixer keyword, repeatable")
-    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="backbone keyword, repeatable")
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="backbone / design keyword, repeatable")
     s.add_argument("--dim", type=int, default=64)
     s.add_argument("--depth", type=int, default=2)
     s.add_argument("--heads", type=int, default=4)

@@ -39,3 +39,47 @@ def test_bench_runs_each_size_in_a_subprocess_and_writes_outputs(tmp_path):
     assert all(r["status"] == "ok" and r["seconds"] > 0 for r in rows)
     assert (tmp_path / "bench.png").stat().st_size > 1000
     assert "time / reference" in (tmp_path / "bench.md").read_text()
+
+
+def _train_args(out, steps, *extra):
+    return ["train", "--task", "associative_recall", "--task-arg", "seq_len=16", "--task-arg", "num_pairs=2",
+            "--task-arg", "vocab_size=16", "--dim", "16", "--depth", "1", "--heads", "2", "--steps", str(steps),
+            "--batch-size", "8", "--warmup", "2", "--eval-every", "0", "--ckpt-every", "3", "--no-progress",
+            "--out", str(out), *extra]
+
+
+def _final(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+def test_train_then_resume_through_the_cli_equals_one_run(tmp_path, capsys):
+    """A run that lost its last checkpoint (as if killed after the step-3 save) resumes to the same end."""
+    import shutil
+
+    main(_train_args(tmp_path / "whole", 6))
+    whole = _final(capsys)
+    main(_train_args(tmp_path / "killed", 6))
+    capsys.readouterr()
+    ckpts = sorted((tmp_path / "killed" / "checkpoints").glob("step_*"))
+    assert [c.name for c in ckpts] == ["step_00000003", "step_00000006"]
+    shutil.rmtree(ckpts[-1])
+    main(_train_args(tmp_path / "killed", 6, "--resume"))
+    resumed = _final(capsys)
+    assert resumed["steps"] == whole["steps"] == 6
+    assert resumed["final_eval"] == whole["final_eval"]
+    rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if "time" not in k} for r in rs]  # noqa: E731
+    assert strip(rows(tmp_path / "killed")) == strip(rows(tmp_path / "whole"))
+
+
+def test_train_a_named_design_on_an_image_task(tmp_path, capsys):
+    main(["train", "--task", "digits", "--task-arg", "img_size=16", "--model", "activator_tiny", "--steps", "2",
+          "--batch-size", "4", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "0", "--no-progress",
+          "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "model activator_tiny" in out and '"steps": 2' in out
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--task", "associative_recall", "--model", "activator_tiny", "--no-progress",
+              "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "--model: expected an image task" in capsys.readouterr().err
