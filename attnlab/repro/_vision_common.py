@@ -7,7 +7,9 @@ the design's), train each with ``attnlab.train.train`` on the generated
 ``shapes`` task and on ``digits`` for a few seeds, evaluate accuracy on held-out
 batches, time a training step (images/s, forward + backward, batch 32, fp32,
 arms interleaved) and count parameters. The repro modules then apply their
-paper's rule to the table this returns.
+paper's rule to the table this returns, after :func:`learned_guard`: when every
+arm sits within 5 points of chance on ``shapes`` the verdict is inconclusive.
+The vision repros use ``shapes`` without distractors (:data:`SHAPES_KWARGS`).
 """
 from __future__ import annotations
 
@@ -22,9 +24,18 @@ from torch import nn
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
 __all__ = [
-    "Arm", "Budget", "SubsetTask", "count_params", "vit_matched", "make_task", "run_arms", "mean_acc",
+    "Arm", "Budget", "SubsetTask", "count_params", "vit_matched", "make_task", "run_arms", "mean_acc", "not_learned", "learned_guard",
+    "SHAPES_KWARGS", "LEARNED_MARGIN",
     "format_table", "plot_bars",
 ]
+
+
+#: ``shapes`` kwargs of the vision repros' budgets: no distractor shapes. With the default three, no design here
+#: gets off chance (12.5 %) in a 300-step budget; with none, the label still needs the positions of two distant
+#: objects and their contents.
+SHAPES_KWARGS = {"num_distractors": 0}
+#: A task counts as learned when the best arm beats chance by this much; otherwise verdicts are inconclusive.
+LEARNED_MARGIN = 0.05
 
 
 def count_params(model: nn.Module) -> int:
@@ -200,6 +211,36 @@ def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, mea
             for name, s in sec.items():
                 summary[task_name][name]["images_per_s"] = 32.0 / s
     return {"rows": rows, "summary": summary} | ({"models": kept} if keep_models else {})
+
+
+def not_learned(table: dict, task: str) -> str | None:
+    """Why ``task`` was not learned (best arm below chance + ``LEARNED_MARGIN``), or None if it was.
+
+    Repros call this before their rule: comparing arms that all sit at chance
+    measures noise, so the verdict is then inconclusive.
+    """
+    arms = table["summary"][task]
+    best = max(arms, key=lambda a: arms[a]["accuracy"])
+    chance = 1.0 / make_task(task).spec.num_classes
+    if arms[best]["accuracy"] < chance + LEARNED_MARGIN:
+        return (f"{task} was not learned within the budget (best arm {best} at {100 * arms[best]['accuracy']:.1f}%, "
+                f"chance {100 * chance:.1f}%), so the comparison on it is inconclusive")
+    return None
+
+
+def learned_guard(measured: dict, verdict: str, summary: str, *tables: dict, task: str = "shapes") -> tuple[str, str]:
+    """Apply the "was it learned" check of :func:`not_learned` to a repro's verdict.
+
+    Records ``measured["<task> learned"]``; if any table's ``task`` sits at chance, the
+    verdict becomes inconclusive and the summary says why.
+    """
+    from attnlab.repro.base import INCONCLUSIVE
+
+    whys = [w for w in (not_learned(t, task) for t in tables) if w]
+    measured[f"{task} learned"] = not whys
+    if not whys:
+        return verdict, summary
+    return INCONCLUSIVE, f"Inconclusive: {whys[0]}. Rule outcome had it been learned: {verdict}. {summary}"
 
 
 def mean_acc(table: dict, task: str, arm: str) -> float:

@@ -13,7 +13,7 @@ is slower; there is no inconclusive band beyond the 3 points the claim allows.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P07"
@@ -22,8 +22,10 @@ CLAIM = ("A GLU-based MLP in place of attention (Activator) is competitive with 
 TOLERANCE = 0.03
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=400, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
+FULL = Budget(steps=400, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:
@@ -54,4 +56,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (f"On shapes Activator {100 * act:.1f}%, only-GLU {100 * glu:.1f}%, ViT (equal params) {100 * vit:.1f}%; "
                f"Activator trains {speed:.2f}x the ViT's images/s (rule: both within 3 points and >= 1x). "
                f"{budget.steps} steps x {budget.batch_size}, seeds {list(budget.seeds)}.\n\n{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)

@@ -16,7 +16,7 @@ gaps against the plain ViT are reported beside it.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, SubsetTask, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, SubsetTask, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P11"
@@ -26,9 +26,11 @@ SMALL_BATCHES = 10
 MIN_GAIN = 0.02
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
 FULL = Budget(steps=300, batch_size=32, lr=1e-3, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"),
-              bench_repeats=5, task_seeds={"digits": (0,)})
+              bench_repeats=5, task_seeds={"digits": (0,)},
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(dim: int, depth: int, local: int) -> list[Arm]:
@@ -78,4 +80,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
                f"than the full-data gain holds; <= 0 does not). Against the mean-pooled plain ViT of equal parameters: "
                f"{100 * vit_full:+.1f} (full) and {100 * vit_small:+.1f} (small).\n\nFull data:\n\n{format_table(full)}\n\n"
                f"Small data:\n\n{format_table(small)}")
+    verdict, summary = learned_guard(measured, verdict, summary, full, small)
     return ReproOutcome(measured, verdict, summary, plots)

@@ -11,7 +11,7 @@ more than 0.5 point; inconclusive in between.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P13"
@@ -20,8 +20,10 @@ CLAIM = ("A dual-branch transformer with small and large patches, fused by cross
 BAND = 0.005
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
+FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(quick: bool) -> list[Arm]:
@@ -53,4 +55,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (f"On shapes CrossViT {100 * cv:.1f}%, ViT-p4 {100 * p4:.1f}%, ViT-p8 {100 * p8:.1f}% (equal parameters); "
                f"margin over the better ViT {100 * margin:+.1f} points (rule: > +0.5 holds, < -0.5 does not).\n\n"
                f"{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)

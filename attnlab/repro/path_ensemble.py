@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import statistics
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, make_task, mean_acc, plot_bars, run_arms
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, make_task, mean_acc, plot_bars, run_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P31"
@@ -34,9 +34,11 @@ CLAIM = ("A ViT is an ensemble of paths of different lengths; some paths pull th
 BAND = 0.005
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
 FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_seeds={"digits": (0,)})
+              task_seeds={"digits": (0,)},
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _builder(dim: int, depth: int, *, ensemble_scale: bool, prune=()):
@@ -59,7 +61,7 @@ def ablate_paths(models: list, task_name: str, budget: Budget, seeds) -> dict:
     names = models[0].path_names()
     deltas = {n: [] for n in names}
     base_test, pruned_test = [], []
-    per_seed_tasks = [make_task(task_name, seed=s) for s in seeds]
+    per_seed_tasks = [make_task(task_name, seed=s, **budget.task_kwargs.get(task_name, {})) for s in seeds]
     for model, task in zip(models, per_seed_tasks):
         full = _accuracy(model, task, budget, "val")
         for n in names:
@@ -149,4 +151,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
                f"{100 * vit:.1f}% (best - ViT {100 * gain:+.1f} points; rule: both >= +0.5 holds, best - ViT <= -0.5 "
                f"or both < +0.5 does not). Width {dim}, depth {depth}, {budget.steps} steps x {budget.batch_size}."
                f"\n\n{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)

@@ -13,7 +13,7 @@ the partial split).
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P29"
@@ -23,8 +23,10 @@ MIN_SPEEDUP = 1.2
 TOLERANCE = 0.01
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=400, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
+FULL = Budget(steps=400, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(quick: bool) -> list[Arm]:
@@ -56,4 +58,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (f"On shapes SHViT {100 * sh:.1f}% at {speedup:.2f}x the images/s of a ViT of equal parameters "
                f"({100 * vit:.1f}%) (rule: >= {MIN_SPEEDUP}x and at most 1 point below holds). "
                f"Full-channel SHViT: {100 * mean_acc(table, 'shapes', 'shvit_fullch'):.1f}%.\n\n{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)

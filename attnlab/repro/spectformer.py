@@ -12,7 +12,7 @@ trails the better end by more than 0.5 point; inconclusive in between.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P04"
@@ -21,8 +21,10 @@ CLAIM = ("Spectral gating layers in the first blocks followed by multi-head atte
 BAND = 0.005
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
+FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:
@@ -53,4 +55,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (f"On shapes SSAA reached {100 * ssaa:.1f}% vs all-attention {100 * aaaa:.1f}% and all-spectral "
                f"{100 * ssss:.1f}% (margin {100 * margin:+.1f} points; rule: > +0.5 holds, < -0.5 does not). "
                f"{budget.steps} steps x {budget.batch_size} images, seeds {list(budget.seeds)}.\n\n{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)

@@ -11,7 +11,7 @@ than 0.5 point below; inconclusive in between. ViT-p4 is reported as context.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P32"
@@ -20,8 +20,10 @@ CLAIM = ("Modelling pixel-level words inside each patch with an inner transforme
 BAND = 0.005
 
 QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5)
+               bench_repeats=1,
+               task_kwargs={"shapes": SHAPES_KWARGS})
+FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
+              task_kwargs={"shapes": SHAPES_KWARGS})
 
 
 def _arms(quick: bool) -> list[Arm]:
@@ -53,4 +55,5 @@ def run(ctx: ReproContext) -> ReproOutcome:
     summary = (f"On shapes TNT {100 * tnt:.1f}% vs ViT-p8 {100 * p8:.1f}% (same patch grid, equal parameters; margin "
                f"{100 * margin:+.1f} points, rule: > +0.5 holds, < -0.5 does not); ViT-p4 {100 * p4:.1f}%.\n\n"
                f"{format_table(table)}")
+    verdict, summary = learned_guard(measured, verdict, summary, table)
     return ReproOutcome(measured, verdict, summary, plots)
