@@ -20,6 +20,7 @@ from attnlab.mixers import routing  # noqa: E402,F401
 from attnlab.mixers import strip  # noqa: E402,F401
 from attnlab.mixers import ssa  # noqa: E402,F401
 from attnlab.mixers import hyena  # noqa: E402,F401
+from attnlab.mixers import ssm  # noqa: E402,F401
 from attnlab.mixers import combiner  # noqa: E402,F401
 from attnlab.mixers import sea  # noqa: E402,F401
 
