@@ -7,6 +7,7 @@ import torch
 from attnlab import mixers
 from attnlab.models import ViT, create
 from attnlab.models.biformer import BiFormer
+from attnlab.models.dinat import DiNAT
 from attnlab.models.hyena_vit import HyenaViT
 from attnlab.models.s2aformer import S2AFormer
 
@@ -22,7 +23,7 @@ def _grids_seen(model, x):
     return seen
 
 
-@pytest.mark.parametrize("name", ["biformer_tiny", "s2aformer_tiny"])
+@pytest.mark.parametrize("name", ["biformer_tiny", "s2aformer_tiny", "dinat_tiny"])
 def test_hierarchy_runs_its_stages_at_4x_8x_16x_and_takes_any_size(name):
     torch.manual_seed(0)
     model = create(name, img_size=32, in_chans=1, num_classes=7).eval()
@@ -44,6 +45,31 @@ def test_s2aformer_blocks_use_strip_attention_with_compressed_qk():
     attn = [blk.attn for stage in model.stages for blk in stage]
     assert all(type(a) is mixers.get_info("strip_attention").cls for a in attn)
     assert [(a.qk_dim, a.sr_ratio) for a in attn] == [(8, 4), (16, 2)]
+
+
+def _stage0_reach(model) -> torch.Tensor:
+    """Which input tokens of the 8x8 stage-1 grid reach output token (0, 0) through that stage's blocks (fp64)."""
+    model = model.double().eval()
+    x = torch.randn(1, 64, 32, dtype=torch.float64, requires_grad=True)
+    h = x
+    for blk in model.stages[0]:
+        h = blk(h, (8, 8))
+    (h[0, 0] * torch.randn(32, dtype=torch.float64)).sum().backward()
+    return (x.grad[0].abs().sum(-1) > 0).view(8, 8)
+
+
+def test_dinat_dilated_block_widens_the_receptive_field_over_nat():
+    torch.manual_seed(0)
+    cfg = dict(embed_dim=(32,), depth=(2,), num_heads=(1,), kernel_size=3)
+    nat = _stage0_reach(DiNAT(dilations=((1,),), **cfg))
+    dinat = _stage0_reach(DiNAT(dilations=((1, 2),), **cfg))
+    # Output (0, 0): NA then NA (k=3, corner windows) reaches 0..3 per axis; NA then DiNA (d=2: window {0, 2, 4},
+    # each widened by the NA below) reaches 0..5.
+    assert nat[:4, :4].all() and not nat[4:].any() and not nat[:, 4:].any()
+    assert dinat[:6, :6].all() and not dinat[6:].any() and not dinat[:, 6:].any()
+    blocks = [b for stage in create("dinat_tiny").stages for b in stage]
+    assert [b.dilation for b in blocks] == [1, 2, 1, 1, 1, 1]
+    assert type(blocks[0].block.mixer) is mixers.get_info("neighborhood").cls
 
 
 def test_hyena_hybrid_puts_hyena_first_and_attention_after():
@@ -79,6 +105,8 @@ def test_bad_configs_are_named():
         BiFormer(embed_dim=(16, 32, 64), depth=(1, 1))
     with pytest.raises(ValueError, match="topk: expected -1 or a count in"):
         BiFormer(embed_dim=(16,), depth=(1,), num_heads=(1,), n_win=(2,), topk=(5,))
+    with pytest.raises(TypeError, match="dilations: expected per stage a non-empty tuple"):
+        DiNAT(embed_dim=(16,), depth=(1,), num_heads=(1,), dilations=((0,),))
     with pytest.raises(ValueError, match="num_hyena: expected an int in \\[0, depth=2\\]"):
         HyenaViT(depth=2, num_hyena=3)
     with pytest.raises(ValueError, match="x: expected an image batch"):

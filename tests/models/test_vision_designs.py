@@ -10,6 +10,7 @@ import torch
 from attnlab.models.activator import Activator
 from attnlab.models.biformer import BiFormer
 from attnlab.models.convit import ConViT
+from attnlab.models.dinat import DiNAT
 from attnlab.models.hyena_vit import HyenaViT
 from attnlab.models.path_ensemble import PathEnsembleViT
 from attnlab.models.s2aformer import S2AFormer
@@ -28,6 +29,7 @@ DESIGNS = {
     "path_ensemble": lambda **k: PathEnsembleViT(dim=32, depth=2, num_heads=2, **k),
     "biformer": lambda **k: BiFormer(embed_dim=(16, 32), depth=(1, 1), num_heads=(1, 2), n_win=(2, 1), topk=(2, -1),
                                      **k),
+    "dinat": lambda **k: DiNAT(embed_dim=(16, 32), depth=(2, 1), num_heads=(1, 2), dilations=((1, 2), (1,)), **k),
     "s2aformer": lambda **k: S2AFormer(embed_dim=(16, 32), depth=(1, 1), num_heads=(1, 2), sr_ratio=(2, 1), **k),
     "hyena_vit": lambda **k: HyenaViT(dim=32, depth=2, num_heads=2, hyena_kwargs={"filter_width": 16}, **k),
     "hyena_hybrid": lambda **k: HyenaViT(dim=32, depth=2, num_hyena=1, num_heads=2, hyena_kwargs={"filter_width": 16},
