@@ -14,16 +14,20 @@ Semantics (zero-order hold on A, Euler on B, as in Mamba):
     y_t = <C_t, h_t> + D u_t;   out = y . SiLU(z)             (D, z optional)
 
 :func:`selective_scan_reference` runs this token by token (unbind/stack, the
-oracle). :func:`selective_scan` is the fast path, a two-level (chunked) scan:
-the sequence is cut into chunks of T tokens; (1) a T-step scan from zero state
-runs for all chunks at once (tensors (..., L/T, N) per step); (2) a short carry
-over the L/T chunk ends gives each chunk's entering state s_c; (3) every token
-adds exp(cumsum(delta A) within its chunk) . s_c, computed for all tokens at
-once. T + L/T sequential steps instead of L, only products of decays in (0, 1]
-(no division by decays, so no overflow for large delta A). Long sequences are
-processed in segments under activation checkpointing so that autograd keeps
-O(B D L) instead of O(B D L N) (the scan's states are recomputed in backward,
-the same trade Mamba's kernel makes).
+oracle). :func:`selective_scan` is the fast path for CPUs: chunks of T tokens,
+processed one after another with the position inside the chunk as the leading
+axis; per chunk, exp(delta A) and delta B u are computed for all T tokens at once,
+the recurrence is one fused multiply-add per token on a contiguous (B, D, N) block,
+and the read-out with C is one vectorised reduction. Its backward (a custom
+autograd Function) recomputes each chunk's states from the state entering it
+(saved per chunk), runs the adjoint recurrence g_{t-1} += exp(delta_t A) g_t in
+the same fused form, and forms all parameter gradients per chunk at once. Memory:
+O(B D L + B D N L / T) instead of the reference's O(B D N L); the chunk is sized
+so that its (T, B, D, N) blocks stay cache-sized (about 2 MB). This is the
+recomputation trade of Mamba's kernel, in PyTorch. A parallel-in-time form over
+the whole sequence (log-space cumulative sums, or a Hillis-Steele scan) was
+measured slower on CPU: it streams several (B, D, L, N) tensors through memory,
+whereas the per-token blocks stay in cache (see docs/notes/ssm_hyena.md).
 """
 from __future__ import annotations
 
@@ -31,7 +35,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from attnlab._checks import check_positive_int, check_tensor, describe, fail
 
@@ -139,83 +142,114 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return (out, h.reshape(b, d, n)) if return_last_state else out
 
 
-def _scan_segment(u, delta, A, Bv, Cv, h0, chunk):
-    """Two-level scan of one segment; u, delta (B, G, Dg, L) with L % chunk == 0 -> (y (B, G, Dg, L), h_last).
+def _lead(t, sl):
+    """Slice positions ``sl`` of a (..., L, N) broadcast view (L on axis 3) and put them first: (T, ..., N)."""
+    if t.shape[3] == 1:
+        return t.movedim(3, 0)
+    return t[:, :, :, sl].movedim(3, 0).contiguous()
 
-    Internally the position inside the chunk is the leading axis, (T, B, G, Dg, nc, N), so that every
-    step of the in-chunk loop works on one contiguous block (strided per-step slices are ~10x slower on CPU).
-    """
-    b, g, dg, l = u.shape
-    nc = l // chunk
 
-    def lead(t):  # (..., L[, N]) with L on axis 3 -> (T, ..., nc[, N])
-        return t.unflatten(3, (nc, chunk)).movedim(4, 0)
+def _chunk_inputs(u, delta, A, Bv, sl):
+    """Per chunk, position first: a = exp(delta A), x = delta u B (T, B, G, Dg, N), and delta, delta*u (T, B, G, Dg)."""
+    d_c = delta[..., sl].movedim(3, 0).contiguous()
+    du_c = (u[..., sl] * delta[..., sl]).movedim(3, 0).contiguous()
+    log_a = d_c.unsqueeze(-1) * A
+    return torch.exp(log_a), du_c.unsqueeze(-1) * _lead(Bv, sl), d_c, du_c
 
-    log_a = lead(delta).unsqueeze(-1) * A.unsqueeze(-2)  # (T, B, G, Dg, nc, N), contiguous
-    inp = lead(delta * u).unsqueeze(-1) * (lead(Bv) if Bv.shape[3] > 1 else Bv.unsqueeze(0))
-    a = torch.exp(log_a)
-    # (1) scan inside every chunk from a zero state, all chunks at once
-    hs = []
-    h = None
-    for a_t, x_t in zip(a.unbind(0), inp.unbind(0)):
-        h = x_t if h is None else torch.addcmul(x_t, a_t, h)
-        hs.append(h)
-    h_loc = torch.stack(hs, dim=0)
-    decay = torch.exp(torch.cumsum(log_a, dim=0))  # product of a within the chunk up to t, in (0, 1]
-    # (2) carry the state across chunk ends (chunk axis first: contiguous steps)
-    s = h0 if h0 is not None else u.new_zeros(b, g, dg, A.shape[-1])
-    entering = []
-    for p_c, e_c in zip(decay[-1].movedim(3, 0).contiguous().unbind(0), h_loc[-1].movedim(3, 0).contiguous().unbind(0)):
-        entering.append(s)
-        s = torch.addcmul(e_c, p_c, s)
-    s_in = torch.stack(entering, dim=3)  # (B, G, Dg, nc, N), broadcast over T
-    # (3) add the entering state's contribution to every token, then read out with C
-    h_all = torch.addcmul(h_loc, decay, s_in)
-    Cc = lead(Cv) if Cv.shape[3] > 1 else Cv.unsqueeze(0)
-    y = (h_all * Cc).sum(-1)  # (T, B, G, Dg, nc)
-    return y.movedim(0, 4).flatten(3), s
+
+def _scan_chunk(a, x, h, out):
+    """out[t] = a[t] * out[t-1] + x[t] with out[-1] = h: one fused op per step on a contiguous block."""
+    for t in range(a.shape[0]):
+        h = torch.addcmul(x[t], a[t], h, out=out[t]) if h is not None else out[t].copy_(x[t])
+    return h
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    """Chunked selective scan with a hand-written chunked backward (see :func:`selective_scan`)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, Bv, Cv, h0, chunk):
+        b, g, dg, l = u.shape
+        n = A.shape[-1]
+        y = u.new_empty(b, g, dg, l)
+        h = h0
+        starts = []
+        with torch.no_grad():
+            for c0 in range(0, l, chunk):
+                sl = slice(c0, min(c0 + chunk, l))
+                a, x, _, _ = _chunk_inputs(u, delta, A, Bv, sl)
+                starts.append(h)
+                hs = torch.empty_like(x)
+                h = _scan_chunk(a, x, h, hs).clone()
+                y[..., sl] = (hs * _lead(Cv, sl)).sum(-1).movedim(0, 3)
+        ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        zero = u.new_zeros(b, g, dg, n)
+        ctx.save_for_backward(u, delta, A, Bv, Cv, *[zero if s is None else s for s in starts])
+        return y, h
+
+    @staticmethod
+    def backward(ctx, gy, gh_last):
+        u, delta, A, Bv, Cv, *starts = ctx.saved_tensors
+        chunk = ctx.chunk
+        l = u.shape[3]
+        gu, gdelta = torch.zeros_like(u), torch.zeros_like(delta)
+        gA, gB, gC = torch.zeros_like(A), torch.zeros_like(Bv), torch.zeros_like(Cv)
+        carry = gh_last  # gradient w.r.t. the state leaving the current chunk
+        bounds = list(range(0, l, chunk))
+        for ci in reversed(range(len(bounds))):
+            sl = slice(bounds[ci], min(bounds[ci] + chunk, l))
+            with torch.no_grad():
+                a, x, d_c, du_c = _chunk_inputs(u, delta, A, Bv, sl)
+                hs = torch.empty_like(x)
+                _scan_chunk(a, x, starts[ci] if ci or ctx.has_h0 else None, hs)
+                c_c = _lead(Cv, sl)
+                gy_c = gy[..., sl].movedim(3, 0).unsqueeze(-1)  # (T, B, G, Dg, 1)
+                gh = gy_c * c_c  # direct dy_t / dh_t, then the reverse recurrence gh[t] += a[t+1] gh[t+1]
+                if carry is not None:
+                    gh[-1] += carry
+                for t in range(gh.shape[0] - 2, -1, -1):
+                    torch.addcmul(gh[t], a[t + 1], gh[t + 1], out=gh[t])
+                h_prev = torch.cat([starts[ci].unsqueeze(0), hs[:-1]], dim=0)
+                carry = gh[0] * a[0]
+                glog_a = gh * h_prev * a
+                gx = gh * _lead(Bv, sl)  # dL/d(delta u) per state, summed over N below
+                gx_sum = gx.sum(-1)
+                gdelta[..., sl] = ((glog_a * A).sum(-1) + gx_sum * u[..., sl].movedim(3, 0)).movedim(0, 3)
+                gu[..., sl] = (gx_sum * d_c).movedim(0, 3)
+                gA += (glog_a * d_c.unsqueeze(-1)).sum(0).sum(0)
+                gb_full = gh * du_c.unsqueeze(-1)
+                gc_full = gy_c * hs
+                if Bv.shape[3] == 1:
+                    gB += gb_full.sum(0, keepdim=True).movedim(0, 3).sum_to_size(gB.shape)
+                else:
+                    gB[:, :, :, sl] = gb_full.movedim(0, 3).sum_to_size(gB[:, :, :, sl].shape)
+                if Cv.shape[3] == 1:
+                    gC += gc_full.sum(0, keepdim=True).movedim(0, 3).sum_to_size(gC.shape)
+                else:
+                    gC[:, :, :, sl] = gc_full.movedim(0, 3).sum_to_size(gC[:, :, :, sl].shape)
+        gh0 = carry if ctx.has_h0 else None
+        return gu, gdelta, gA, gB, gC, gh0, None
+
+
+def _auto_chunk(b, d, n):
+    """Chunk length whose (T, B, D, N) blocks stay around 2 MB (fp32): 8..128, a power of two."""
+    target = 2**19 / max(b * d * n, 1)
+    return int(max(8, min(128, 2 ** round(math.log2(max(target, 1))))))
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
-                   return_last_state=False, chunk_size=None, segment_len=2048):
+                   return_last_state=False, chunk_size=None):
     """Selective scan, chunked fast path (see the module doc); same arguments and result as the reference.
 
-    Args beyond the reference's:
-        chunk_size: tokens per chunk T (default: about sqrt(segment length), between 8 and 128).
-        segment_len: with gradients enabled, sequences longer than this run in segments of this many
-            tokens under activation checkpointing (memory O(B D L) instead of O(B D L N)); None disables.
+    ``chunk_size``: tokens per chunk T (default: blocks of about 2 MB, 8 to 128 tokens). The backward
+    pass recomputes each chunk's states from the state entering it, so memory is O(B D L + B D N L / T).
     """
     uc, dc, Ac, Bv, Cv, h, dims = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     b, d, l, n, g = dims
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
-    if segment_len is not None:
-        check_positive_int("segment_len", segment_len)
-    seg = l if segment_len is None or not torch.is_grad_enabled() else min(segment_len, l)
-    chunk = chunk_size or max(8, min(128, 2 ** round(math.log2(max(seg, 1)) / 2)))
-    chunk = min(chunk, seg)
-    seg = math.ceil(seg / chunk) * chunk
-    pad = (-l) % seg
-    ud, dd = uc, dc
-    if pad:  # delta = 0 on padding: decay 1 and no input, the state passes through unchanged
-        ud, dd = F.pad(uc, (0, pad)), F.pad(dc, (0, pad))
-        if Bv.shape[3] > 1:
-            Bv = F.pad(Bv, (0, 0, 0, pad))
-        if Cv.shape[3] > 1:
-            Cv = F.pad(Cv, (0, 0, 0, pad))
-    total = l + pad
-    ys = []
-    use_ckpt = total > seg
-    for start in range(0, total, seg):
-        sl = slice(start, start + seg)
-        args = (ud[..., sl], dd[..., sl], Ac, Bv[:, :, :, sl] if Bv.shape[3] > 1 else Bv,
-                Cv[:, :, :, sl] if Cv.shape[3] > 1 else Cv, h)
-        if use_ckpt:
-            y, h = checkpoint(_scan_segment, *args, chunk, use_reentrant=False)
-        else:
-            y, h = _scan_segment(*args, chunk)
-        ys.append(y)
-    y = torch.cat(ys, dim=3)[..., :l] if len(ys) > 1 or pad else ys[0]
+    chunk = min(chunk_size or _auto_chunk(b, d, n), l)
+    y, h = _SelectiveScanFn.apply(uc, dc, Ac, Bv, Cv, h, chunk)
     out = _finish(y, uc, D, z, dims)
     return (out, h.reshape(b, d, n)) if return_last_state else out
 
