@@ -49,6 +49,16 @@ SUITES: dict[str, Suite] = {
         ("softmax", "softmax_qknorm", "identity"),
         (_RECALL, _CHAR),
     ),
+    "vision": Suite(
+        "vision",
+        "The vision designs (issue #5) at their tiny configs beside a plain ViT (softmax, width 64, depth 4): shapes "
+        "(no distractors) and digits, 32 px; about 7-8 minutes on 2 cores.",
+        ("softmax",) + tuple(f"model:{name}_tiny" for name in (
+            "spectformer", "activator", "convit", "crossvit", "tnt", "shvit", "biformer", "dinat", "s2aformer",
+            "hyena_vit", "hyena_hybrid", "path_ensemble")),
+        (TaskRun("shapes", {"num_distractors": 0}, dim=64, depth=4, num_heads=4, steps=200, lr=2e-3, warmup_steps=20),
+         TaskRun("digits", {}, dim=64, depth=4, num_heads=4, steps=100, lr=2e-3, warmup_steps=10)),
+    ),
     "smoke": Suite(
         "smoke",
         "Seconds-long smoke run (tests, CI): two mixers, one short task.",
