@@ -286,9 +286,7 @@ def sea_select(
     check_positive_int("block", block)
     edges = bin_edges(n, t_m, causal, block, dev)
     width = edges[:, 1:] - edges[:, :-1]  # (N|1, t_m)
-    order = est.argsort(dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(t_m, device=dev).expand_as(order))
-    keep = (rank < _bins_per_query(n, t_m, top_k, causal, block, dev)) & (width > 0)
+    keep = _top_bins(est, _bins_per_query(n, t_m, top_k, causal, block, dev)) & (width > 0)
     kept_width = width * keep  # (B, H, N, t_m)
     cum = kept_width.cumsum(-1)
     total = cum[..., -1:]
@@ -302,6 +300,17 @@ def sea_select(
     if key_padding_mask is not None:
         valid = valid & key_padding_mask[:, None, None, :].expand(b, h, n, n).gather(-1, idx)
     return idx, valid
+
+
+def _top_bins(est: torch.Tensor, kb: torch.Tensor) -> torch.Tensor:
+    """Bool (..., t_m): the kb largest entries of each row, ties to the lower index (a stable sort's
+    order), found from the kb-th largest value instead of a full sort (sorting is the slow part on CPU)."""
+    values = est.topk(int(kb.max()), dim=-1).values
+    thr = values.gather(-1, (kb - 1).expand(*est.shape[:-1], 1))
+    above = est > thr
+    tied = est == thr
+    room = kb - above.sum(-1, keepdim=True)  # how many tied entries still fit, lowest index first
+    return above | (tied & (tied.cumsum(-1) <= room))
 
 
 def selection_to_mask(idx: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
@@ -349,46 +358,52 @@ def _chunk_rows(b, h, k, d, budget=1 << 22):
 
 
 class _GatherAttention(torch.autograd.Function):
-    """softmax(q . k_idx * scale) over gathered keys; backward recomputes the gathered rows."""
+    """softmax(q . k_idx * scale) over gathered keys; backward recomputes the gathered rows.
+
+    Keys and values are gathered together (one index op per chunk, one index_add in the
+    backward): the gathers are the memory-bound part on CPU.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, gidx, valid, scale):
         b, h, n, d = q.shape
-        kf, vf = k.reshape(-1, d), v.reshape(-1, v.shape[-1])
-        rows = _chunk_rows(b, h, gidx.shape[-1], max(d, v.shape[-1]))
+        kv = torch.cat([k, v], dim=-1).reshape(-1, d + v.shape[-1])
+        rows = _chunk_rows(b, h, gidx.shape[-1], kv.shape[-1])
         probs = q.new_empty(gidx.shape)
         out = q.new_empty(b, h, n, v.shape[-1])
         for a in range(0, n, rows):
             z = slice(a, a + rows)
-            g, ok = gidx[:, :, z], valid[:, :, z]
-            logits = torch.einsum("bhcd,bhckd->bhck", q[:, :, z], kf[g]) * scale
+            ok = valid[:, :, z]
+            kg, vg = kv[gidx[:, :, z]].split([d, v.shape[-1]], dim=-1)
+            logits = torch.einsum("bhcd,bhckd->bhck", q[:, :, z], kg) * scale
             has = ok.any(-1, keepdim=True)
             p = torch.softmax(logits.masked_fill(~ok, float("-inf")).masked_fill(~has, 0.0), dim=-1) * has
             probs[:, :, z] = p
-            out[:, :, z] = torch.einsum("bhck,bhcke->bhce", p, vf[g])
-        ctx.save_for_backward(q, k, v, gidx, probs)
-        ctx.scale, ctx.rows = scale, rows
+            out[:, :, z] = torch.einsum("bhck,bhcke->bhce", p, vg)
+        ctx.save_for_backward(q, kv, gidx, probs)
+        ctx.scale, ctx.rows, ctx.shapes = scale, rows, (k.shape, v.shape)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        q, k, v, gidx, probs = ctx.saved_tensors
+        q, kv, gidx, probs = ctx.saved_tensors
         scale, rows = ctx.scale, ctx.rows
-        d, dv_dim = q.shape[-1], v.shape[-1]
-        kf, vf = k.reshape(-1, d), v.reshape(-1, dv_dim)
+        k_shape, v_shape = ctx.shapes
+        d = q.shape[-1]
         dq = torch.zeros_like(q)
-        dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
+        dkv = torch.zeros_like(kv)
         for a in range(0, q.shape[2], rows):
             z = slice(a, a + rows)
             g, p, do = gidx[:, :, z], probs[:, :, z], dout[:, :, z]
-            dp = torch.einsum("bhce,bhcke->bhck", do, vf[g])
+            kg, vg = kv[g].split([d, v_shape[-1]], dim=-1)
+            dp = torch.einsum("bhce,bhcke->bhck", do, vg)
             ds = p * (dp - (p * dp).sum(-1, keepdim=True)) * scale
-            dq[:, :, z] = torch.einsum("bhck,bhckd->bhcd", ds, kf[g])
-            flat = g.reshape(-1)
-            dkf.index_add_(0, flat, (ds[..., None] * q[:, :, z, None, :]).reshape(-1, d))
-            dvf.index_add_(0, flat, (p[..., None] * do[:, :, :, None, :]).reshape(-1, dv_dim))
-        return dq, dkf.view_as(k), dvf.view_as(v), None, None, None
+            dq[:, :, z] = torch.einsum("bhck,bhckd->bhcd", ds, kg)
+            contrib = torch.cat([ds[..., None] * q[:, :, z, None, :], p[..., None] * do[:, :, :, None, :]], dim=-1)
+            dkv.index_add_(0, g.reshape(-1), contrib.reshape(-1, kv.shape[-1]))
+        dk, dv = dkv.split([d, v_shape[-1]], dim=-1)
+        return dq, dk.reshape(k_shape), dv.reshape(v_shape), None, None, None
 
 
 def sparse_gather_attention(
