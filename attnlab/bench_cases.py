@@ -25,6 +25,7 @@ CASE_MODULES = [
     "attnlab.bench_linear",
     "attnlab.bench_vision",
     "attnlab.bench_routed",
+    "attnlab.bench_sparse",
 ]
 
 
