@@ -1,10 +1,11 @@
-"""Training throughput of the vision designs (P04, P07, P11, P13, P29, P32), attnlab vs timm.
+"""Training throughput of the vision designs (P04, P07, P09, P10, P11, P13, P15, P26, P29, P31, P32), attnlab vs timm.
 
 ``python -m attnlab.bench_vision`` times forward + backward (cross-entropy,
 fp32, batch 32 by default) of each design at its tiny configuration and of
 timm's model of the same configuration and weights layout (ConViT, CrossViT,
-TNT, SHViT), interleaving the two implementations repeat by repeat so that
-machine noise hits both alike; it prints a Markdown table of parameters,
+TNT, SHViT; the other designs have no timm counterpart and are timed alone),
+interleaving the two implementations repeat by repeat so that machine noise
+hits both alike; it prints a Markdown table of parameters,
 images/s and the attnlab / timm speed ratio. The same pairs are registered as
 ``attnlab bench`` cases ``vision_<design>`` (there N is the image size).
 """
@@ -73,22 +74,24 @@ def _shvit_tiny(img: int):
     return shvit_tiny(img_size=img, num_classes=10), None
 
 
-def _spectformer(img: int):
-    from attnlab.models.spectformer import spectformer_tiny
+def _named(name: str) -> Callable:
+    """Builder of a registered design without a timm counterpart."""
 
-    return spectformer_tiny(img_size=img, num_classes=10), None
+    def build(img: int):
+        from attnlab.models import create
+
+        return create(name, img_size=img, num_classes=10), None
+
+    return build
 
 
-def _activator(img: int):
-    from attnlab.models.activator import activator_tiny
-
-    return activator_tiny(img_size=img, num_classes=10), None
-
+#: designs timed on their own (timm has no model of the same configuration)
+ATTNLAB_ONLY = ("spectformer_tiny", "activator_tiny", "biformer_tiny", "dinat_tiny", "s2aformer_tiny",
+                "hyena_vit_tiny", "hyena_hybrid_tiny", "path_ensemble_tiny")
 
 #: design -> (builder(img) -> (attnlab model, timm factory or None), default image size)
 PAIRS: dict[str, tuple[Callable, int]] = {
-    "spectformer_tiny": (_spectformer, 32),
-    "activator_tiny": (_activator, 32),
+    **{name: (_named(name), 32) for name in ATTNLAB_ONLY},
     "convit_tiny": (_convit, 32),
     "crossvit_tiny": (_crossvit, 32),
     "tnt_tiny": (_tnt, 32),
