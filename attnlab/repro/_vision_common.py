@@ -24,7 +24,7 @@ from torch import nn
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
 __all__ = [
-    "Arm", "Budget", "SubsetTask", "count_params", "vit_matched", "make_task", "run_arms", "mean_acc", "not_learned", "learned_guard",
+    "Arm", "Budget", "SubsetTask", "count_params", "vit_matched", "make_task", "run_arms", "mean_acc", "not_learned", "learned_guard", "flat_measured",
     "SHAPES_KWARGS", "LEARNED_MARGIN",
     "format_table", "plot_bars",
 ]
@@ -241,6 +241,12 @@ def learned_guard(measured: dict, verdict: str, summary: str, *tables: dict, tas
     if not whys:
         return verdict, summary
     return INCONCLUSIVE, f"Inconclusive: {whys[0]}. Rule outcome had it been learned: {verdict}. {summary}"
+
+
+def flat_measured(table: dict, prefix: str = "") -> dict:
+    """The summary of a :func:`run_arms` table as flat ``{"<prefix><task>/<arm> <field>": value}`` entries."""
+    return {f"{prefix}{t}/{a} {k}": v for t, arms in table["summary"].items() for a, s in arms.items()
+            for k, v in s.items()}
 
 
 def mean_acc(table: dict, task: str, arm: str) -> float:

@@ -16,7 +16,7 @@ gaps against the plain ViT are reported beside it.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, SubsetTask, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import SHAPES_KWARGS, flat_measured, learned_guard, Arm, Budget, SubsetTask, format_table, mean_acc, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P11"
@@ -62,12 +62,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
         verdict = DOES_NOT_HOLD
     else:
         verdict = INCONCLUSIVE
-    measured = {}
-    for regime, table in (("full", full), ("small", small)):
-        for t, arms_s in table["summary"].items():
-            for a, s in arms_s.items():
-                for k, v in s.items():
-                    measured[f"{regime}/{t}/{a} {k}"] = v
+    measured = flat_measured(full, "full/") | flat_measured(small, "small/")
     measured["shapes gap full (points)"] = 100 * gap_full
     measured["shapes gap small (points)"] = 100 * gap_small
     measured["shapes gap vs ViT full (points)"] = 100 * vit_full
