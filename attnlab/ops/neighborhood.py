@@ -56,6 +56,8 @@ __all__ = [
     "neighborhood_rpb_index",
     "window_bounds",
     "dinat_dilation",
+    "dense_local_attention",
+    "DENSE_MAX_N",
 ]
 
 
@@ -376,6 +378,55 @@ def _product(ranges):
     return out
 
 
+#: up to this many tokens ``backend="auto"`` uses the dense masked path (one SDPA call
+#: beats many small tiles); above it, the tiled path. Measured crossover on this machine:
+#: see docs/notes/local.md.
+DENSE_MAX_N = 1024
+
+BACKENDS = ("auto", "tiled", "dense")
+
+
+@functools.lru_cache(maxsize=64)
+def _dense_mask_and_rel(grid: tuple[int, ...], windows: tuple[AxisWindow, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    return _grid_mask_and_rel(grid, windows)
+
+
+def dense_local_attention(q, k, v, grid, windows, *, scale, rpb=None, key_padding_mask=None) -> torch.Tensor:
+    """Local attention as one SDPA call with the (N, N) window mask: the fast path for small N.
+
+    q, k, v (B, H, N, D); ``windows`` one :class:`AxisWindow` per axis of ``grid``;
+    rpb (H, R1, ..) or None; key_padding_mask (B, N) or None. O(N^2) memory, so only for
+    small N (``DENSE_MAX_N``). Rows with no visible key give zeros.
+    """
+    mask, rel = _dense_mask_and_rel(tuple(grid), tuple(windows))
+    mask = mask.to(q.device)
+    has_key = None
+    if key_padding_mask is not None:
+        mask = mask[None, None] & key_padding_mask[:, None, None, :]
+        has_key = mask.any(-1, keepdim=True)
+        mask = mask | ~has_key
+    if rpb is not None:
+        bias = rpb.reshape(rpb.shape[0], -1)[:, rel.to(q.device)]  # (H, N, N)
+        mask = bias.masked_fill(~mask, float("-inf"))
+        mask = mask[None] if mask.dim() == 3 else mask  # 4-D masks keep SDPA on its fused CPU kernel
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out * has_key.to(out.dtype) if has_key is not None else out
+
+
+def check_backend(backend: str, tile) -> str:
+    """Validate ``backend``; an explicit ``tile`` implies the tiled path under "auto"."""
+    if backend not in BACKENDS:
+        fail("backend", f"one of {list(BACKENDS)}", describe(backend))
+    if tile is not None and backend == "dense":
+        fail("tile", "None with backend='dense' (tiles belong to the tiled path)", describe(tile))
+    return backend
+
+
+def use_dense(backend: str, n: int, tile) -> bool:
+    """Whether the dense path runs: asked for, or "auto" with small N and no tile given."""
+    return backend == "dense" or (backend == "auto" and tile is None and n <= DENSE_MAX_N)
+
+
 # --------------------------------------------------------------------------- NA API
 
 
@@ -473,6 +524,7 @@ def neighborhood_attention(
     key_padding_mask: torch.Tensor | None = None,
     scale: float | None = None,
     tile: int | Sequence[int] | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """(Dilated) neighborhood attention, P26 (NAT / DiNAT): O(N k^d) time and memory, with backward.
 
@@ -489,11 +541,15 @@ def neighborhood_attention(
             windows (windows are not re-clamped around them); a query whose whole window
             is padded gets zeros.
         scale: logit scale (default D^-1/2).
-        tile: query tile per axis (default: :func:`default_tile`).
+        tile: query tile per axis of the tiled path (default: :func:`default_tile`).
+        backend: ``"tiled"`` (O(N k^d)), ``"dense"`` (one SDPA call with the (N, N)
+            mask, O(N^2): faster for small N) or ``"auto"`` (dense up to
+            ``DENSE_MAX_N`` tokens unless a tile is given, else tiled).
     Returns:
         (B, H, N, Dv), equal to :func:`neighborhood_attention_reference`.
     """
     grid, ks, dl, cz = _check_na_args(q, k, v, kernel_size, grid, dilation, causal, rpb, key_padding_mask, scale)
+    check_backend(backend, tile)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if is_recording():
         out, probs = neighborhood_attention_reference(
@@ -504,6 +560,8 @@ def neighborhood_attention(
         return out
     nd = len(grid)
     windows = [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)]
+    if use_dense(backend, q.shape[2], tile):
+        return dense_local_attention(q, k, v, grid, windows, scale=scale, rpb=rpb, key_padding_mask=key_padding_mask)
     tiles = _per_axis("tile", tile, nd) if tile is not None else tuple(default_tile(w, nd) for w in windows)
     plans = [plan_axis(L, w, t) for L, w, t in zip(grid, windows, tiles)]
     b, h, n, _ = q.shape

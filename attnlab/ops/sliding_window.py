@@ -19,11 +19,14 @@ from attnlab._checks import check_positive_int, describe, fail
 from attnlab.ops.neighborhood import (
     AxisWindow,
     _grid_mask_and_rel,
+    check_backend,
     check_local_qkv,
     default_tile,
+    dense_local_attention,
     masked_dense_attention,
     plan_axis,
     tiled_local_attention,
+    use_dense,
 )
 from attnlab.ops.recording import is_recording, record
 
@@ -53,6 +56,7 @@ def sliding_window_attention(
     key_padding_mask: torch.Tensor | None = None,
     scale: float | None = None,
     tile: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Sliding-window softmax attention: O(N w) time and memory, forward and backward.
 
@@ -63,12 +67,15 @@ def sliding_window_attention(
         key_padding_mask: (B, N) bool, True = real key; a query with no real key in its
             window gets zeros.
         scale: logit scale (default D^-1/2).
-        tile: query tile (default 128 for w > 96, smaller for small windows).
+        tile: query tile of the tiled path (default 128 for w > 96, smaller for small windows).
+        backend: ``"tiled"``, ``"dense"`` (one SDPA call with the (N, N) mask, for small N)
+            or ``"auto"`` (dense up to ``DENSE_MAX_N`` tokens unless a tile is given).
     Returns:
         (B, H, N, Dv), equal to :func:`sliding_window_attention_reference`.
     """
     check_local_qkv(q, k, v, key_padding_mask, scale)
     w = sw_window(window, causal)
+    check_backend(backend, tile)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if is_recording():
         out, probs = sliding_window_attention_reference(
@@ -76,6 +83,8 @@ def sliding_window_attention(
         )
         record(probs)
         return out
+    if use_dense(backend, q.shape[2], tile):
+        return dense_local_attention(q, k, v, (q.shape[2],), (w,), scale=scale, key_padding_mask=key_padding_mask)
     if tile is not None:
         check_positive_int("tile", tile)
     plan = plan_axis(q.shape[2], w, tile if tile is not None else default_tile(w, 1))

@@ -44,22 +44,24 @@ def _inputs(b, h, n, d, dtype, *, seed=0, dv=None):
     return q, k, v
 
 
-def _compare(q, k, v, kernel, *, dtype, rpb=None, kpm=None, **kw):
-    """Fast vs reference: outputs and gradients of q, k, v (and rpb) under one random cotangent."""
-    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    rl = [rpb.clone().requires_grad_(True)] if rpb is not None else []
-    out = neighborhood_attention(*leaves, kernel, rpb=rl[0] if rl else None, key_padding_mask=kpm, **kw)
-    cot = torch.randn_like(out)
-    grads = torch.autograd.grad(out, leaves + rl, cot)
-    leaves2 = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    rl2 = [rpb.clone().requires_grad_(True)] if rpb is not None else []
-    kw_ref = {key: val for key, val in kw.items() if key != "tile"}
-    ref = neighborhood_attention_reference(*leaves2, kernel, rpb=rl2[0] if rl2 else None, key_padding_mask=kpm, **kw_ref)
-    ref_grads = torch.autograd.grad(ref, leaves2 + rl2, cot)
+def _run(fn, q, k, v, rpb, cot=None, **kw):
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)] + ([rpb.clone().requires_grad_(True)] if rpb is not None else [])
+    out = fn(*leaves[:3], rpb=leaves[3] if rpb is not None else None, **kw)
+    cot = torch.randn_like(out) if cot is None else cot
+    return out, torch.autograd.grad(out, leaves, cot), cot
+
+
+def _compare(q, k, v, kernel, *, dtype, rpb=None, kpm=None, tile=None, **kw):
+    """Both fast backends vs the reference: outputs and gradients of q, k, v (and rpb), one random cotangent."""
+    kw.update(key_padding_mask=kpm)
+    ref, ref_grads, cot = _run(lambda *t, **a: neighborhood_attention_reference(*t, kernel, **a), q, k, v, rpb, **kw)
     fwd, bwd = TOL[dtype]
-    torch.testing.assert_close(out, ref, atol=fwd, rtol=fwd)
-    for name, a, r in zip(["q", "k", "v", "rpb"], grads, ref_grads):
-        torch.testing.assert_close(a, r, atol=bwd, rtol=bwd, msg=lambda m, name=name: f"grad {name}: {m}")
+    for backend in ("tiled", "dense"):
+        run_kw = dict(kw, backend=backend, tile=tile if backend == "tiled" else None)
+        out, grads, _ = _run(lambda *t, **a: neighborhood_attention(*t, kernel, **a), q, k, v, rpb, cot, **run_kw)
+        torch.testing.assert_close(out, ref, atol=fwd, rtol=fwd, msg=lambda m, b=backend: f"{b} forward: {m}")
+        for name, a, r in zip(["q", "k", "v", "rpb"], grads, ref_grads):
+            torch.testing.assert_close(a, r, atol=bwd, rtol=bwd, msg=lambda m, name=name, b=backend: f"{b} grad {name}: {m}")
 
 
 # ---- the definition, checked by hand -----------------------------------------------
@@ -232,8 +234,10 @@ def test_gradcheck_float64(grid, kern, dil, causal):
     ks = (kern,) * len(grid)
     rpb = torch.randn(2, *[2 * x - 1 for x in ks], dtype=torch.float64, requires_grad=True)
     g = grid if len(grid) > 1 else None
-    fn = lambda *t: neighborhood_attention(*t[:3], kern, grid=g, dilation=dil, causal=causal, rpb=t[3], tile=2)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (q, k, v, rpb), eps=1e-6, atol=1e-6, rtol=1e-5)
+    for backend, tile in (("tiled", 2), ("dense", None)):
+        fn = lambda *t, b=backend, tl=tile: neighborhood_attention(  # noqa: E731
+            *t[:3], kern, grid=g, dilation=dil, causal=causal, rpb=t[3], tile=tl, backend=b)
+        assert torch.autograd.gradcheck(fn, (q, k, v, rpb), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dil", [1, 3])
@@ -276,6 +280,17 @@ def test_bad_arguments_are_named():
         neighborhood_attention(q[0], k, v, 3)
     with pytest.raises(TypeError, match=r"key_padding_mask: expected a bool tensor"):
         neighborhood_attention(q, k, v, 3, key_padding_mask=torch.ones(1, 12))
+    with pytest.raises(ValueError, match=r"backend: expected one of \['auto', 'tiled', 'dense'\]"):
+        neighborhood_attention(q, k, v, 3, backend="flex")
+    with pytest.raises(ValueError, match=r"tile: expected None with backend='dense'"):
+        neighborhood_attention(q, k, v, 3, backend="dense", tile=4)
+
+
+def test_auto_backend_picks_dense_for_small_inputs_and_tiles_for_large():
+    from attnlab.ops.neighborhood import DENSE_MAX_N, use_dense
+
+    assert use_dense("auto", DENSE_MAX_N, None) and not use_dense("auto", DENSE_MAX_N + 1, None)
+    assert not use_dense("auto", 10, 4) and use_dense("dense", 10**6, None) and not use_dense("tiled", 10, None)
 
 
 # ---- NATTEN (forward only on CPU) -------------------------------------------------------

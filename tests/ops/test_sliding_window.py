@@ -28,19 +28,21 @@ def _inputs(b, h, n, d, dtype, seed=0):
     return tuple(torch.randn(b, h, n, d, generator=g, dtype=dtype) for _ in range(3))
 
 
-def _compare(q, k, v, window, *, dtype, kpm=None, **kw):
-    a = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    out = sliding_window_attention(*a, window, key_padding_mask=kpm, **kw)
-    cot = torch.randn_like(out)
-    grads = torch.autograd.grad(out, a, cot)
+def _compare(q, k, v, window, *, dtype, kpm=None, tile=None, **kw):
+    """Both fast backends vs the reference: outputs and gradients under one random cotangent."""
     r = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    kw.pop("tile", None)
     ref = sliding_window_attention_reference(*r, window, key_padding_mask=kpm, **kw)
+    cot = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, r, cot)
     fwd, bwd = TOL[dtype]
-    torch.testing.assert_close(out, ref, atol=fwd, rtol=fwd)
-    for x, y in zip(grads, ref_grads):
-        torch.testing.assert_close(x, y, atol=bwd, rtol=bwd)
+    for backend in ("tiled", "dense"):
+        a = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = sliding_window_attention(*a, window, key_padding_mask=kpm, backend=backend,
+                                       tile=tile if backend == "tiled" else None, **kw)
+        grads = torch.autograd.grad(out, a, cot)
+        torch.testing.assert_close(out, ref, atol=fwd, rtol=fwd, msg=lambda m, b=backend: f"{b}: {m}")
+        for x, y in zip(grads, ref_grads):
+            torch.testing.assert_close(x, y, atol=bwd, rtol=bwd, msg=lambda m, b=backend: f"{b} grad: {m}")
 
 
 def test_mask_definition():
@@ -89,19 +91,22 @@ def test_random_configurations(n, window, causal, tile, seed):
 def test_gradcheck_float64():
     q, k, v = (t.requires_grad_(True) for t in _inputs(1, 2, 13, 3, torch.float64))
     for causal in (False, True):
-        fn = lambda *t, c=causal: sliding_window_attention(*t, 4, causal=c, tile=3)  # noqa: E731
-        assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-5)
+        for backend, tile in (("tiled", 3), ("dense", None)):
+            fn = lambda *t, c=causal, b=backend, tl=tile: sliding_window_attention(  # noqa: E731
+                *t, 4, causal=c, tile=tl, backend=b)
+            assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_causal_ignores_the_future():
     q, k, v = _inputs(1, 2, 90, 8, torch.float64)
-    out = sliding_window_attention(q, k, v, 20, causal=True, tile=16)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     for t in (q2, k2, v2):
         t[:, :, 55:] += 3 * torch.randn_like(t[:, :, 55:])
-    out2 = sliding_window_attention(q2, k2, v2, 20, causal=True, tile=16)
-    torch.testing.assert_close(out2[:, :, :55], out[:, :, :55], atol=0, rtol=0)
-    assert not torch.allclose(out2[:, :, 55:], out[:, :, 55:])
+    for backend, tile in (("tiled", 16), ("dense", None)):
+        out = sliding_window_attention(q, k, v, 20, causal=True, tile=tile, backend=backend)
+        out2 = sliding_window_attention(q2, k2, v2, 20, causal=True, tile=tile, backend=backend)
+        torch.testing.assert_close(out2[:, :, :55], out[:, :, :55], atol=0, rtol=0)
+        assert not torch.allclose(out2[:, :, 55:], out[:, :, 55:])
 
 
 def test_bad_arguments_are_named():
