@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -30,6 +29,7 @@ from attnlab._checks import check_choice, check_positive_int, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.fft_conv import fft_long_conv, fft_long_conv_nd
+from attnlab.ops.short_conv import depthwise_conv
 
 __all__ = ["Hyena", "HyenaND", "ImplicitFilter", "positional_features"]
 
@@ -158,7 +158,9 @@ class Hyena(_HyenaBase):
         if short_kernel % 2 == 0:
             fail("short_kernel", "an odd width (centred when bidirectional)", short_kernel)
         c = (order + 1) * dim
-        self.short_conv = nn.Conv1d(c, c, short_kernel, groups=c, padding=0)
+        conv = nn.Conv1d(c, c, short_kernel, groups=c)  # for its default init
+        self.short_weight = nn.Parameter(conv.weight.detach()[:, 0].clone())
+        self.short_bias = nn.Parameter(conv.bias.detach().clone())
         self.filter = ImplicitFilter((order - 1) * dim, emb_dim, filter_width, filter_inner, sin_freq)
 
     def kernels(self, n: int, causal: bool, *, dtype=None, device=None) -> torch.Tensor:
@@ -176,9 +178,7 @@ class Hyena(_HyenaBase):
         if key_padding_mask is not None:
             mask = key_padding_mask.unsqueeze(1).to(x.dtype)  # (B, 1, N)
             u = u * key_padding_mask.unsqueeze(-1).to(x.dtype)
-        u = u.transpose(1, 2)
-        r = self.short_kernel - 1
-        u = self.short_conv(F.pad(u, (r, 0) if causal else (r // 2, r // 2)))
+        u = depthwise_conv(u.transpose(1, 2), self.short_weight, self.short_bias, causal=causal)
         k = self.kernels(n, causal, dtype=x.dtype, device=x.device)
         y = self._gate_and_convolve(u, lambda v, o: fft_long_conv(v, k[o], causal=causal), mask)
         return self.out_proj(y.transpose(1, 2))
@@ -267,8 +267,7 @@ class HyenaND(_HyenaBase):
         k = self.short_kernel
         # a grid with fewer axes than max_dims uses the centre slice of the unused leading axes
         w = self.short_weight[(slice(None),) + (k // 2,) * (self.max_dims - nd) + (slice(None),) * nd]
-        conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
-        return conv(u, w.unsqueeze(1), self.short_bias, padding=k // 2, groups=u.shape[1])
+        return depthwise_conv(u, w, self.short_bias)
 
     def mix(self, x, *, grid, causal, key_padding_mask):
         b, n, _ = x.shape

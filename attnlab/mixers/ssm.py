@@ -31,7 +31,7 @@ from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.fft_conv import fft_long_conv
 from attnlab.ops.selective_scan import selective_scan, selective_scan_reference, selective_scan_step
-from attnlab.ops.short_conv import ShortConv
+from attnlab.ops.short_conv import ShortConv, depthwise_conv
 
 __all__ = ["Mamba", "Mamba2D", "S4D", "scan_orders", "dt_bias_init"]
 
@@ -246,7 +246,9 @@ class Mamba2D(TokenMixer):
         e = self.d_inner = expand * dim
         k = 4
         self.in_proj = nn.Linear(dim, 2 * e, bias=bias)
-        self.conv2d = nn.Conv2d(e, e, d_conv, padding=d_conv // 2, groups=e, bias=True)
+        conv = nn.Conv2d(e, e, d_conv, groups=e, bias=True)  # for its default init
+        self.conv_weight = nn.Parameter(conv.weight.detach()[:, 0].clone())
+        self.conv_bias = nn.Parameter(conv.bias.detach().clone())
         self.x_proj_weight = nn.Parameter(torch.empty(k, self.dt_rank + 2 * d_state, e))
         nn.init.uniform_(self.x_proj_weight, -e**-0.5, e**-0.5)
         self.dt_proj_weight = nn.Parameter(torch.empty(k, e, self.dt_rank).uniform_(-self.dt_rank**-0.5,
@@ -265,7 +267,8 @@ class Mamba2D(TokenMixer):
         if mask is not None:
             xz = xz * mask.unsqueeze(-1)
         u, z = xz.chunk(2, dim=-1)
-        u = F.silu(self.conv2d(u.transpose(1, 2).reshape(b, e, *grid))).reshape(b, e, n)
+        u = F.silu(depthwise_conv(u.transpose(1, 2).reshape(b, e, *grid), self.conv_weight, self.conv_bias))
+        u = u.reshape(b, e, n)
         orders = scan_orders(grid, device=x.device)
         xs = u[:, :, orders].transpose(1, 2)  # (B, K, E, N): sequence k visits tokens orders[k]
         dbc = torch.einsum("bken,kre->bkrn", xs, self.x_proj_weight.to(x.dtype))
