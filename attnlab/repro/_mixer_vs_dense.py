@@ -29,8 +29,9 @@ CHANCE_CLASSES = {"shapes": 8, "digits": 10}
 def judge(delta_points: float, noise_points: float, speed_ratio: float, margin: float, dense_learned: bool) -> str:
     """Verdict: does the efficient mixer keep accuracy within ``margin`` points of dense at lower cost?
 
-    * inconclusive if the dense ViT did not learn the tasks (``dense_learned`` False: accuracy
-      not 10 points above chance on every task), since equal accuracy would then mean nothing;
+    * inconclusive if the dense ViT learned none of the tasks (``dense_learned`` False); the
+      accuracy gap is taken over the tasks it did learn (accuracy at least 10 points above
+      chance), since on a task the baseline did not learn "equal accuracy" means nothing;
     * does not hold if it is not faster (``speed_ratio`` = its images/s over dense <= 1), or if
       its accuracy is more than ``margin + noise_points`` below dense;
     * holds if it is faster and at most ``margin`` points below dense;
@@ -79,17 +80,19 @@ def compare(ctx: ReproContext, *, label: str, mixer: str, mixer_kwargs: dict, at
     s = table["summary"]
     deltas, noises, speeds = [], [], []
     measured: dict = {}
-    learned = True
+    judged = []
     for task, arms in s.items():
         a, b = arms[label], arms[DENSE]
-        learned &= b["accuracy"] >= 1.0 / CHANCE_CLASSES[task] + 0.10
-        deltas.append(100 * (a["accuracy"] - b["accuracy"]))
-        noises.append(100 * max(a["accuracy_std"], b["accuracy_std"]))
+        gap = 100 * (a["accuracy"] - b["accuracy"])
+        if b["accuracy"] >= 1.0 / CHANCE_CLASSES[task] + 0.10:  # the dense baseline learned this task
+            judged.append(task)
+            deltas.append(gap)
+            noises.append(100 * max(a["accuracy_std"], b["accuracy_std"]))
         speeds.append(a["images_per_s"] / b["images_per_s"])
         for arm, x in arms.items():
             for k, v in x.items():
                 measured[f"{task}/{arm} {k}"] = v
-        measured[f"{task}: accuracy {label} - dense (points)"] = deltas[-1]
+        measured[f"{task}: accuracy {label} - dense (points)"] = gap
         measured[f"{task}: train speed {label} / dense"] = speeds[-1]
     img = 32
     grid = (img // patch_size, img // patch_size)
@@ -98,21 +101,22 @@ def compare(ctx: ReproContext, *, label: str, mixer: str, mixer_kwargs: dict, at
     measured["attention MACs per image and layer (efficient)"] = e_macs
     measured["attention MACs per image and layer (dense)"] = d_macs
     measured["attention MACs ratio efficient / dense"] = e_macs / d_macs
-    delta, noise = statistics.fmean(deltas), statistics.fmean(noises)
+    delta = statistics.fmean(deltas) if deltas else float("nan")
+    noise = statistics.fmean(noises) if noises else float("nan")
     speed = min(speeds)
+    measured["tasks judged (dense ViT >= chance + 10 points)"] = judged
     measured["mean accuracy gap (points)"] = delta
     measured["seed noise (points)"] = noise
     measured["slowest train speed ratio"] = speed
     measured["wall seconds"] = round(wall, 1)
     measured["cpu seconds"] = round(cpu, 1)
-    measured["dense ViT learned every task (>= chance + 10 points)"] = learned
-    verdict = judge(delta, noise, speed, margin, learned)
+    verdict = judge(delta, noise, speed, margin, bool(judged))
     summary = (
         f"{label} vs a dense ViT of equal parameters ({grid[0]}x{grid[1]} tokens, patch {patch_size}): accuracy "
-        f"gap {delta:+.1f} points (mean over tasks and seeds; seed noise {noise:.1f}), training throughput "
+        f"gap {delta:+.1f} points (mean over the tasks the dense ViT learned, {judged}, and seeds; seed noise {noise:.1f}), training throughput "
         f"{speed:.2f}x dense (slowest task), attention MACs {e_macs / d_macs:.2f}x dense. Rule: holds if faster and "
         f"at most {margin:g} point below dense; does not hold if not faster or more than {margin:g} + noise below; "
-        f"inconclusive if the dense ViT did not learn the tasks or the gap is within noise. Wall {wall:.0f} s, CPU {cpu:.0f} s.\n\n{format_table(table)}"
+        f"inconclusive if the dense ViT learned no task or the gap is within noise. Wall {wall:.0f} s, CPU {cpu:.0f} s.\n\n{format_table(table)}"
     )
     plots = [p for p in [plot_bars(table, ctx.path(f"{mixer}.png"), title or f"{label} vs dense ViT")] if p]
     return measured, verdict, summary, plots

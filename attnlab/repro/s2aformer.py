@@ -13,8 +13,9 @@ MACs and latency on GPU and CPU. At this scale we read that as "no more than 1 p
 below dense attention". Rule (``_mixer_vs_dense.judge``): holds if the strip-attention
 ViT trains faster (images/s) on both tasks and its accuracy, averaged over tasks and
 seeds, is at most 1 point below the dense ViT's; does not hold if it is not faster or
-is more than 1 point + seed noise below; inconclusive if the dense ViT did not learn
-the tasks or the gap lies within noise.
+is more than 1 point + seed noise below; inconclusive if the gap lies within noise or
+the dense ViT learned no task (tasks it did not learn, accuracy < chance + 10 points,
+are reported, not judged).
 """
 from __future__ import annotations
 
