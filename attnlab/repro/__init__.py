@@ -21,6 +21,8 @@ REPROS: dict[str, str] = {
     "biformer": "attnlab.repro.biformer",
     "s2aformer": "attnlab.repro.s2aformer",
     "ssa_pathways": "attnlab.repro.ssa_pathways",
+    "combiner": "attnlab.repro.combiner",
+    "sea": "attnlab.repro.sea",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
