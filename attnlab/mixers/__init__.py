@@ -24,5 +24,6 @@ from attnlab.mixers import ssm  # noqa: E402,F401
 from attnlab.mixers import combiner  # noqa: E402,F401
 from attnlab.mixers import sea  # noqa: E402,F401
 from attnlab.mixers import local  # noqa: E402,F401
+from attnlab.mixers import axial  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]
