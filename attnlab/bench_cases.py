@@ -26,6 +26,7 @@ CASE_MODULES = [
     "attnlab.bench_vision",
     "attnlab.bench_routed",
     "attnlab.bench_sparse",
+    "attnlab.bench_local",
 ]
 
 
