@@ -11,5 +11,6 @@ from attnlab.tasks import icl_regression  # noqa: E402,F401
 from attnlab.tasks import char_lm  # noqa: E402,F401
 from attnlab.tasks import digits  # noqa: E402,F401
 from attnlab.tasks import shapes  # noqa: E402,F401
+from attnlab.tasks import selective_copy  # noqa: E402,F401
 
 __all__ = ["Task", "TaskSpec", "Batch", "create", "available", "register"]
