@@ -5,6 +5,9 @@
   installed (side by side in the same process).
 * ``linear_mixers``: whole mixers at the same width/heads, causal: ``linear_attention``,
   ``deltanet``, ``random_features`` against ``softmax`` (SDPA).
+* ``selective_scan``: Mamba's selective scan (B=1, D=512 inner channels = dim 256 x expand 2,
+  N=16, input-dependent B and C): chunked fast path vs the token loop.
+* ``ssm_mixers``: ``mamba``, ``s4d``, ``hyena`` against ``softmax`` (SDPA), causal, dim 256.
 
 :func:`decode_step_seconds` times one recurrent decoding step after t tokens
 (``python -m attnlab.bench_linear``), to show the O(1) per-token cost.
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 
 from attnlab.bench_cases import make_thunk, register_case
 from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
+from attnlab.ops.selective_scan import selective_scan, selective_scan_reference
 
 __all__ = ["load_fla_delta_rule_naive", "decode_step_seconds"]
 
@@ -83,24 +87,68 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
     params={"batch": 1, "dim": 256, "heads": 4, "causal": True, "mixers": "linear_attention,deltanet,random_features,softmax"},
 )
 def setup_linear_mixers(n, dtype, mode, *, batch, dim, heads, causal, mixers):
-    """One impl per mixer name (each built with ``num_heads=heads``), input (B, n, dim)."""
-    import attnlab.mixers as registry
-
+    """One impl per mixer name (built with ``num_heads=heads`` when it takes heads), input (B, n, dim)."""
     torch.manual_seed(0)
     x = torch.randn(batch, n, dim, dtype=dtype, requires_grad=mode == "fwdbwd")
     impls = {}
     for name in mixers.split(","):
-        m = registry.create(name, dim, num_heads=heads).to(dtype)
+        m = _create(name, dim, heads).to(dtype)
         impls[name] = make_thunk(lambda m=m: m(x, causal=causal), [x], mode)
     return impls, {}
 
 
-def decode_step_seconds(name: str, *, dim: int = 256, heads: int = 4, at: tuple[int, ...] = (100, 5000), repeats: int = 50) -> dict:
-    """Median seconds of one ``step`` of mixer ``name`` after t decoded tokens, for each t in ``at``."""
+def _create(name: str, dim: int, heads: int):
+    """``attnlab.mixers.create``, passing ``num_heads`` only to mixers that accept it."""
+    import inspect
+
     import attnlab.mixers as registry
 
+    takes_heads = "num_heads" in inspect.signature(registry.get_info(name).cls.__init__).parameters
+    return registry.create(name, dim, **({"num_heads": heads} if takes_heads else {}))
+
+
+register_case(
+    "ssm_mixers",
+    description="causal mixers at dim=256 (mamba: expand 2, N=16; hyena: order 2), B=1: mamba, s4d, hyena "
+    "vs softmax (SDPA, 4 heads)",
+    sizes=(4096, 16384),
+    reference="softmax",
+    params={"batch": 1, "dim": 256, "heads": 4, "causal": True, "mixers": "mamba,s4d,hyena,softmax"},
+)(setup_linear_mixers)
+
+
+@register_case(
+    "selective_scan",
+    description="selective scan op (B=1, D=512, N=16, input-dependent B, C; delta softplus): attnlab chunked "
+    "fast path vs the token loop (reference)",
+    sizes=(2048, 8192),
+    reference="reference",
+    params={"batch": 1, "channels": 512, "d_state": 16, "max_reference": 8192},
+)
+def setup_selective_scan(n, dtype, mode, *, batch, channels, d_state, max_reference):
+    """Impls ``chunked`` (attnlab.ops.selective_scan.selective_scan) and ``reference`` (the loop)."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(batch, channels, n, generator=g, dtype=dtype)
+    delta = torch.randn(batch, channels, n, generator=g, dtype=dtype) - 2.0
+    a = -torch.arange(1, d_state + 1, dtype=dtype).repeat(channels, 1)
+    b = torch.randn(batch, d_state, n, generator=g, dtype=dtype)
+    c = torch.randn(batch, d_state, n, generator=g, dtype=dtype)
+    d = torch.ones(channels, dtype=dtype)
+    inputs = [t.requires_grad_(mode == "fwdbwd") for t in (u, delta, a, b, c, d)]
+    impls = {"chunked": make_thunk(lambda: selective_scan(u, delta, a, b, c, d, delta_softplus=True), inputs, mode)}
+    skipped = {}
+    if n <= max_reference:
+        impls["reference"] = make_thunk(
+            lambda: selective_scan_reference(u, delta, a, b, c, d, delta_softplus=True), inputs, mode)
+    else:
+        skipped["reference"] = f"N > max_reference={max_reference}"
+    return impls, skipped
+
+
+def decode_step_seconds(name: str, *, dim: int = 256, heads: int = 4, at: tuple[int, ...] = (100, 5000), repeats: int = 50) -> dict:
+    """Median seconds of one ``step`` of mixer ``name`` after t decoded tokens, for each t in ``at``."""
     torch.manual_seed(0)
-    m = registry.create(name, dim, num_heads=heads).eval()
+    m = _create(name, dim, heads).eval()
     out = {}
     with torch.no_grad():
         state = m.init_state(1)
@@ -120,6 +168,6 @@ def decode_step_seconds(name: str, *, dim: int = 256, heads: int = 4, at: tuple[
 
 
 if __name__ == "__main__":
-    for mixer in ("deltanet", "linear_attention"):
+    for mixer in ("deltanet", "linear_attention", "mamba"):
         res = decode_step_seconds(mixer)
         print(mixer, {t: f"{s * 1e6:.0f} us" for t, s in res.items()})
