@@ -59,6 +59,13 @@ SUITES: dict[str, Suite] = {
         (TaskRun("shapes", {"num_distractors": 0}, dim=64, depth=4, num_heads=4, steps=200, lr=2e-3, warmup_steps=20),
          TaskRun("digits", {}, dim=64, depth=4, num_heads=4, steps=100, lr=2e-3, warmup_steps=10)),
     ),
+    "linear": Suite(
+        "linear",
+        "Linear-time mixers (issue #3: P12 DeltaNet and its softmax hybrid, P23 Mamba, P15 Hyena, linear attention) "
+        "against softmax and identity on associative recall and char-level LM; about 12-15 minutes on 2 cores.",
+        ("deltanet", "deltanet,softmax", "mamba", "hyena", "linear_attention", "softmax", "identity"),
+        (_RECALL, _CHAR),
+    ),
     "smoke": Suite(
         "smoke",
         "Seconds-long smoke run (tests, CI): two mixers, one short task.",
