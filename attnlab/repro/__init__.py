@@ -18,6 +18,7 @@ REPROS: dict[str, str] = {
     "icl_regression": "attnlab.repro.icl_regression",
     "deltanet": "attnlab.repro.deltanet",
     "random_features": "attnlab.repro.random_features",
+    "mamba_ssm": "attnlab.repro.mamba_ssm",
     "biformer": "attnlab.repro.biformer",
     "s2aformer": "attnlab.repro.s2aformer",
     "ssa_pathways": "attnlab.repro.ssa_pathways",
