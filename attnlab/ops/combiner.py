@@ -85,10 +85,20 @@ def _check(q, k, v, block_size, key_padding_mask, scale):
     return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
-def _valid_padded(key_padding_mask, b, n, n_pad, device):
-    """(B, n_pad) bool: real, unpadded tokens."""
-    valid = torch.ones(b, n, dtype=torch.bool, device=device) if key_padding_mask is None else key_padding_mask
-    return F.pad(valid, (0, n_pad - n), value=False)
+def _to_blocks(q, k, v, s, key_padding_mask):
+    """Pad N up to a multiple of s and split: valid (B, G, s) bool (real, unpadded tokens), q/k/v (B, H, G, s, D)."""
+    b, h, n, _ = q.shape
+    g = -(-n // s)
+    valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask
+    valid = F.pad(valid, (0, g * s - n), value=False).view(b, g, s)
+    blocks = (F.pad(t, (0, 0, 0, g * s - n)).view(b, h, g, s, t.shape[-1]) for t in (q, k, v))
+    return (valid, *blocks)
+
+
+def _from_blocks(out, n):
+    """(B, H, G, s, Dv) -> (B, H, n, Dv), dropping the padding."""
+    b, h = out.shape[:2]
+    return out.reshape(b, h, -1, out.shape[-1])[:, :, :n]
 
 
 def _joint_softmax(logits_direct, logits_region):
@@ -121,9 +131,10 @@ def _region_mask(g, causal, block_has_key, device):
     return (allowed[None] & block_has_key[:, None, :])[:, None, :, None, :]
 
 
-def _maybe_record(fn, args, kwargs):
+def _record_reference(fn, q, k, v, block_size, causal, key_padding_mask, scale):
     """Inside ``record_attention``: run the reference, record its (B, H, N, N) matrix, return its output."""
-    out, probs = fn(*args, **kwargs, return_probs=True)
+    out, probs = fn(q, k, v, block_size=block_size, causal=causal, key_padding_mask=key_padding_mask, scale=scale,
+                    return_probs=True)
     record(probs)
     return out
 
@@ -150,14 +161,10 @@ def combiner_fixed(
     """
     scale = _check(q, k, v, block_size, key_padding_mask, scale)
     if is_recording():
-        return _maybe_record(combiner_fixed_reference, (q, k, v),
-                             dict(block_size=block_size, causal=causal, key_padding_mask=key_padding_mask, scale=scale))
-    b, h, n, _ = q.shape
+        return _record_reference(combiner_fixed_reference, q, k, v, block_size, causal, key_padding_mask, scale)
     s = block_size
-    g = -(-n // s)
-    n_pad = g * s
-    valid = _valid_padded(key_padding_mask, b, n, n_pad, q.device).view(b, g, s)
-    qb, kb, vb = (F.pad(t, (0, 0, 0, n_pad - n)).view(b, h, g, s, t.shape[-1]) for t in (q, k, v))
+    valid, qb, kb, vb = _to_blocks(q, k, v, s, key_padding_mask)
+    g = valid.shape[1]
     vmask = valid[:, None, :, :, None]
     has_key = valid.any(dim=-1)  # (B, G)
     # Abstractions: max-pooled query and key of each segment over its real tokens.
@@ -176,7 +183,7 @@ def combiner_fixed(
     region = region.masked_fill(~_region_mask(g, causal, has_key, q.device), _NEG)
     p_local, p_region = _joint_softmax(local, region)
     out = torch.einsum("bhgtu,bhgud->bhgtd", p_local, vb) + torch.einsum("bhgtr,bhrd->bhgtd", p_region, v_hat)
-    return out.reshape(b, h, n_pad, -1)[:, :, :n]
+    return _from_blocks(out, q.shape[2])
 
 
 def _factorised_reference(q, k, v, direct_mask, abs_keys, abs_dist, region_mask, scale, return_probs):
@@ -254,19 +261,15 @@ def combiner_axial(
     """
     scale = _check(q, k, v, block_size, key_padding_mask, scale)
     if is_recording():
-        return _maybe_record(combiner_axial_reference, (q, k, v),
-                             dict(block_size=block_size, causal=causal, key_padding_mask=key_padding_mask, scale=scale))
-    b, h, n, _ = q.shape
+        return _record_reference(combiner_axial_reference, q, k, v, block_size, causal, key_padding_mask, scale)
     s = block_size
-    r = -(-n // s)
-    n_pad = r * s
-    valid = _valid_padded(key_padding_mask, b, n, n_pad, q.device).view(b, r, s)
-    qb, kb, vb = (F.pad(t, (0, 0, 0, n_pad - n)).view(b, h, r, s, t.shape[-1]) for t in (q, k, v))
+    valid, qb, kb, vb = _to_blocks(q, k, v, s, key_padding_mask)
+    r = valid.shape[1]
     has_key = valid.any(dim=-1)  # (B, R)
     logits = torch.einsum("bhrtd,bhrud->bhrtu", qb, kb) * scale
     # Row abstractions: the full row attention of every token; padded tokens ask with the zero query.
     q_abs = torch.where(valid[:, None, :, :, None], qb, 0.0)
-    row_logits = logits if key_padding_mask is None and n_pad == n else torch.einsum("bhrtd,bhrud->bhrtu", q_abs, kb) * scale
+    row_logits = logits if bool(valid.all()) else torch.einsum("bhrtd,bhrud->bhrtu", q_abs, kb) * scale
     row_att = _masked_softmax(row_logits, valid[:, None, :, None, :])
     k_abs = row_att @ kb  # (B, H, R, s, D): abstraction (row, column)
     v_abs = row_att @ vb
@@ -276,7 +279,7 @@ def combiner_axial(
     region = region.masked_fill(~_region_mask(r, causal, has_key, q.device), _NEG)
     p_local, p_region = _joint_softmax(local, region)
     out = p_local @ vb + torch.einsum("bhrcp,bhpcd->bhrcd", p_region, v_abs)
-    return out.reshape(b, h, n_pad, -1)[:, :, :n]
+    return _from_blocks(out, q.shape[2])
 
 
 def combiner_axial_reference(
