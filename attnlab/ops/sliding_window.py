@@ -67,7 +67,7 @@ def sliding_window_attention(
         key_padding_mask: (B, N) bool, True = real key; a query with no real key in its
             window gets zeros.
         scale: logit scale (default D^-1/2).
-        tile: query tile of the tiled path (default 128 for w > 96, smaller for small windows).
+        tile: query tile of the tiled path (default 64 for w > 96, smaller for small windows).
         backend: ``"tiled"``, ``"dense"`` (one SDPA call with the (N, N) mask, for small N)
             or ``"auto"`` (dense up to ``DENSE_MAX_N`` tokens unless a tile is given).
     Returns:
