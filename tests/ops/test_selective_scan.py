@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attnlab.ops import selective_scan as selective_scan_mod
 from attnlab.ops.fft_conv import fft_long_conv
 from attnlab.ops.selective_scan import selective_scan, selective_scan_reference, selective_scan_step
 
@@ -44,6 +45,27 @@ def test_fast_equals_reference_forward_and_backward(dtype, mode, l, chunk):
     g2 = torch.autograd.grad((o2 * go).sum() + (s2 * gs).sum(), list(ins.values()))
     for name, a, b in zip(ins, g1, g2):
         torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
+def test_methods_agree_on_a_wide_block(method, monkeypatch):
+    """B D N above the loop threshold: auto picks the loop; every method gives the reference result."""
+    ins = {k: v.requires_grad_() for k, v in _inputs(4, 512, 9, 16, "var", torch.float64).items()}
+    assert 4 * 512 * 16 >= selective_scan_mod.LOOP_MIN_BLOCK
+    calls = []
+    real = selective_scan_mod.selective_scan_reference
+    monkeypatch.setattr(selective_scan_mod, "selective_scan_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    o1, s1 = _run(selective_scan, ins, method=method)
+    assert bool(calls) == (method != "chunked")
+    monkeypatch.undo()
+    o2, s2 = _run(selective_scan_reference, ins)
+    torch.testing.assert_close(o1, o2, **TOL[torch.float64])
+    g1 = torch.autograd.grad(o1.sum() + s1.sum(), list(ins.values()))
+    g2 = torch.autograd.grad(o2.sum() + s2.sum(), list(ins.values()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    with pytest.raises(ValueError, match="method"):
+        selective_scan(*list(ins.values())[:5], method="scan")
 
 
 def test_without_optional_inputs_and_long_decay():
