@@ -25,6 +25,8 @@ def test_verdict_rule():
     assert judge({**base, "combiner_fixed": 2.3, "combiner_axial": 2.2})[0] == DOES_NOT_HOLD
     # signed gaps: beating full attention counts as reaching it
     assert judge({**base, "combiner_fixed": 1.9, "combiner_axial": 1.95})[0] == HOLDS
+    # full attention not ahead of local: the claim cannot be tested here
+    assert judge({"full attention": 2.0, "local": 1.9, "combiner_fixed": 1.8, "combiner_axial": 1.8})[0] == INCONCLUSIVE
 
 
 def test_band_local_stand_in_sees_exactly_the_window():
