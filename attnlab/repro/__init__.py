@@ -24,6 +24,8 @@ REPROS: dict[str, str] = {
     "ssa_pathways": "attnlab.repro.ssa_pathways",
     "combiner": "attnlab.repro.combiner",
     "sea": "attnlab.repro.sea",
+    "dinat": "attnlab.repro.dinat",
+    "axial": "attnlab.repro.axial",
 }
 
 __all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]

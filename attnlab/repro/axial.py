@@ -1,0 +1,48 @@
+"""P19 Axial attention at CPU scale: accuracy of dense attention at a lower cost.
+
+Arms: ``attnlab.models.ViT`` with the ``axial`` mixer in every layer (16 x 16 tokens;
+rows then columns, one layer's q/k/v shared by both passes, so exactly the parameters of
+softmax attention) against the same ViT with dense softmax attention, width matched to
+equal parameters (here: equal width); trained on ``shapes`` (32 px, labels need
+long-range context) and ``digits`` (see ``attnlab.repro._mixer_vs_dense``).
+
+Claimed margin: the paper reports that Axial Transformers reach the state of the art
+(on par with or better than full-attention autoregressive models, e.g. 3.76 bits/dim on
+ImageNet-32) while attention costs O(N (H + W)) instead of O(N^2). At this scale we read
+that as "no more than 1 point of accuracy below dense attention". Rule
+(``_mixer_vs_dense.judge``): holds if the axial ViT trains faster (images/s) on every task
+and its accuracy, averaged over the judged tasks and seeds, is at most 1 point below the
+dense ViT's; does not hold if it is not faster or more than 1 point + seed noise below;
+inconclusive if the gap is within noise or the dense ViT learned no task (tasks where it
+stays below chance + 10 points are reported, not judged). Attention MACs are reported
+beside. The masked (autoregressive) form of P19 is tested in the mixer tests (exactly
+raster-causal with full context), not trained here.
+"""
+from __future__ import annotations
+
+from attnlab.repro._mixer_vs_dense import Budget, compare, dense_macs
+from attnlab.repro.base import ReproContext, ReproOutcome
+
+PAPER = "P19"
+CLAIM = ("Axial attention (self-attention along one axis of the tensor at a time, the axes in turn) keeps the "
+         "expressiveness and accuracy of full self-attention on images while costing O(N (H + W)) instead of O(N^2).")
+
+QUICK = Budget(steps=8, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
+               bench_repeats=1)
+FULL = Budget(steps=250, batch_size=32, lr=2e-3, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"),
+              task_seeds={"digits": (0,)}, bench_repeats=5)
+
+
+def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """(axial, dense) attention-core MACs per image and layer: a row pass and a column pass vs 2 N^2 C."""
+    axial = 2 * n * grid[1] * c + 2 * n * grid[0] * c
+    return axial, dense_macs(n, c)
+
+
+def run(ctx: ReproContext) -> ReproOutcome:
+    """Train an axial ViT and a dense ViT of equal parameters on shapes and digits; judge accuracy at cost."""
+    measured, verdict, summary, plots = compare(
+        ctx, label="axial ViT", mixer="axial", mixer_kwargs={}, attn_macs=attn_macs, quick=QUICK, full=FULL,
+        title="Axial-attention ViT vs dense ViT",
+    )
+    return ReproOutcome(measured, verdict, summary, plots)
