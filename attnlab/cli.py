@@ -175,7 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         suite = replace(suite, tasks=tuple(by_name.get(t, TaskRun(t)) for t in args.tasks.split(",")))
     out = Path(args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale)
+                         steps_scale=args.steps_scale, threads=args.threads or None)
     _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
            [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mixers", help="override the suite's mixers: ';'-separated specs (a spec may be a pattern a,b)")
     s.add_argument("--tasks", help="override the suite's tasks: comma-separated task names")
     s.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.2 for a quick look)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads while training (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder; default runs/compare/<suite>-<time>")
     s.add_argument("--no-progress", action="store_true")

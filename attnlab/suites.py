@@ -42,12 +42,21 @@ class Suite:
 _RECALL = TaskRun("associative_recall", {}, dim=64, depth=2, steps=250, lr=3e-3)
 _CHAR = TaskRun("char_lm", {"seq_len": 128}, dim=64, depth=2, steps=150, lr=3e-3)
 
+# The default suite: sized so that every run finishes its learning curve's decisive part within
+# the 5-minute budget (measured: softmax solves this recall in 400 steps, accuracy 1.00, while
+# linear attention stays at 0.25 and no mixing at chance 0.03; 300 char-LM steps separate softmax
+# from no mixing by 0.3 bits per character).
+_RECALL_DEFAULT = TaskRun("associative_recall", {"seq_len": 32, "num_pairs": 4, "vocab_size": 64}, dim=64, depth=2,
+                          steps=400, batch_size=64, lr=3e-3)
+_CHAR_DEFAULT = TaskRun("char_lm", {"seq_len": 128}, dim=64, depth=2, steps=300, lr=3e-3)
+
 SUITES: dict[str, Suite] = {
     "default": Suite(
         "default",
-        "Sequence mixers on associative recall and char-level LM (stdlib sources); about 4-5 minutes on 2 cores.",
-        ("softmax", "softmax_qknorm", "identity"),
-        (_RECALL, _CHAR),
+        "Softmax attention (with and without qk-layernorm), linear attention and no mixing on associative recall "
+        "and char-level LM (stdlib sources); about 4-5 minutes on 2 cores.",
+        ("softmax", "softmax_qknorm", "linear_attention", "identity"),
+        (_RECALL_DEFAULT, _CHAR_DEFAULT),
     ),
     "vision": Suite(
         "vision",

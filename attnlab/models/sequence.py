@@ -100,13 +100,9 @@ class SequenceModel(nn.Module):
                 fail("num_classes", f"an int for head={head!r}", None)
             self.num_classes = check_positive_int("num_classes", n_out)
             self.head = nn.Linear(dim, self.num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # Only the backbone's own layers: mixers keep their papers' initialisations.
-        if isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
+        # Token embeddings keep torch's N(0, 1) init: with GPT-2's 0.02 the token identity is too faint
+        # in the pre-norm residual stream and associative recall stalls at its ln(num_pairs) plateau
+        # (measured: accuracy 0.29 vs 1.00 after 600 steps, 4 pairs, softmax, d = 64).
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay (read by attnlab.train)."""
