@@ -55,4 +55,5 @@ def test_default_suite_recall_ranking_is_real(tmp_path):
     result = run_compare(recall_only, out_dir=tmp_path, progress=False)
     by = {r.mixer: r for r in result.records}
     assert by["identity"].rank == len(by)
-    assert by["softmax"].quality > by["identity"].quality + 0.3
+    assert by["softmax"].quality > 0.9 > 0.1 > by["identity"].quality
+    assert by["softmax"].quality > by["linear_attention"].quality + 0.3  # MQAR: linear attention cannot bind pairs
