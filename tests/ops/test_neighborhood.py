@@ -323,3 +323,21 @@ def test_forward_agrees_with_natten(grid, kern, dil, causal):
     theirs = theirs.movedim(-2, 1).reshape(b, h, -1, d)
     ours = neighborhood_attention(q, k, v, kern, grid=grid if len(grid) > 1 else None, dilation=dil, causal=causal)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.peer
+@pytest.mark.slow  # NATTEN's eager Flex forms the 4096 x 4096 scores: ~10-40 s here
+def test_forward_agrees_with_natten_at_the_benchmark_size():
+    """The 2D target case: 64 x 64 grid, kernel 7, H=4, D=32 (and DiNA with dilation 4)."""
+    natten = _natten()
+    q, k, v = _inputs(1, 4, 64 * 64, 32, torch.float32, seed=7)
+
+    def heads_last(x):
+        return x.reshape(1, 4, 64, 64, 32).movedim(1, -2).contiguous()
+
+    for dil in (1, 4):
+        with torch.no_grad():
+            theirs = natten.na2d(heads_last(q), heads_last(k), heads_last(v), kernel_size=7, dilation=dil)
+        theirs = theirs.movedim(-2, 1).reshape(1, 4, -1, 32)
+        ours = neighborhood_attention(q, k, v, 7, grid=(64, 64), dilation=dil)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
