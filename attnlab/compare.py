@@ -141,28 +141,46 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
     )
 
 
+def _train_one_isolated(threads: int | None, *args) -> RunRecord:
+    """:func:`_train_one` in a fresh worker process (its peak memory is then its own)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return _train_one(*args)
+
+
 def run_compare(
     suite: Suite, *, out_dir: str | Path, seed: int = 0, progress: bool = True, steps_scale: float = 1.0,
-    threads: int | None = 1,
+    threads: int | None = 1, isolate: bool = True,
 ) -> CompareResult:
     """Train every mixer of ``suite`` on each of its tasks; rank; write the outputs.
 
     ``steps_scale`` multiplies every task's step budget (e.g. 0.1 for a smoke run).
-    ``threads``: torch intra-op threads while training (restored afterwards); the suites'
-    small models train faster on one thread than on two on a 2-core CPU. None keeps torch's setting.
+    ``threads``: torch intra-op threads while training; the suites' small models train faster on
+    one thread than on two on a 2-core CPU. None keeps torch's setting.
+    ``isolate``: run each training in a fresh process, one after the other, so that its peak-memory
+    figure is not hidden by memory an earlier run left with the allocator (about 2 s per run to start).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None, received {threads!r}")
+    if isolate:
+        return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
+                            isolate=True, threads=threads)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale)
+        return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
+                            isolate=False, threads=None)
     finally:
         torch.set_num_threads(before)
 
 
-def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float) -> CompareResult:
+def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float,
+                 isolate: bool, threads: int | None) -> CompareResult:
+    """The loop of :func:`run_compare` (``threads`` is applied inside each isolated worker)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from dataclasses import replace
 
     out = Path(out_dir)
@@ -177,8 +195,13 @@ def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool
             if progress:
                 print(f"[compare] {run.task}: {mixer}", flush=True)
             try:
-                rec = _train_one(mixer, run, seed, progress, out / "runs")
-            except (RuntimeError, ValueError, TypeError, KeyError) as e:
+                if not isolate:
+                    rec = _train_one(mixer, run, seed, progress, out / "runs")
+                else:
+                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                        rec = pool.submit(_train_one_isolated, threads, mixer, run, seed, progress,
+                                          out / "runs").result()
+            except (RuntimeError, ValueError, TypeError, KeyError, BrokenProcessPool) as e:
                 rec = RunRecord(mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False,
                                 status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             records.append(rec)

@@ -34,7 +34,7 @@ def test_unknown_suite_is_named():
 
 
 def test_smoke_suite_writes_every_output(tmp_path):
-    result = run_compare(SUITES["smoke"], out_dir=tmp_path, progress=False)
+    result = run_compare(SUITES["smoke"], out_dir=tmp_path, progress=False, isolate=False)
     assert {r.mixer for r in result.records} == {"softmax", "identity"}
     assert all(r.status == "ok" and r.quality is not None and math.isfinite(r.quality) for r in result.records)
     assert all(r.params > 0 and r.tokens_per_second > 0 and r.curve for r in result.records)
@@ -57,3 +57,21 @@ def test_default_suite_recall_ranking_is_real(tmp_path):
     assert by["identity"].rank == len(by)
     assert by["softmax"].quality > 0.9 > 0.1 > by["identity"].quality
     assert by["softmax"].quality > by["linear_attention"].quality + 0.3  # MQAR: linear attention cannot bind pairs
+
+
+def test_isolated_runs_measure_their_own_peak_memory(tmp_path):
+    """Each run in a fresh process: two identical runs report similar peaks (in one process the second
+    would reuse the first's allocator memory and show less)."""
+    from dataclasses import replace
+
+    smoke = SUITES["smoke"]
+    twice = replace(smoke, mixers=("softmax", "softmax"))
+    result = run_compare(twice, out_dir=tmp_path, progress=False)
+    a, b = (r.peak_mem_mib for r in result.records)
+    assert a > 0 and b > 0 and max(a, b) < 3 * min(a, b)
+    assert result.records[0].quality == result.records[1].quality  # same seed, same data: same result
+
+
+def test_threads_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="threads"):
+        run_compare(SUITES["smoke"], out_dir=tmp_path, threads=0)
