@@ -8,6 +8,10 @@
   in training mode (rate 4, unstructured) against ``softmax`` (2 heads, SDPA).
 * ``ssa``: the subsampled-attention op, causal LM layout (B=1, H=4, D=64, rate 4,
   query blocks of 64, unstructured and locally biased), against dense causal SDPA.
+
+Every case takes ``threads`` (default 1): the worker sets ``torch.set_num_threads``. On this
+shared 2-core machine one thread gives stable numbers (with two, the many small ops of the
+routed paths wait on the busy second core); ``--param threads=2`` uses both cores.
 """
 from __future__ import annotations
 
@@ -34,10 +38,11 @@ def _side(n: int) -> int:
     "and the dense-masked reference; N = side^2",
     sizes=(784, 3136),
     reference="dense_sdpa",
-    params={"batch": 4, "heads": 2, "head_dim": 32, "n_win": 7, "topk": 4, "max_reference": 4096},
+    params={"batch": 4, "heads": 2, "head_dim": 32, "n_win": 7, "topk": 4, "max_reference": 4096, "threads": 1},
 )
-def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk, max_reference):
+def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk, max_reference, threads):
     """Impls ``bra`` (gather fast path), ``dense_sdpa`` (full attention), ``reference`` (N x N mask)."""
+    torch.set_num_threads(threads)
     side = _side(n)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
@@ -62,10 +67,11 @@ def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk
     "d'=8), ssa (train mode, rate 4) vs softmax (SDPA); N = side^2",
     sizes=(784, 3136),
     reference="softmax",
-    params={"batch": 4, "dim": 64},
+    params={"batch": 4, "dim": 64, "threads": 1},
 )
-def setup_routed_mixers(n, dtype, mode, *, batch, dim):
+def setup_routed_mixers(n, dtype, mode, *, batch, dim, threads):
     """Impls ``softmax``, ``bilevel_routing``, ``strip_attention``, ``ssa`` (each its own weights)."""
+    torch.set_num_threads(threads)
     from attnlab.mixers import create
 
     side = _side(n)
@@ -90,10 +96,11 @@ def setup_routed_mixers(n, dtype, mode, *, batch, dim):
     "vs dense causal SDPA and the dense reference",
     sizes=(1024, 4096),
     reference="dense_sdpa",
-    params={"batch": 1, "heads": 4, "head_dim": 64, "rate": 4.0, "block": 64, "max_reference": 4096},
+    params={"batch": 1, "heads": 4, "head_dim": 64, "rate": 4.0, "block": 64, "max_reference": 4096, "threads": 1},
 )
-def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_reference):
+def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_reference, threads):
     """Impls ``ssa_unstructured``, ``ssa_local`` (sampling included), ``dense_sdpa``, ``reference``."""
+    torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
                for _ in range(3))
