@@ -24,10 +24,7 @@ this scale; one -> inconclusive.
 """
 from __future__ import annotations
 
-import time
-
-import torch
-
+from attnlab.repro._sequence_arms import plot_curves, single_threaded, train_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P12"
@@ -78,30 +75,10 @@ def _models(quick: bool) -> tuple[dict, dict]:
     return arms, skipped
 
 
-def _curve(result, metric):
-    """(step, metric) pairs from a TrainResult's evals, whatever container they come in."""
-    evals = getattr(result, "evals", None) or []
-    items = evals.items() if isinstance(evals, dict) else enumerate(evals)
-    pts = []
-    for key, ev in items:
-        if isinstance(ev, dict) and metric in ev:
-            pts.append((int(ev.get("step", key)), float(ev[metric])))
-    return pts
-
-
+@single_threaded
 def run(ctx: ReproContext) -> ReproOutcome:
-    """Train the four models on associative recall and judge (A) and (B); see the module docstring."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
-    try:
-        return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(ctx: ReproContext) -> ReproOutcome:
-    from attnlab.models import build_for_task
-    from attnlab.train import TrainConfig, train
+    """Train the models on associative recall and judge (A) and (B); see the module docstring."""
+    from attnlab.train import TrainConfig
 
     task = _make_task(ctx.quick, ctx.seed)
     steps = 60 if ctx.quick else 800
@@ -111,17 +88,8 @@ def _run(ctx: ReproContext) -> ReproOutcome:
     )
     metric = task.metric
     arms, skipped = _models(ctx.quick)
-    acc, curves, secs, cpu, params = {}, {}, {}, {}, {}
-    for label, (mixer, mixer_kwargs) in arms.items():
-        torch.manual_seed(ctx.seed)
-        model = build_for_task(task.spec, mixer=mixer, dim=32 if ctx.quick else 64, depth=2, num_heads=4,
-                               mixer_kwargs=mixer_kwargs or None)
-        params[label] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = train(model, task, cfg, progress=ctx.progress)
-        secs[label], cpu[label] = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
-        acc[label] = float(res.final_eval[metric])
-        curves[label] = _curve(res, metric)
+    res = train_arms(task, arms, cfg, ctx, dim=32 if ctx.quick else 64, depth=2, num_heads=4)
+    acc, curves, secs, cpu, params = res.final, res.curves, res.seconds, res.cpu_seconds, res.params
 
     lin, dn, sm = acc["linear_attention"], acc["deltanet"], acc["softmax"]
     hybrids = {k: acc[k] for k in HYBRIDS if k in acc}
@@ -130,28 +98,8 @@ def _run(ctx: ReproContext) -> ReproOutcome:
     b_ok = bool(b_each) and all(b_each.values())
     verdict = HOLDS if a_ok and b_ok else DOES_NOT_HOLD if not (a_ok or b_ok) else INCONCLUSIVE
 
-    plots = []
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for label, pts in curves.items():
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{label} ({acc[label]:.2f})")
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"validation {metric}")
-        ax.set_title("P12: associative recall, 2 layers")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = ctx.path("deltanet_recall.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        plots.append(str(path))
-    except ImportError:
-        pass
+    plots = plot_curves(ctx, res, ylabel=f"validation {metric}", title="P12: associative recall, 2 layers",
+                        filename="deltanet_recall.png")
 
     measured = {
         "metric": metric,

@@ -22,10 +22,7 @@ does not hold if acc(mamba) <= max(acc(s4d), acc(hyena)) + 0.05; inconclusive ot
 """
 from __future__ import annotations
 
-import time
-
-import torch
-
+from attnlab.repro._sequence_arms import plot_curves, single_threaded, train_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P23"
@@ -42,28 +39,11 @@ MARGIN = 0.20
 NO_GAP = 0.05
 
 
-def _curve(result, metric):
-    pts = []
-    for ev in getattr(result, "evals", None) or []:
-        if isinstance(ev, dict) and metric in ev:
-            pts.append((int(ev.get("step", 0)), float(ev[metric])))
-    return pts
-
-
+@single_threaded
 def run(ctx: ReproContext) -> ReproOutcome:
     """Train the three models on selective copying and judge the claim (rule in the module doc)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
-    try:
-        return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(ctx: ReproContext) -> ReproOutcome:
-    from attnlab.models import build_for_task
     from attnlab.tasks import create as create_task
-    from attnlab.train import TrainConfig, train
+    from attnlab.train import TrainConfig
 
     quick = ctx.quick
     task = create_task("selective_copying", vocab_size=10, seq_len=32 if quick else 64, num_tokens=4 if quick else 8,
@@ -73,18 +53,9 @@ def _run(ctx: ReproContext) -> ReproOutcome:
                       eval_every=max(steps // 6, 10), eval_batches=2 if quick else 4, log_every=max(steps // 10, 1),
                       seed=ctx.seed)
     dim = 32 if quick else 64
-    acc, curves, secs, cpu, params = {}, {}, {}, {}, {}
-    for label, mixer in MODELS.items():
-        torch.manual_seed(ctx.seed)
-        model = build_for_task(task.spec, mixer=mixer, dim=dim, depth=2)
-        params[label] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = train(model, task, cfg, progress=ctx.progress)
-        secs[label], cpu[label] = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
-        acc[label] = float(res.final_eval[task.metric])
-        curves[label] = _curve(res, task.metric)
+    res = train_arms(task, {label: (mixer, {}) for label, mixer in MODELS.items()}, cfg, ctx, dim=dim, depth=2)
 
-    sel, lti, conv = (acc[k] for k in MODELS)
+    sel, lti, conv = (res.final[k] for k in MODELS)
     best_other = max(lti, conv)
     if sel >= SOLVED and sel >= best_other + MARGIN:
         verdict = HOLDS
@@ -92,40 +63,19 @@ def _run(ctx: ReproContext) -> ReproOutcome:
         verdict = DOES_NOT_HOLD
     else:
         verdict = INCONCLUSIVE
-
-    plots = []
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for label, pts in curves.items():
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{label} ({acc[label]:.2f})")
-        ax.axhline(1 / (task.vocab_size - 2), color="grey", lw=0.8, ls="--", label="chance")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation copy accuracy")
-        ax.set_title("Selective copying: selective vs time-invariant")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = ctx.path("mamba_selective_copy.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        plots.append(str(path))
-    except ImportError:
-        pass
-
-    measured = {"metric": task.metric, "final": {k: round(v, 4) for k, v in acc.items()}, "curves": curves,
-                "params": params, "train_seconds": secs, "train_cpu_seconds": cpu, "steps": steps}
+    chance = 1 / (task.vocab_size - 2)
+    plots = plot_curves(ctx, res, ylabel="validation copy accuracy", chance=chance,
+                        title="Selective copying: selective vs time-invariant", filename="mamba_selective_copy.png")
+    measured = {"metric": task.metric, "final": {k: round(v, 4) for k, v in res.final.items()}, "curves": res.curves,
+                "params": res.params, "train_seconds": res.seconds, "train_cpu_seconds": res.cpu_seconds,
+                "steps": steps}
     summary = (
         f"copy accuracy after {steps} steps: Mamba (S6) {sel:.3f}, S4D (LTI) {lti:.3f}, Hyena {conv:.3f} "
-        f"(chance {1 / (task.vocab_size - 2):.3f}). Rule: S6 >= {SOLVED} and >= best LTI + {MARGIN}. "
+        f"(chance {chance:.3f}). Rule: S6 >= {SOLVED} and >= best LTI + {MARGIN}. "
         f"2 layers, d={dim}, sequence {task.seq_len}: far shorter than the paper's 4096."
     )
     return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=plots)
 
 
 #: training steps of the full run (each model)
-STEPS = 600
+STEPS = 800
