@@ -16,7 +16,8 @@ Every student is fine-tuned for the same number of steps (task loss, AdamW). Mea
 fixed validation batches: bits per character (before and after fine-tuning) and, per
 layer, how close each student's attention is to the teacher's on the same input
 (:mod:`attnlab.analysis.attention_similarity`): KL(teacher || SEA's estimated attention,
-spread back over the keys) and KL(teacher || linear attention's map), top-k overlap (k = 8)
+spread back over the keys) and KL(teacher || linear attention's map) -- also at the estimate's
+own resolution (``kl_binned``: both maps summed over SEA's t_m bins) --, top-k overlap (k = 8)
 of SEA's sparse attention and of linear attention's map with the teacher's top keys, and
 the teacher mass inside SEA's selected keys. Plot ``sea_similarity.png``.
 
@@ -62,7 +63,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return dict(seq_len=64, dim=32, teacher_steps=40, finetune_steps=8, batch=8, top_k=8, t_m=16, block=16,
                     eval_batches=2)
-    return dict(seq_len=256, dim=64, teacher_steps=600, finetune_steps=200, batch=16, top_k=32, t_m=32, block=32,
+    return dict(seq_len=256, dim=64, teacher_steps=1200, finetune_steps=200, batch=16, top_k=32, t_m=32, block=32,
                 eval_batches=4)
 
 
@@ -166,6 +167,19 @@ def _finetune(model, teacher, task, cfg, steps, distill, seed):
     return losses
 
 
+def _binned(maps, cfg):
+    """Maps (B, H, N, N) summed over SEA's bins: (B, H, N, t_m), the estimate's own resolution."""
+    from attnlab.ops.sea import bin_edges
+
+    out = {}
+    for name, p in maps.items():
+        n = p.shape[-1]
+        edges = bin_edges(n, cfg["t_m"], True, cfg["block"]).expand(n, cfg["t_m"] + 1).expand(*p.shape[:2], n, -1)
+        cs = torch.cat([torch.zeros_like(p[..., :1]), p.cumsum(-1)], dim=-1)
+        out[name] = cs.gather(-1, edges[..., 1:]) - cs.gather(-1, edges[..., :-1])
+    return out
+
+
 def _similarity(teacher, students, task, cfg):
     """Mean over layers and eval batches of the similarity figures of each student."""
     from attnlab.analysis.attention_similarity import attention_kl, attention_maps, mass_recall, topk_overlap
@@ -177,16 +191,20 @@ def _similarity(teacher, students, task, cfg):
         with torch.no_grad():
             for label, model in students.items():
                 fig = sums.setdefault(label, {})
+                target_bins = _binned(target, cfg)
                 if label.startswith("sea"):
                     est = _sea_estimates(model, inputs, cfg["block"])
+                    est_bins = _binned(est, cfg)
                     sparse = attention_maps(model, inputs)
                     per = [(float(attention_kl(target[n], est[n])), topk_overlap(target[n], sparse[n], TOPK_OVERLAP_K),
-                            mass_recall(target[n], sparse[n])) for n in target]
+                            mass_recall(target[n], sparse[n]), float(attention_kl(target_bins[n], est_bins[n])))
+                           for n in target]
                 else:
                     lin = _linear_maps(model, inputs)
+                    lin_bins = _binned(lin, cfg)
                     per = [(float(attention_kl(target[n], lin[n])), topk_overlap(target[n], lin[n], TOPK_OVERLAP_K),
-                            math.nan) for n in target]
-                for key, j in (("kl", 0), ("topk_overlap", 1), ("mass_recall", 2)):
+                            math.nan, float(attention_kl(target_bins[n], lin_bins[n]))) for n in target]
+                for key, j in (("kl", 0), ("topk_overlap", 1), ("mass_recall", 2), ("kl_binned", 3)):
                     fig[key] = fig.get(key, 0.0) + sum(p[j] for p in per) / len(per)
     return {label: {k: v / cfg["eval_batches"] for k, v in fig.items()} for label, fig in sums.items()}
 
