@@ -1,4 +1,4 @@
-"""Repro dinat (P26): quick mode end to end (real NA / DiNA ViTs, far-apart shapes, training), verdict by the stated rule."""
+"""Repro dinat (P26): quick mode end to end (real NA / DiNA ViT patch labellers, far_cue task, training), verdict by the stated rule."""
 from __future__ import annotations
 
 from attnlab.repro import REPROS, run_repro
@@ -20,6 +20,7 @@ def test_quick_run(tmp_path):
     res = run_repro("dinat", quick=True, out_dir=tmp_path, progress=False)
     m = res.measured
     assert 0.0 <= m["NA accuracy"] <= 1.0 and 0.0 <= m["DiNA+NA accuracy"] <= 1.0
-    assert m["NA images_per_s"] > 0 and m["DiNA+NA images_per_s"] > 0
+    assert m["NA step seconds"] > 0 and m["DiNA+NA step seconds"] > 0
     assert res.verdict == judge(m["accuracy gain DiNA+NA - NA (points)"], m["seed noise (points)"], m["step time DiNA+NA / NA"])
+    assert [r["arm"] for r in m["per-seed"]] == ["NA", "DiNA+NA"]
     assert (tmp_path / "result.json").exists() and (tmp_path / "report.md").exists() and res.plots
