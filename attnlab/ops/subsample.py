@@ -207,30 +207,48 @@ def subsampled_attention(
         )
     block = _check(q, k, v, index, valid, block, key_padding_mask)
     b, nh, n, d = q.shape
-    dv = v.shape[-1]
     nb, m = index.shape[1], index.shape[2]
-    flat = (index + torch.arange(b, device=q.device)[:, None, None] * n).reshape(-1)
-
-    def gather(t: torch.Tensor, dim: int) -> torch.Tensor:
-        # (B, H, N, dim) -> (B*nb, H, M, dim): the sampled keys of every query block
-        sel = gather_rows(t.transpose(1, 2).reshape(b * n, nh * dim), flat)
-        return sel.reshape(b * nb, m, nh, dim).transpose(1, 2)
-
-    k_sel, v_sel = gather(k, d), gather(v, dv)
     pad = nb * block - n
     q_blk = F.pad(q, (0, 0, 0, pad)) if pad else q
-    q_blk = q_blk.reshape(b, nh, nb, block, d).transpose(1, 2).reshape(b * nb, nh, block, d)
+    q_blk = q_blk.reshape(b, nh, nb, block, d)
+    # Causal key sets grow with the block index: attend in a few contiguous groups of blocks, each padded only
+    # to its own largest key count (slots past the last valid one are dropped) instead of the global maximum.
+    last = (valid * torch.arange(1, m + 1, device=q.device)).amax(dim=(0, 2)) if m else torch.zeros(nb, dtype=torch.long)
+    parts = 1 if int(last.min()) == int(last.max()) else min(4, nb)
+    bounds = [round(i * nb / parts) for i in range(parts + 1)]
+    outs = []
+    for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        mg = max(int(last[s0:s1].max()), 1) if m else 0
+        outs.append(_attend_blocks(q_blk[:, :, s0:s1], k, v, index[:, s0:s1, :mg], valid[:, s0:s1, :mg], s0 * block,
+                                   causal, key_padding_mask, scale))
+    out = torch.cat(outs, dim=2).reshape(b, nh, nb * block, v.shape[-1])
+    return out[:, :, :n] if pad else out
+
+
+def _attend_blocks(q_blk, k, v, index, valid, first_pos, causal, key_padding_mask, scale):
+    """Attention of query blocks q_blk (B, H, g, block, D) over their gathered keys -> (B, H, g, block, Dv)."""
+    b, nh, g, block, d = q_blk.shape
+    n, dv = k.shape[2], v.shape[-1]
+    m = index.shape[2]
+    flat = (index + torch.arange(b, device=q_blk.device)[:, None, None] * n).reshape(-1)
+
+    def gather(t: torch.Tensor, dim: int) -> torch.Tensor:
+        # (B, H, N, dim) -> (B*g, H, M, dim): the sampled keys of every query block
+        sel = gather_rows(t.transpose(1, 2).reshape(b * n, nh * dim), flat)
+        return sel.reshape(b * g, m, nh, dim).transpose(1, 2)
+
+    k_sel, v_sel = gather(k, d), gather(v, dv)
+    q_g = q_blk.transpose(1, 2).reshape(b * g, nh, block, d)
     ok = valid
     if key_padding_mask is not None:
-        ok = ok & key_padding_mask.gather(1, index.reshape(b, -1)).reshape(b, nb, m)
-    mask = ok[:, :, None, :]  # (B, nb, 1, M)
+        ok = ok & key_padding_mask.gather(1, index.reshape(b, -1)).reshape(b, g, m)
+    mask = ok[:, :, None, :]  # (B, g, 1, M)
     if causal:
-        qpos = torch.arange(nb * block, device=q.device).reshape(nb, block)
-        mask = mask & (index[:, :, None, :] <= qpos[None, :, :, None])  # (B, nb, block, M)
+        qpos = first_pos + torch.arange(g * block, device=q_blk.device).reshape(g, block)
+        mask = mask & (index[:, :, None, :] <= qpos[None, :, :, None])  # (B, g, block, M)
     if causal or not bool(mask.all()):
-        mask = mask.expand(b, nb, block, m).reshape(b * nb, 1, block, m)
+        mask = mask.expand(b, g, block, m).reshape(b * g, 1, block, m)
     else:
         mask = None  # every sampled key visible to every query: plain SDPA, no mask
-    out = attention(q_blk, k_sel, v_sel, attn_mask=mask, scale=scale)
-    out = out.reshape(b, nb, nh, block, dv).transpose(1, 2).reshape(b, nh, nb * block, dv)
-    return out[:, :, :n] if pad else out
+    out = attention(q_g, k_sel, v_sel, attn_mask=mask, scale=scale)
+    return out.reshape(b, g, nh, block, dv).transpose(1, 2)
