@@ -70,3 +70,13 @@ def test_bad_input_is_named():
         fft_long_conv(torch.randn(1, 2, 5), torch.randn(3, 5))
     with pytest.raises(ValueError, match="dims"):
         fft_long_conv_nd(torch.randn(1, 2, 5, 5), torch.randn(2, 9, 9), 0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradcheck_fp64(causal):
+    u = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 5 if causal else 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_long_conv(a, b, causal), (u, k), eps=1e-6, atol=1e-7)
+    u2 = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    k2 = torch.randn(2, *((3, 4) if causal else (5, 7)), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_long_conv_nd(a, b, 2, causal), (u2, k2), eps=1e-6, atol=1e-7)
