@@ -41,15 +41,20 @@ __all__ = [
 ]
 
 
-def _check(q, k, v, grid, n_win, topk, key_padding_mask, index):
+def check_self_qkv(q, k, v) -> None:
+    """Self-attention inputs: q, k (B, H, N, D) of one shape, v (B, H, N, Dv), one floating dtype."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, ndim=4, floating=True)
     if k.shape != q.shape:
-        fail("k", f"the shape of q {tuple(q.shape)} (self-attention over one grid)", describe(k))
+        fail("k", f"the shape of q {tuple(q.shape)} (self-attention)", describe(k))
     if v.shape[:3] != q.shape[:3]:
         fail("v", f"shape (B, H, N, Dv) with (B, H, N) = {tuple(q.shape[:3])}", describe(v))
     if not (q.dtype == k.dtype == v.dtype):
         fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
+
+
+def _check(q, k, v, grid, n_win, topk, key_padding_mask, index):
+    check_self_qkv(q, k, v)
     grid = check_grid("grid", grid, q.shape[2], (2,))
     check_positive_int("n_win", n_win)
     check_positive_int("topk", topk)
@@ -107,8 +112,7 @@ def route_regions(q_r: torch.Tensor, k_r: torch.Tensor, key_count: torch.Tensor,
 
 def _heads_concat(t: torch.Tensor) -> torch.Tensor:
     # (B, H, ..., D) -> (B, ..., H*D): the routing affinity uses all heads together.
-    b, h = t.shape[:2]
-    return t.movedim(1, -2).reshape(*t.shape[:1], *t.shape[2:-1], h * t.shape[-1])
+    return t.movedim(1, -2).reshape(*t.shape[:1], *t.shape[2:-1], t.shape[1] * t.shape[-1])
 
 
 def bilevel_routing_attention_reference(

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from attnlab._checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.recording import is_recording, record
-from attnlab.ops.routing import gather_rows
+from attnlab.ops.routing import check_self_qkv, gather_rows
 
 __all__ = ["sample_keys", "subsampled_attention", "subsampled_attention_reference", "MODES"]
 
@@ -122,14 +122,7 @@ def sample_keys(
 
 
 def _check(q, k, v, index, valid, block, key_padding_mask):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, ndim=4, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"the shape of q {tuple(q.shape)} (self-attention)", describe(k))
-    if v.shape[:3] != q.shape[:3]:
-        fail("v", f"shape (B, H, N, Dv) with (B, H, N) = {tuple(q.shape[:3])}", describe(v))
-    if not (q.dtype == k.dtype == v.dtype):
-        fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
+    check_self_qkv(q, k, v)
     b, _, n, _ = q.shape
     check_positive_int("block", block)
     nb = math.ceil(n / min(block, n))
