@@ -15,7 +15,7 @@ def test_model_specs_build_the_named_design_and_skip_non_image_tasks(tmp_path):
     recall = TaskRun("associative_recall", {"seq_len": 32, "num_pairs": 4}, dim=32, depth=1, num_heads=2, steps=2,
                      batch_size=8, warmup_steps=1, eval_batches=1)
     suite = Suite("t", "test", ("model:activator_tiny", "model:no_such_model"), (shapes, recall))
-    result = run_compare(suite, out_dir=tmp_path, progress=False)
+    result = run_compare(suite, out_dir=tmp_path, progress=False, isolate=False)
     by = {(r.mixer, r.task): r for r in result.records}
 
     named = by[("model:activator_tiny", "shapes")]
