@@ -329,9 +329,9 @@ def tiled_local_attention(
         kpm = tiles(kps, True, K).squeeze(-1)[:, :, :, :, None, :] if kps is not None else None
         bias = None
         if rpb is not None:
-            rel = _piece_rel(segs, rpb.shape[1:])
+            rel = _piece_rel(segs, rpb.shape[1:]).to(rpb.device)
             bias = rpb.reshape(h, -1)[:, rel][:, None]  # (H, 1, P, S, K)
-        o = _attend_piece(qt, kt, vt, _piece_mask(segs), kpm, bias, scale)
+        o = _attend_piece(qt, kt, vt, _piece_mask(segs).to(q.device), kpm, bias, scale)
         # (B, H, G.., P.., t.., Dv) -> (B, H, G1, P1*t1, ..., Dv), dropping overlapped slots
         o = o.reshape(b, h, *[s.g1 - s.g0 for s in segs], *[s.tiles for s in segs], *[s.tile for s in segs], -1)
         perm = [0, 1]

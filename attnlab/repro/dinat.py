@@ -44,7 +44,7 @@ DILATIONS = {"NA": (1, 1, 1, 1), "DiNA+NA": (1, 4, 1, 4)}
 TASK = {"img_size": 64, "patch": 4, "cue": 6, "num_classes": 4, "num_distractors": 6}
 DIM, HEADS = 32, 4
 QUICK = {"steps": 6, "batch_size": 8, "seeds": (0,), "eval_batches": 1, "timing_repeats": 1}
-FULL = {"steps": 250, "batch_size": 32, "seeds": (0, 1), "eval_batches": 8, "timing_repeats": 5}
+FULL = {"steps": 200, "batch_size": 32, "seeds": (0, 1), "eval_batches": 8, "timing_repeats": 5}
 
 #: thresholds of the verdict rule (points / ratios)
 MIN_GAIN, SAME_COST, TOO_COSTLY = 5.0, 1.15, 1.5
