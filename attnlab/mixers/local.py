@@ -63,14 +63,15 @@ class NeighborhoodAttention(TokenMixer):
             needs the number of axes: ``len(kernel_size)`` for a tuple, else 2 (images).
             A grid of another dimensionality is then refused with a clear error.
         qkv_bias: bias on the qkv projection (NAT: True).
-        attn_drop, proj_drop: dropout on the attention output / after the projection.
+        proj_drop: dropout after the output projection. (NAT's dropout on the attention
+            probabilities is not offered: the fused tiles never form them.)
     """
 
     capabilities = Capabilities(causal=True, bidirectional=True, grid="optional", grid_dims=(1, 2, 3),
                                 key_padding_mask=True, complexity="O(N k^d)", paper="P26")
 
     def __init__(self, dim: int, num_heads: int = 4, kernel_size=7, dilation=1, rel_pos_bias: bool = True,
-                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 qkv_bias: bool = True, proj_drop: float = 0.0):
         super().__init__(dim)
         self.num_heads = _heads(dim, num_heads)
         self.head_dim = dim // num_heads
@@ -90,7 +91,6 @@ class NeighborhoodAttention(TokenMixer):
             nn.init.trunc_normal_(self.rpb, std=0.02)
         else:
             self.rpb = None
-        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -129,8 +129,7 @@ class NeighborhoodAttention(TokenMixer):
         o = neighborhood_attention(q, k, v, ks, grid=grid, dilation=ds, causal=causal,
                                    rpb=rpb.to(q.dtype) if rpb is not None else None,
                                    key_padding_mask=key_padding_mask)
-        o = self.attn_drop(rearrange(o, "b h n d -> b n (h d)"))
-        return self.proj_drop(self.proj(o))
+        return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))
 
 
 @register("sliding_window", test_kwargs={"num_heads": 2, "window": 3})
