@@ -271,7 +271,10 @@ def write_outputs(result: CompareResult, out: Path) -> None:
         ax.set_ylabel("training loss")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a task whose runs were all skipped has no curve
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no trained run", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=110)
     plt.close(fig)
