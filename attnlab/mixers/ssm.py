@@ -171,6 +171,9 @@ class S4D(_GatedSSMBlock):
     Args: as :class:`Mamba` (no dt_rank: dt is a per-channel parameter).
     """
 
+    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N log N)",
+                                paper="P23")
+
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3,
                  dt_max: float = 0.1, bias: bool = False, conv_bias: bool = True):
         super().__init__(dim)
