@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
+from attnlab.ops.delta_rule import _unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 
@@ -73,6 +73,37 @@ def test_gradcheck_float64():
     inputs = _inputs(1, 2, 7, 3, 2, torch.float64, state=True)
     fn = lambda q, k, v, b, s0: delta_rule_chunkwise(q, k, v, b, chunk_size=3, initial_state=s0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_gradcheck_float64_block_doubling_chunk():
+    """C = 32 > leaf 16: the block-doubling part of the triangular inverse and its use in the backward."""
+    inputs = _inputs(1, 1, 37, 3, 2, torch.float64, state=True)
+    fn = lambda q, k, v, b, s0: delta_rule_chunkwise(q, k, v, b, chunk_size=32, initial_state=s0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("c", [1, 2, 5, 16, 17, 48, 64, 100])
+def test_unit_lower_inverse_equals_triangular_solve(c):
+    g = torch.Generator().manual_seed(c)
+    k = F.normalize(torch.randn(3, 2, c, 8, generator=g, dtype=torch.float64), dim=-1)
+    beta = torch.rand(3, 2, c, 1, generator=g, dtype=torch.float64)
+    strict = ((beta * k) @ k.transpose(-1, -2)).tril(-1)
+    eye = torch.eye(c, dtype=torch.float64)
+    want = torch.linalg.solve_triangular(eye + strict, eye.expand_as(strict), upper=False, unitriangular=True)
+    torch.testing.assert_close(_unit_lower_inverse(strict), want, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("use", ["output", "state"])
+def test_gradients_when_only_one_result_is_used(use):
+    """The backward gets None for the unused result's gradient: both paths against the recurrence."""
+    inputs = _inputs(2, 2, 29, 8, 8, torch.float64, state=True)
+    grads = []
+    for fn in (lambda *a, **kw: delta_rule_chunkwise(*a, chunk_size=8, **kw), delta_rule_recurrent):
+        o, s = fn(*inputs[:4], initial_state=inputs[4])
+        out = o if use == "output" else s
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(), inputs, allow_unused=True, materialize_grads=True))
+    for a, r in zip(*grads):
+        torch.testing.assert_close(a, r, atol=1e-10, rtol=1e-10)
 
 
 def test_step_by_step_decoding_equals_chunkwise_and_state_size_is_constant():
@@ -146,6 +177,18 @@ def test_matches_fla_naive_reference():
         torch.testing.assert_close(s, ref_s, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_bench_size_agreement_n8192():
+    """The benchmark's largest size (N=8192, C=64 and C=32): within 1e-4 relative (~10 s, one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for c in (64, 32):
+            _bench_size_agreement(8192, c)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_bench_size_agreement_n2048():
     """The benchmark configuration (B=1, H=4, D=64, C=64) at N=2048: outputs and gradients within 1e-4 relative.
 
@@ -154,16 +197,16 @@ def test_bench_size_agreement_n2048():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _bench_size_agreement()
+        _bench_size_agreement(2048, 64)
     finally:
         torch.set_num_threads(threads)
 
 
-def _bench_size_agreement():
-    q, k, v, beta = _inputs(1, 4, 2048, 64, 64, torch.float32, seed=3)
-    g = torch.randn(1, 4, 2048, 64, generator=torch.Generator().manual_seed(4))
+def _bench_size_agreement(n, c):
+    q, k, v, beta = _inputs(1, 4, n, 64, 64, torch.float32, seed=3)
+    g = torch.randn(1, 4, n, 64, generator=torch.Generator().manual_seed(4))
     res = []
-    for fn in (lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=64)[0], lambda: delta_rule_recurrent(q, k, v, beta)[0]):
+    for fn in (lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=c)[0], lambda: delta_rule_recurrent(q, k, v, beta)[0]):
         o = fn()
         res.append([o.detach(), *torch.autograd.grad(o, (q, k, v, beta), g)])
     for a, b in zip(*res):
