@@ -190,11 +190,11 @@ def _plot(ctx: ReproContext, model, lengths, by_len, curves) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kq, ov = model.kq(), model.ov()
+    kq, ov = model.kq().detach().cpu().numpy(), model.ov().detach().cpu().numpy()  # matplotlib wants arrays
     h = kq.shape[0]
     fig = plt.figure(figsize=(4 * h + 8, 4))
     grid = fig.add_gridspec(1, h + 3, width_ratios=[1] * h + [1.3, 2, 2])
-    vmax = float(kq.abs().max())
+    vmax = float(abs(kq).max())
     for i in range(h):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(kq[i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
@@ -202,7 +202,7 @@ def _plot(ctx: ReproContext, model, lengths, by_len, curves) -> str:
         ax.set_xticks([])
         ax.set_yticks([])
     ax = fig.add_subplot(grid[0, h])
-    ax.imshow(ov.T, cmap="RdBu_r", vmin=-float(ov.abs().max()), vmax=float(ov.abs().max()))
+    ax.imshow(ov.T, cmap="RdBu_r", vmin=-float(abs(ov).max()), vmax=float(abs(ov).max()))
     ax.set_title("OV (rows: features, cols: heads)", fontsize=8)
     ax.set_xticks(range(h))
     ax = fig.add_subplot(grid[0, h + 1])
