@@ -73,6 +73,20 @@ class Budget:
         return tuple(self.task_seeds.get(task, self.seeds))
 
 
+def quick_budget() -> Budget:
+    """The smoke-size budget every vision reproduction's ``--quick`` mode uses (one seed, shapes only)."""
+    return Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
+                  bench_repeats=1, task_kwargs={"shapes": SHAPES_KWARGS})
+
+
+def full_budget(steps: int, **overrides) -> Budget:
+    """The full-run budget shared by the vision reproductions: ``steps`` x 32 images on shapes (no distractors)
+    and digits, seeds 0 and 1, 8 eval batches, 5 timing repeats; ``overrides`` set any other field."""
+    base = dict(steps=steps, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"),
+                bench_repeats=5, task_kwargs={"shapes": SHAPES_KWARGS})
+    return Budget(**{**base, **overrides})
+
+
 class SubsetTask(Task):
     """A task whose training split is cut to its first ``num_batches`` batches, cycled.
 

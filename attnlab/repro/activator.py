@@ -13,7 +13,9 @@ is slower; there is no inconclusive band beyond the 3 points the claim allows.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import (
+    Arm, format_table, full_budget, learned_guard, mean_acc, plot_bars, quick_budget, run_arms, vit_matched,
+)
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P07"
@@ -21,11 +23,8 @@ CLAIM = ("A GLU-based MLP in place of attention (Activator) is competitive with 
          "compute, even without the second (channel) MLP.")
 TOLERANCE = 0.03
 
-QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1,
-               task_kwargs={"shapes": SHAPES_KWARGS})
-FULL = Budget(steps=400, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_kwargs={"shapes": SHAPES_KWARGS})
+QUICK = quick_budget()
+FULL = full_budget(400)
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:

@@ -11,7 +11,10 @@ more than 0.5 point; inconclusive in between.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import (
+    Arm, flat_measured, format_table, full_budget, learned_guard, mean_acc, plot_bars, quick_budget, run_arms,
+    vit_matched,
+)
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P13"
@@ -19,11 +22,8 @@ CLAIM = ("A dual-branch transformer with small and large patches, fused by cross
          "CLS token as the only query, beats a single-scale ViT (DeiT) by about 2 points at modest extra cost.")
 BAND = 0.005
 
-QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1,
-               task_kwargs={"shapes": SHAPES_KWARGS})
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_kwargs={"shapes": SHAPES_KWARGS})
+QUICK = quick_budget()
+FULL = full_budget(300)
 
 
 def _arms(quick: bool) -> list[Arm]:
@@ -49,7 +49,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
     cv, p4, p8 = (mean_acc(table, "shapes", a) for a in ("crossvit", "ViT-p4", "ViT-p8"))
     margin = cv - max(p4, p8)
     verdict = HOLDS if margin > BAND else DOES_NOT_HOLD if margin < -BAND else INCONCLUSIVE
-    measured = {f"{t}/{a} {k}": v for t, arms in table["summary"].items() for a, s in arms.items() for k, v in s.items()}
+    measured = flat_measured(table)
     measured["shapes: crossvit - best ViT (points)"] = 100 * margin
     plots = [p for p in [plot_bars(table, ctx.path("crossvit.png"), "CrossViT vs matched ViTs")] if p]
     summary = (f"On shapes CrossViT {100 * cv:.1f}%, ViT-p4 {100 * p4:.1f}%, ViT-p8 {100 * p8:.1f}% (equal parameters); "

@@ -16,7 +16,10 @@ The attention-free Hyena ViT is reported beside it.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, flat_measured, learned_guard, Arm, Budget, SubsetTask, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import (
+    Arm, SubsetTask, flat_measured, format_table, full_budget, learned_guard, mean_acc, plot_bars,
+    quick_budget, run_arms, vit_matched,
+)
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P15"
@@ -25,12 +28,8 @@ CLAIM = ("Hyena N-D in place of attention gives a data-efficient ViT, and the hy
 SMALL_BATCHES = 10
 BAND = 0.005
 
-QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1,
-               task_kwargs={"shapes": SHAPES_KWARGS})
-FULL = Budget(steps=250, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_seeds={"digits": (0,)},
-              task_kwargs={"shapes": SHAPES_KWARGS})
+QUICK = quick_budget()
+FULL = full_budget(250, task_seeds={"digits": (0,)})
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:

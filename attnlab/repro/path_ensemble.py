@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import statistics
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, make_task, mean_acc, plot_bars, run_arms
+from attnlab.repro._vision_common import (
+    Arm, format_table, full_budget, learned_guard, make_task, mean_acc, plot_bars, quick_budget, run_arms,
+)
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P31"
@@ -33,12 +35,8 @@ CLAIM = ("A ViT is an ensemble of paths of different lengths; some paths pull th
          "and EnsembleScale (re-weighting each path's direct contribution) improve on the plain ViT.")
 BAND = 0.005
 
-QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1,
-               task_kwargs={"shapes": SHAPES_KWARGS})
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_seeds={"digits": (0,)},
-              task_kwargs={"shapes": SHAPES_KWARGS})
+QUICK = quick_budget()
+FULL = full_budget(300, task_seeds={"digits": (0,)})
 
 
 def _builder(dim: int, depth: int, *, ensemble_scale: bool, prune=()):

@@ -12,7 +12,10 @@ trails the better end by more than 0.5 point; inconclusive in between.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import SHAPES_KWARGS, learned_guard, Arm, Budget, format_table, mean_acc, plot_bars, run_arms, vit_matched
+from attnlab.repro._vision_common import (
+    Arm, flat_measured, format_table, full_budget, learned_guard, mean_acc, plot_bars, quick_budget, run_arms,
+    vit_matched,
+)
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P04"
@@ -20,11 +23,8 @@ CLAIM = ("Spectral gating layers in the first blocks followed by multi-head atte
          "an all-attention transformer and an all-spectral one (GFNet).")
 BAND = 0.005
 
-QUICK = Budget(steps=15, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1,
-               task_kwargs={"shapes": SHAPES_KWARGS})
-FULL = Budget(steps=300, batch_size=32, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"), bench_repeats=5,
-              task_kwargs={"shapes": SHAPES_KWARGS})
+QUICK = quick_budget()
+FULL = full_budget(300)
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:
@@ -49,7 +49,7 @@ def run(ctx: ReproContext) -> ReproOutcome:
     ssaa, aaaa, ssss = (mean_acc(table, "shapes", a) for a in ("SSAA", "AAAA", "SSSS"))
     margin = ssaa - max(aaaa, ssss)
     verdict = HOLDS if margin > BAND else DOES_NOT_HOLD if margin < -BAND else INCONCLUSIVE
-    measured = {f"{t}/{a} {k}": v for t, arms in table["summary"].items() for a, s in arms.items() for k, v in s.items()}
+    measured = flat_measured(table)
     measured["shapes: SSAA - max(AAAA, SSSS) (points)"] = 100 * margin
     plots = [p for p in [plot_bars(table, ctx.path("spectformer.png"), "SpectFormer layouts")] if p]
     summary = (f"On shapes SSAA reached {100 * ssaa:.1f}% vs all-attention {100 * aaaa:.1f}% and all-spectral "
