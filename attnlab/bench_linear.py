@@ -44,14 +44,15 @@ def load_fla_delta_rule_naive():
 
 @register_case(
     "delta_rule",
-    description="delta rule op (B=1, H=4, D=64, L2-normalised k, sigmoid-range beta): attnlab chunkwise (C=64) "
-    "vs token recurrence vs fla naive chunkwise (C=32) and recurrence (if installed)",
+    description="delta rule op (B=1, H=4, D=64, L2-normalised k, sigmoid-range beta): attnlab chunkwise (C=64 and "
+    "C=32) vs token recurrence vs fla naive chunkwise (C=32) and recurrence (if installed)",
     sizes=(2048, 8192),
     reference="recurrent",
-    params={"batch": 1, "heads": 4, "head_dim": 64, "chunk_size": 64, "max_recurrent": 8192},
+    params={"batch": 1, "heads": 4, "head_dim": 64, "chunk_size": 64, "max_recurrent": 8192, "max_fla_recurrent": 8192},
 )
-def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_recurrent):
-    """Impls ``chunkwise`` (attnlab), ``recurrent`` (attnlab reference), ``fla_naive_chunkwise`` / ``fla_naive_recurrent``."""
+def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_recurrent, max_fla_recurrent):
+    """Impls ``chunkwise`` (attnlab, C=chunk_size), ``chunkwise_c32`` (C=32), ``recurrent`` (attnlab reference),
+    ``fla_naive_chunkwise`` / ``fla_naive_recurrent`` (fla's recurrence is skipped above ``max_fla_recurrent``)."""
     g = torch.Generator().manual_seed(0)
     shape = (batch, heads, n, head_dim)
     q = torch.randn(*shape, generator=g, dtype=dtype)
@@ -60,6 +61,8 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
     beta = torch.rand(batch, heads, n, generator=g, dtype=dtype)
     inputs = [t.requires_grad_(mode == "fwdbwd") for t in (q, k, v, beta)]
     impls = {"chunkwise": make_thunk(lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=chunk_size)[0], inputs, mode)}
+    if chunk_size != 32:
+        impls["chunkwise_c32"] = make_thunk(lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=32)[0], inputs, mode)
     skipped = {}
     if n <= max_recurrent:
         impls["recurrent"] = make_thunk(lambda: delta_rule_recurrent(q, k, v, beta)[0], inputs, mode)
@@ -72,7 +75,9 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
         skipped["fla_naive_chunkwise"] = "fla's naive chunkwise needs N % 32 == 0"
     else:
         impls["fla_naive_chunkwise"] = make_thunk(lambda: fla.delta_rule_chunkwise(q, k, v, beta, chunk_size=32)[0], inputs, mode)
-    if fla is not None and n <= max_recurrent:
+    if fla is not None and n > max_fla_recurrent:
+        skipped["fla_naive_recurrent"] = f"N > max_fla_recurrent={max_fla_recurrent}"
+    elif fla is not None and n <= max_recurrent:
         # fla's token loop writes o[:, :, i] in place: its backward is super-linear (see machine-and-peers.md)
         impls["fla_naive_recurrent"] = make_thunk(lambda: fla.delta_rule_recurrence(q, k, v, beta)[0], inputs, mode)
     return impls, skipped
