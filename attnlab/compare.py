@@ -2,7 +2,8 @@
 
 Every mixer gets the same backbone, size, data (batch i is the same for all),
 optimiser and step budget on each task. The ranking comes from the trained
-models' validation quality; ties in quality are not broken by speed. Outputs:
+models' validation quality; ties in quality (e.g. two mixers at 100 % recall) are
+broken by validation loss, never by speed. Outputs:
 a ranked table, ``results.json``, ``results.csv``, ``loss_curves.png`` and
 ``report.md`` in the output folder.
 """
@@ -90,7 +91,8 @@ def _incompatible(mixer_spec: str, spec) -> str | None:
 
 
 def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
-    """Rank per task by quality (1 = best; failed/diverged runs rank last), then average over tasks."""
+    """Rank per task by quality (1 = best; ties broken by validation loss; failed/diverged runs rank last),
+    then average the ranks over tasks."""
     by_task: dict[str, list[RunRecord]] = {}
     for r in records:
         if not r.status.startswith("skipped"):
@@ -100,7 +102,8 @@ def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
         def key(r: RunRecord):
             bad = r.quality is None or not math.isfinite(r.quality) or r.diverged
             q = 0.0 if bad else (-r.quality if r.higher_is_better else r.quality)
-            return (bad, q)
+            loss = r.val_loss if r.val_loss is not None and math.isfinite(r.val_loss) else math.inf
+            return (bad, q, loss)
 
         for i, r in enumerate(sorted(recs, key=key), start=1):
             r.rank = i

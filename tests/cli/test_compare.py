@@ -10,8 +10,8 @@ from attnlab.compare import RunRecord, rank_records, run_compare
 from attnlab.suites import SUITES, get_suite
 
 
-def _rec(mixer, task, q, hib=True, diverged=False, status="ok"):
-    return RunRecord(mixer, task, "m", hib, q, None, 0, 0.0, 0.0, 0.0, diverged, status)
+def _rec(mixer, task, q, hib=True, diverged=False, status="ok", val_loss=None):
+    return RunRecord(mixer, task, "m", hib, q, val_loss, 0, 0.0, 0.0, 0.0, diverged, status)
 
 
 def test_ranking_orders_by_quality_per_task_and_averages():
@@ -20,6 +20,12 @@ def test_ranking_orders_by_quality_per_task_and_averages():
     overall = rank_records(recs)
     assert [r.rank for r in recs] == [1, 2, 3, 2, 1, 3]
     assert overall == [("a", 1.5), ("b", 1.5), ("c", 3.0)]
+
+
+def test_equal_quality_is_ranked_by_validation_loss_not_by_listing_order():
+    recs = [_rec("first", "t", 1.0, val_loss=0.07), _rec("second", "t", 1.0, val_loss=0.01),
+            _rec("third", "t", 0.5, val_loss=0.001)]
+    assert rank_records(recs) == [("second", 1.0), ("first", 2.0), ("third", 3.0)]
 
 
 def test_skipped_runs_are_not_ranked():
