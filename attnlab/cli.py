@@ -92,12 +92,13 @@ def cmd_list(args: argparse.Namespace) -> None:
         rows = []
         for slug, mod in sorted(REPROS.items()):
             m = importlib.import_module(mod)
-            rows.append([slug, m.PAPER, textwrap.shorten(m.CLAIM, 160, placeholder=' …')])
+            rows.append([slug, m.PAPER, textwrap.shorten(m.CLAIM, 160, placeholder=" …")])
         _table("reproductions (attnlab repro <slug>)", ["slug", "paper", "claim"], rows)
     if what in ("bench", "all"):
         from attnlab.bench_cases import available_cases
 
-        rows = [[c.name, c.reference, ",".join(map(str, c.sizes)), textwrap.shorten(c.description, 110, placeholder=' …')] for c in available_cases().values()]
+        rows = [[c.name, c.reference, ",".join(map(str, c.sizes)), textwrap.shorten(c.description, 110, placeholder=" …")]
+                for c in available_cases().values()]
         _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
     if what in ("suites", "all"):
         from attnlab.suites import SUITES
