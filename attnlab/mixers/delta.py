@@ -47,7 +47,8 @@ class DeltaNet(TokenMixer):
         use_short_conv: the width-``conv_size`` causal depthwise convs on q, k, v.
         conv_size: convolution width (4).
         use_gate: output gate (fla ``use_gate``); default off as in fla.
-        chunk_size: chunk length of the chunkwise form.
+        chunk_size: chunk length of the chunkwise form (32: the whole layer measured 1.3-1.5x faster
+            than with 64 at N = 128-8192, fwd+bwd, one thread).
         norm_eps: epsilon of the output RMSNorm.
     """
 
@@ -62,7 +63,7 @@ class DeltaNet(TokenMixer):
         use_short_conv: bool = True,
         conv_size: int = 4,
         use_gate: bool = False,
-        chunk_size: int = 64,
+        chunk_size: int = 32,
         norm_eps: float = 1e-5,
     ):
         super().__init__(dim)
