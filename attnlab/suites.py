@@ -51,14 +51,14 @@ SUITES: dict[str, Suite] = {
     "default": Suite(
         "default",
         "Softmax attention (with and without qk-layernorm), linear attention and no mixing on associative recall "
-        "and char-level LM (stdlib sources); about 4-5 minutes on 2 cores.",
+        "and char-level LM (stdlib sources); about 3 minutes on 2 cores (budget: 5).",
         ("softmax", "softmax_qknorm", "linear_attention", "identity"),
         (_RECALL_DEFAULT, _CHAR_DEFAULT),
     ),
     "vision": Suite(
         "vision",
         "The vision designs (issue #5) at their tiny configs beside a plain ViT (softmax, width 64, depth 4): shapes "
-        "(no distractors) and digits, 32 px; about 7-8 minutes on 2 cores.",
+        "(no distractors) and digits, 32 px; about 7 minutes on 2 cores.",
         ("softmax",) + tuple(f"model:{name}_tiny" for name in (
             "spectformer", "activator", "convit", "crossvit", "tnt", "shvit", "biformer", "dinat", "s2aformer",
             "hyena_vit", "hyena_hybrid", "path_ensemble")),
@@ -68,7 +68,7 @@ SUITES: dict[str, Suite] = {
     "linear": Suite(
         "linear",
         "Linear-time mixers (issue #3: P12 DeltaNet and its softmax hybrid, P23 Mamba, P15 Hyena, linear attention) "
-        "against softmax and identity on associative recall and char-level LM; about 12-15 minutes on 2 cores.",
+        "against softmax and identity on associative recall and char-level LM; about 7 minutes on 2 cores.",
         ("deltanet", "deltanet,softmax", "mamba", "hyena", "linear_attention", "softmax", "identity"),
         # the default suite's task runs: measured to separate softmax from linear attention and no mixing
         # (the earlier 8-pair / 250-step recall run was never checked to separate them)
