@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab._threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
 __all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records"]
@@ -146,9 +147,8 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
 
 def _train_one_isolated(threads: int | None, *args) -> RunRecord:
     """:func:`_train_one` in a fresh worker process (its peak memory is then its own)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return _train_one(*args)
+    with torch_threads(threads):
+        return _train_one(*args)
 
 
 def run_compare(
@@ -168,14 +168,9 @@ def run_compare(
     if isolate:
         return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
                             isolate=True, threads=threads)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
                             isolate=False, threads=None)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float,

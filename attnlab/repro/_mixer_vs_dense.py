@@ -15,8 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
+from attnlab._threads import torch_threads
 from attnlab.repro._vision_common import Arm, Budget, format_table, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext
 
@@ -55,10 +54,8 @@ def compare(ctx: ReproContext, *, label: str, mixer: str, mixer_kwargs: dict, at
 
     ``attn_macs(n_tokens, dim, grid) -> (efficient, dense)`` counts attention-core MACs per image and layer.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
     t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         budget = quick if ctx.quick else full
         d, dp = (32, 2) if ctx.quick else (dim, depth)
         vit_kw = dict(patch_size=patch_size, depth=dp, num_heads=num_heads)
@@ -74,8 +71,6 @@ def compare(ctx: ReproContext, *, label: str, mixer: str, mixer_kwargs: dict, at
             return vit_matched(target, img, ch, ncls, **vit_kw)
 
         table = run_arms([Arm(label, eff), Arm(DENSE, dense)], budget, progress=ctx.progress)
-    finally:
-        torch.set_num_threads(threads)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = table["summary"]
     deltas, noises, speeds = [], [], []

@@ -1,7 +1,6 @@
 """Shared by the sequence-task reproductions (deltanet, mamba_ssm): train several mixers identically, plot curves."""
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 
@@ -9,22 +8,7 @@ import torch
 
 from attnlab.repro.base import ReproContext
 
-__all__ = ["ArmResults", "single_threaded", "train_arms", "plot_curves"]
-
-
-def single_threaded(run):
-    """Run ``run(ctx)`` with one torch thread (small steps are faster so on the shared 2-core box); restore after."""
-
-    @functools.wraps(run)
-    def wrapper(ctx: ReproContext):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return run(ctx)
-        finally:
-            torch.set_num_threads(threads)
-
-    return wrapper
+__all__ = ["ArmResults", "train_arms", "plot_curves"]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from attnlab._threads import torch_threads
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
 __all__ = [
@@ -170,13 +171,9 @@ def run_arms(arms: list[Arm], budget: Budget, *, progress: bool = False, task_wr
     per task). With ``keep_models`` the trained models are returned too, as
     ``{"models": {task: {arm: [model per seed]}}}``.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: a second intra-op thread is slower on the shared 2-core box
-    try:
+    with torch_threads(1):  # small models: a second intra-op thread is slower on the shared 2-core box
         return _run_arms(arms, budget, progress=progress, task_wrap=task_wrap, measure_speed=measure_speed,
                          keep_models=keep_models)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, measure_speed: bool,

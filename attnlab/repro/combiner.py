@@ -37,6 +37,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P03"
@@ -106,12 +107,8 @@ def _local_model(spec, cfg, window):
 
 def run(ctx: ReproContext) -> ReproOutcome:
     """Train the four models on char_lm and compare their gaps to full attention; see the module docstring."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _curve(result, metric):

@@ -24,7 +24,8 @@ this scale; one -> inconclusive.
 """
 from __future__ import annotations
 
-from attnlab.repro._sequence_arms import plot_curves, single_threaded, train_arms
+from attnlab._threads import single_threaded
+from attnlab.repro._sequence_arms import plot_curves, train_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P12"

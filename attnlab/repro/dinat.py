@@ -32,6 +32,7 @@ import time
 import torch
 from torch import nn
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P26"
@@ -122,13 +123,11 @@ def run(ctx: ReproContext) -> ReproOutcome:
     from attnlab.tasks import create
     from attnlab.train import TrainConfig, evaluate, train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
     t0, c0 = time.perf_counter(), time.process_time()
     cfg = QUICK if ctx.quick else FULL
     accs: dict[str, list[float]] = {name: [] for name in DILATIONS}
     rows, last = [], {}
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         for seed in cfg["seeds"]:
             task = create("far_cue", seed=seed + ctx.seed, **TASK)
             for name, dil in DILATIONS.items():
@@ -143,8 +142,6 @@ def run(ctx: ReproContext) -> ReproOutcome:
                 rows.append({"arm": name, "seed": seed, "accuracy": acc, "train_seconds": float(res.train_seconds)})
                 last[name] = model
         step = _step_times(last, task, 32 if not ctx.quick else 8, cfg["timing_repeats"])
-    finally:
-        torch.set_num_threads(threads)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     mean = {k: statistics.fmean(v) for k, v in accs.items()}
     std = {k: statistics.pstdev(v) if len(v) > 1 else 0.0 for k, v in accs.items()}

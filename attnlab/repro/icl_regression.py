@@ -29,11 +29,11 @@ All five: holds. Two or fewer: does not hold at this scale. Otherwise: inconclus
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P24"
@@ -75,12 +75,8 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def run(ctx: ReproContext) -> ReproOutcome:
     """Train the three arms, probe the patterns, evaluate against baselines and lengths; judge A-E."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: one thread is faster, and the machine is shared
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(ctx: ReproContext) -> ReproOutcome:

@@ -36,6 +36,7 @@ import time
 
 import torch
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P02"
@@ -167,13 +168,9 @@ def run(ctx: ReproContext) -> ReproOutcome:
         torch.manual_seed(ctx.seed)  # same initial weights for every LR of a configuration
         return _make_model(mixer, vocab, p["seq_len"], p["dim"], p["depth"], p["heads"])
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         init_loss = evaluate(fresh("softmax"), task, batches=4, batch_size=p["batch_size"])["loss"]
         results = _sweep(p, task, fresh, probe, init_loss, ctx)
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t_start
 
     base, qk = results["baseline"], results["qk_layernorm"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 
 from attnlab.repro._vision_common import (
-    Arm, format_table, full_budget, learned_guard, make_task, mean_acc, plot_bars, quick_budget, run_arms,
+    Arm, Budget, format_table, full_budget, learned_guard, make_task, mean_acc, plot_bars, quick_budget, run_arms,
 )
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 

@@ -41,8 +41,8 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P20"
@@ -78,12 +78,8 @@ def _settings(quick: bool) -> dict:
 
 def run(ctx: ReproContext) -> ReproOutcome:
     """Teacher, three students, similarity and loss; see the module docstring."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _student(teacher, spec, mixer, mixer_kwargs, cfg, seed):

@@ -29,6 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from attnlab._threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P28"
@@ -91,13 +92,9 @@ def _step_seconds(models: dict, task, batch_size: int, repeats: int) -> dict:
 
 def run(ctx: ReproContext) -> ReproOutcome:
     """Train dense and SSA language models; judge step cost and validation loss (see the module docstring)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small steps: a second intra-op thread is slower on the shared 2-core box
     t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
         return _run(ctx, t0, c0)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(ctx: ReproContext, t0: float, c0: float) -> ReproOutcome:
