@@ -200,8 +200,7 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
             do = torch.zeros_like(unew)
         do = do.contiguous()
         w = wu[..., :dk]
-        p = attn.transpose(-1, -2) @ do             # dUnew from the outputs
-        dunew = p
+        dunew = attn.transpose(-1, -2) @ do          # dUnew from the outputs
         gs = q.new_empty(nc + 1, bh, dk, dv)       # gs[i] = dL/dS entering chunk i
         torch.matmul(q.transpose(-1, -2), do, out=gs[:nc])   # dS_in from the outputs
         if ds is None:
@@ -224,10 +223,7 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         dk_.view(-1, c, dk).baddbmm_(unew.view(-1, c, dv), gs[1:].transpose(-1, -2).reshape(-1, dv, dk))
         dk_.view(-1, c, dk).baddbmm_(da.transpose(-1, -2).reshape(-1, c, c), kb.view(-1, c, dk), alpha=-1)
         dk_.addcmul_(beta, dkb)
-        if dk == dv:
-            dbeta = dkb.mul_(k).addcmul_(dvt, v).sum(-1, keepdim=True)
-        else:
-            dbeta = dkb.mul_(k).sum(-1, keepdim=True) + (dvt * v).sum(-1, keepdim=True)
+        dbeta = dkb.mul_(k).sum(-1, keepdim=True) + (dvt * v).sum(-1, keepdim=True)
         return dq, dk_, dvt.mul_(beta), dbeta, gs[0], None
 
 
