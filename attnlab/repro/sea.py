@@ -194,9 +194,9 @@ def _similarity(teacher, students, task, cfg):
         inputs = task.batch("val", i, cfg["batch"]).inputs
         target = attention_maps(teacher, inputs)
         with torch.no_grad():
+            target_bins = _binned(target, cfg)  # the teacher's maps are the same for every student
             for label, model in students.items():
                 fig = sums.setdefault(label, {})
-                target_bins = _binned(target, cfg)
                 if label.startswith("sea"):
                     est = _sea_estimates(model, inputs, cfg["block"])
                     est_bins = _binned(est, cfg)
