@@ -12,13 +12,13 @@ images/s and the attnlab / timm speed ratio. The same pairs are registered as
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from typing import Callable
 
 import torch
 from torch import nn
 
+from attnlab._timing import interleaved_median_seconds
 from attnlab.bench_cases import make_thunk, register_case
 
 __all__ = ["PAIRS", "build_pair", "measure", "run", "main"]
@@ -130,15 +130,7 @@ def measure(
     y = torch.randint(0, num_classes, (batch,), generator=g)
     for m in models.values():
         m.train()
-        for _ in range(warmup):
-            _step(m, x, y)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(repeats):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            _step(m, x, y)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return interleaved_median_seconds({k: functools.partial(_step, m, x, y) for k, m in models.items()}, repeats, warmup)
 
 
 def run(designs: list[str] | None = None, batch: int = 32, repeats: int = 7) -> list[dict]:

@@ -26,6 +26,7 @@ does not hold if gain <= 0 or cost > 1.5; inconclusive otherwise.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from attnlab._threads import torch_threads
+from attnlab._timing import interleaved_median_seconds
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P26"
@@ -83,15 +85,12 @@ class PatchLabeler(nn.Module):
 def _step_times(models: dict[str, nn.Module], task, batch_size: int, repeats: int) -> dict[str, float]:
     """Median seconds of a training step (forward + backward) per model, interleaved repeat by repeat."""
     batch = task.batch("train", 0, batch_size)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(repeats + 1):  # the first round warms up
-        for name, m in models.items():
-            m.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
-            task.loss(m(batch.inputs), batch)[0].backward()
-            if r:
-                times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+
+    def step(model):
+        model.zero_grad(set_to_none=True)
+        task.loss(model(batch.inputs), batch)[0].backward()
+
+    return interleaved_median_seconds({k: functools.partial(step, m) for k, m in models.items()}, repeats)
 
 
 def _plot(accs: dict[str, list[float]], path) -> str | None:

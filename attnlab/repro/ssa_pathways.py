@@ -22,14 +22,15 @@ hold otherwise. The ensemble is reported, not judged (P28 reports it as a furthe
 """
 from __future__ import annotations
 
+import functools
 import math
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 from attnlab._threads import torch_threads
+from attnlab._timing import interleaved_median_seconds
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P28"
@@ -75,19 +76,15 @@ def _loss_with_ensemble(model, task, batches: int, batch_size: int, passes: int,
 def _step_seconds(models: dict, task, batch_size: int, repeats: int) -> dict:
     """Median seconds of one training step (forward, backward, AdamW) per model, interleaved."""
     batch = task.batch("train", 10_000, batch_size)
+
+    def step(model, opt):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        task.loss(model(batch.inputs), batch)[0].backward()
+        opt.step()
+
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(repeats + 1):
-        for k, m in models.items():
-            m.train()
-            t0 = time.perf_counter()
-            opts[k].zero_grad(set_to_none=True)
-            loss, _ = task.loss(m(batch.inputs), batch)
-            loss.backward()
-            opts[k].step()
-            if r:  # first round is warm-up
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return interleaved_median_seconds({k: functools.partial(step, m, opts[k]) for k, m in models.items()}, repeats)
 
 
 def run(ctx: ReproContext) -> ReproOutcome:
