@@ -303,7 +303,14 @@ def _natten():
     return natten
 
 
+# NATTEN's CPU path is eager FlexAttention, which warns about itself; those warnings are NATTEN's, not ours
+_IGNORE_NATTEN_LSE = pytest.mark.filterwarnings("ignore:return_lse is deprecated:FutureWarning")
+_IGNORE_NATTEN_EAGER_FLEX = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
+
+
 @pytest.mark.peer
+@_IGNORE_NATTEN_LSE
+@_IGNORE_NATTEN_EAGER_FLEX
 @pytest.mark.parametrize(
     "grid,kern,dil,causal",
     [((37,), 5, 1, False), ((37,), 7, 4, False), ((40,), 9, 2, True), ((13, 11), 3, (2, 3), False),
@@ -326,6 +333,8 @@ def test_forward_agrees_with_natten(grid, kern, dil, causal):
 
 
 @pytest.mark.peer
+@_IGNORE_NATTEN_LSE
+@_IGNORE_NATTEN_EAGER_FLEX
 @pytest.mark.slow  # NATTEN's eager Flex forms the 4096 x 4096 scores: ~10-40 s here
 def test_forward_agrees_with_natten_at_the_benchmark_size():
     """The 2D target case: 64 x 64 grid, kernel 7, H=4, D=32 (and DiNA with dilation 4)."""
