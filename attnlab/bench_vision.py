@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from attnlab._timing import interleaved_median_seconds
+from attnlab.utils.timing import interleaved_median_seconds
 from attnlab.bench_cases import make_thunk, register_case
 
 __all__ = ["PAIRS", "build_pair", "measure", "run", "main"]

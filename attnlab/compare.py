@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from attnlab._threads import torch_threads
+from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
 __all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records"]

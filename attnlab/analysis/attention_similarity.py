@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from attnlab._checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 from attnlab.ops.recording import AttentionRecorder, record_attention
 
 __all__ = ["attention_kl", "attention_js", "topk_overlap", "mass_recall", "compare_maps", "compare_recordings",

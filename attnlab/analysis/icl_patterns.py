@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab._checks import check_tensor, describe, fail
+from attnlab.utils.checks import check_tensor, describe, fail
 
 __all__ = ["kq_pattern", "ov_pattern", "gd_prediction", "fit_scale_r2"]
 

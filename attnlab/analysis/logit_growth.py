@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.ops.recording import record_attention
 
 __all__ = ["max_attention_logit", "output_log_z"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable, Mapping
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 
 __all__ = ["lr_sensitivity", "capped_losses", "lr_sweep"]
 

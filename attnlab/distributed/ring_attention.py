@@ -20,7 +20,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from attnlab._checks import fail
+from attnlab.utils.checks import fail
 from attnlab.ops.attention import _check_qkv
 
 __all__ = ["ring_attention", "shard_sequence", "gather_sequence"]

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from attnlab._checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 
 __all__ = ["Capabilities", "TokenMixer"]
 

@@ -6,7 +6,7 @@ import math
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, fail
+from attnlab.utils.checks import check_choice, check_positive_int, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.combiner import combiner_axial, combiner_fixed

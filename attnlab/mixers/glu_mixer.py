@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 

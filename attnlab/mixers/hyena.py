@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, fail
+from attnlab.utils.checks import check_choice, check_positive_int, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.fft_conv import fft_long_conv, fft_long_conv_nd

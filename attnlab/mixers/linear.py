@@ -5,7 +5,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, fail
+from attnlab.utils.checks import check_choice, check_positive_int, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.linear_attention import FEATURE_MAPS, linear_attention, linear_attention_step

@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from attnlab._checks import check_choice, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, check_tensor, describe, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 

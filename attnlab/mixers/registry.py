@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from attnlab._checks import check_positive_int
+from attnlab.utils.checks import check_positive_int
 from attnlab.mixers.base import Capabilities, TokenMixer
 
 __all__ = ["MixerInfo", "register", "create", "available", "get_info"]

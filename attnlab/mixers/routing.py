@@ -4,7 +4,7 @@ from __future__ import annotations
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.routing import bilevel_routing_attention

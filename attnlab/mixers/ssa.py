@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import check_positive_int
+from attnlab.utils.checks import check_positive_int
 from attnlab.models import register_model
 from attnlab.models.convit import check_img_patch
 from attnlab.models.layers import DropPath, Mlp, PatchEmbed

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import fail
+from attnlab.utils.checks import fail
 from attnlab.models import register_model
 from attnlab.models.blocks import MixerBlock
 from attnlab.models.hierarchy import DWConvPos, HierarchicalBackbone, check_stages

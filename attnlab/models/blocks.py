@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.models.layers import DropPath, make_ffn, make_norm
 
 __all__ = ["LayerSpec", "resolve_mixers", "build_mixer", "MixerBlock"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import check_choice, check_positive_int, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 from attnlab.models import register_model
 from attnlab.models.layers import DropPath, Mlp, PatchEmbed
 

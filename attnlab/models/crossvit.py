@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.models import register_model
 from attnlab.models.convit import Block, check_img_patch
 from attnlab.models.layers import DropPath, PatchEmbed

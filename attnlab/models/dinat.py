@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
 from attnlab.models.blocks import MixerBlock
 from attnlab.models.hierarchy import HierarchicalBackbone, check_stages

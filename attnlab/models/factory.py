@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnlab._checks import fail
+from attnlab.utils.checks import fail
 from attnlab.models.sequence import SequenceModel
 from attnlab.models.vit import ViT
 

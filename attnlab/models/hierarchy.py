@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 
 __all__ = ["ConvNorm", "ConvStem", "Downsample", "DWConvPos", "HierarchicalBackbone", "to_tokens", "to_map",
            "check_stages"]

@@ -12,7 +12,7 @@ class token).
 """
 from __future__ import annotations
 
-from attnlab._checks import fail
+from attnlab.utils.checks import fail
 from attnlab.models import register_model
 from attnlab.models.vit import ViT
 

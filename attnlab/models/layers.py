@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 
 __all__ = ["DropPath", "Mlp", "GluMlp", "PatchEmbed", "make_norm", "make_ffn", "FFN_CHOICES", "NORM_CHOICES"]
 

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
 from attnlab.models.blocks import MixerBlock
 from attnlab.models.vit import ViT

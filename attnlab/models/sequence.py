@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from attnlab._checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
+from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
 from attnlab.models.blocks import MixerBlock, build_mixer, resolve_mixers
 from attnlab.models.layers import make_norm
 

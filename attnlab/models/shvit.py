@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.models import register_model
 from attnlab.ops.attention import attention
 

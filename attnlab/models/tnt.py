@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from attnlab import mixers
-from attnlab._checks import check_positive_int, fail
+from attnlab.utils.checks import check_positive_int, fail
 from attnlab.mixers.softmax import MultiHeadAttention
 from attnlab.models import register_model
 from attnlab.models.convit import check_img_patch

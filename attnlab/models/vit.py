@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnlab._checks import check_choice, check_positive_int, fail
+from attnlab.utils.checks import check_choice, check_positive_int, fail
 from attnlab.models.blocks import MixerBlock, build_mixer, resolve_mixers
 from attnlab.models.layers import PatchEmbed, make_norm
 

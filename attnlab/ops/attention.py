@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.ops.recording import is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask"]

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_grid, describe, fail
+from attnlab.utils.checks import check_grid, describe, fail
 from attnlab.ops.neighborhood import check_local_qkv, masked_dense_attention
 from attnlab.ops.recording import is_recording, record
 

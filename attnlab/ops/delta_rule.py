@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from attnlab._checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
 __all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step"]
 

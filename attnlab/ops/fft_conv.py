@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from attnlab._checks import check_tensor, describe, fail
+from attnlab.utils.checks import check_tensor, describe, fail
 
 __all__ = ["fft_long_conv", "fft_long_conv_reference", "fft_long_conv_nd", "fft_long_conv_nd_reference"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_choice, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_choice, check_positive_int, check_tensor, describe, fail
 
 __all__ = [
     "FEATURE_MAPS",

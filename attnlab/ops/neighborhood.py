@@ -42,7 +42,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [

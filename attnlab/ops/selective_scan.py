@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
 __all__ = ["selective_scan", "selective_scan_reference", "selective_scan_step"]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlab._checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
 __all__ = ["ShortConv", "causal_depthwise_conv", "depthwise_conv"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.ops.neighborhood import (
     AxisWindow,
     _grid_mask_and_rel,

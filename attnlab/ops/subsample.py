@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.recording import is_recording, record
 from attnlab.ops.routing import check_self_qkv, gather_rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from attnlab._threads import torch_threads
+from attnlab.utils.threads import torch_threads
 from attnlab.repro._vision_common import Arm, Budget, format_table, plot_bars, run_arms, vit_matched
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext
 

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from attnlab._threads import torch_threads
+from attnlab.utils.threads import torch_threads
 from attnlab.tasks.base import Batch, Task, TaskSpec
 
 __all__ = [

@@ -37,7 +37,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab._threads import torch_threads
+from attnlab.utils.threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P03"

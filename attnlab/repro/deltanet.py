@@ -24,7 +24,7 @@ this scale; one -> inconclusive.
 """
 from __future__ import annotations
 
-from attnlab._threads import single_threaded
+from attnlab.utils.threads import single_threaded
 from attnlab.repro._sequence_arms import plot_curves, train_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 

@@ -33,8 +33,8 @@ import time
 import torch
 from torch import nn
 
-from attnlab._threads import torch_threads
-from attnlab._timing import interleaved_median_seconds
+from attnlab.utils.threads import torch_threads
+from attnlab.utils.timing import interleaved_median_seconds
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P26"

@@ -36,7 +36,7 @@ import time
 
 import torch
 
-from attnlab._threads import torch_threads
+from attnlab.utils.threads import torch_threads
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P02"

@@ -22,7 +22,7 @@ does not hold if acc(mamba) <= max(acc(s4d), acc(hyena)) + 0.05; inconclusive ot
 """
 from __future__ import annotations
 
-from attnlab._threads import single_threaded
+from attnlab.utils.threads import single_threaded
 from attnlab.repro._sequence_arms import plot_curves, train_arms
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 

@@ -29,8 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attnlab._threads import torch_threads
-from attnlab._timing import interleaved_median_seconds
+from attnlab.utils.threads import torch_threads
+from attnlab.utils.timing import interleaved_median_seconds
 from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, ReproContext, ReproOutcome
 
 PAPER = "P28"

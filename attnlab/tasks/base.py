@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attnlab._checks import check_choice, check_positive_int
+from attnlab.utils.checks import check_choice, check_positive_int
 
 __all__ = ["TaskSpec", "Batch", "Task", "split_seed"]
 

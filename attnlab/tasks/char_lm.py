@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnlab._checks import check_positive_int, fail
+from attnlab.utils.checks import check_positive_int, fail
 from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import token_ce

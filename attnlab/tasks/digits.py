@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import check_positive_int, fail
+from attnlab.utils.checks import check_positive_int, fail
 from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import class_ce

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab._checks import check_positive_int, describe, fail
+from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.tasks.base import Batch, Task, TaskSpec
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import check_outputs

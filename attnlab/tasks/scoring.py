@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 
 __all__ = ["IGNORE", "check_outputs", "token_ce", "class_ce"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from attnlab._checks import fail
+from attnlab.utils.checks import fail
 
 __all__ = ["TrainConfig", "WD_MODES", "RESUME_FREE_FIELDS"]
 

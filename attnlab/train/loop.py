@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from attnlab._checks import describe, fail
+from attnlab.utils.checks import describe, fail
 from attnlab.tasks.base import SPLITS, Task
 from attnlab.train.checkpoint import CHECKPOINT_DIR, load_latest, save_checkpoint
 from attnlab.train.config import RESUME_FREE_FIELDS, TrainConfig

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab._checks import check_tensor, fail
+from attnlab.utils.checks import check_tensor, fail
 
 __all__ = ["log_partition", "z_loss"]
 

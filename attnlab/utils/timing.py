@@ -9,7 +9,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
-from attnlab._checks import check_positive_int, fail
+from attnlab.utils.checks import check_positive_int, fail
 
 __all__ = ["interleaved_median_seconds"]
 

@@ -1,8 +1,8 @@
-"""attnlab._threads: the thread count is set inside the block and restored after, also on error."""
+"""attnlab.utils.threads: the thread count is set inside the block and restored after, also on error."""
 import pytest
 import torch
 
-from attnlab._threads import single_threaded, torch_threads
+from attnlab.utils.threads import single_threaded, torch_threads
 
 
 def test_torch_threads_sets_and_restores_even_on_error():

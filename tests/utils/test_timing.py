@@ -1,9 +1,9 @@
-"""attnlab._timing.interleaved_median_seconds: round-robin order, warm-up excluded, median, bad input refused."""
+"""attnlab.utils.timing.interleaved_median_seconds: round-robin order, warm-up excluded, median, bad input refused."""
 import time
 
 import pytest
 
-from attnlab._timing import interleaved_median_seconds
+from attnlab.utils.timing import interleaved_median_seconds
 
 
 def test_round_robin_order_and_warmup_excluded():
