@@ -12,16 +12,15 @@ images/s and the attnlab / timm speed ratio. The same pairs are registered as
 from __future__ import annotations
 
 import argparse
-import functools
 from typing import Callable
 
 import torch
 from torch import nn
 
-from attnlab.utils.timing import interleaved_median_seconds
+from attnlab.train.throughput import classifier_step_seconds
 from attnlab.bench_cases import make_thunk, register_case
 
-__all__ = ["PAIRS", "build_pair", "measure", "run", "main"]
+__all__ = ["PAIRS", "build_pair", "run", "main"]
 
 
 def _timm():
@@ -115,31 +114,13 @@ def build_pair(design: str, img: int | None = None) -> tuple[nn.Module, nn.Modul
     return ours, theirs, img
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-
-
-def measure(
-    models: dict[str, nn.Module], img: int, batch: int = 32, repeats: int = 7, warmup: int = 2, in_chans: int = 3,
-    num_classes: int = 10,
-) -> dict[str, float]:
-    """Median seconds per training step (forward + backward) of each model, interleaved repeat by repeat."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, in_chans, img, img, generator=g)
-    y = torch.randint(0, num_classes, (batch,), generator=g)
-    for m in models.values():
-        m.train()
-    return interleaved_median_seconds({k: functools.partial(_step, m, x, y) for k, m in models.items()}, repeats, warmup)
-
-
 def run(designs: list[str] | None = None, batch: int = 32, repeats: int = 7) -> list[dict]:
     """Rows {design, impl, img, params, images_per_s, ratio_vs_timm} for ``designs`` (default: all)."""
     rows = []
     for design in designs or list(PAIRS):
         ours, theirs, img = build_pair(design)
         models = {"attnlab": ours} | ({"timm": theirs} if theirs is not None else {})
-        sec = measure(models, img, batch, repeats)
+        sec = classifier_step_seconds(models, img, batch, repeats)
         for impl, m in models.items():
             rows.append(dict(
                 design=design, impl=impl, img=img, params=sum(p.numel() for p in m.parameters()),

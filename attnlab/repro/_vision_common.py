@@ -178,7 +178,7 @@ def run_arms(arms: list[Arm], budget: Budget, *, progress: bool = False, task_wr
 
 def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, measure_speed: bool,
               keep_models: bool) -> dict:
-    from attnlab.bench_vision import measure
+    from attnlab.train.throughput import classifier_step_seconds
     from attnlab.train import TrainConfig, evaluate, train
 
     rows, summary, kept = [], {}, {}
@@ -217,7 +217,7 @@ def _run_arms(arms: list[Arm], budget: Budget, *, progress: bool, task_wrap, mea
                 params=count_params(model),
             )
         if measure_speed:
-            sec = measure(models_for_speed, img, batch=32, repeats=budget.bench_repeats, warmup=1, in_chans=chans,
+            sec = classifier_step_seconds(models_for_speed, img, batch=32, repeats=budget.bench_repeats, warmup=1, in_chans=chans,
                           num_classes=ncls)
             for name, s in sec.items():
                 summary[task_name][name]["images_per_s"] = 32.0 / s
