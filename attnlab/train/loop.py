@@ -63,7 +63,7 @@ def train(
             fail("callbacks", "callables cb(step, row)", describe(cb), TypeError)
     trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume)
     with _progress_bar(trainer, progress) as bar:
-        while trainer.steps_done < config.steps:
+        while not trainer.done:
             row = trainer.step()
             if trainer.diverged:
                 break

@@ -70,12 +70,12 @@ class Trainer:
     Construction is the setup: it checks the arguments, builds the optimizer, then either
     restores the newest complete checkpoint in ``out_dir`` (``resume=True``: model, optimizer,
     RNG, history) or starts fresh (deletes checkpoints an earlier run left in ``out_dir``, seeds
-    torch with ``config.seed``), and opens the metrics files. Then, until ``steps_done ==
-    config.steps`` or ``diverged``::
+    torch with ``config.seed``), and opens the metrics files. Then::
 
-        row = trainer.step()                     # one optimizer update; logs the row when due
-        if trainer.eval_due(): trainer.evaluate()
-        if trainer.checkpoint_due(): trainer.checkpoint()
+        while not trainer.done:                  # steps_done == config.steps, or diverged
+            row = trainer.step()                 # one optimizer update; logs the row when due
+            if trainer.eval_due(): trainer.evaluate()
+            if trainer.checkpoint_due(): trainer.checkpoint()
         result = trainer.finish()                # final evaluation and checkpoint, TrainResult
 
     The model is called as ``model(batch.inputs)`` and scored by ``task.loss``; with
@@ -139,6 +139,11 @@ class Trainer:
 
     # ---- steps -------------------------------------------------------------
 
+    @property
+    def done(self) -> bool:
+        """No step is left: ``config.steps`` are done, or a step diverged."""
+        return self.diverged or self.steps_done >= self.config.steps
+
     def train_batch(self, step: int) -> Batch:
         """The training batch of step ``step`` (1-based): ``task.batch("train", step - 1, batch_size)``."""
         return self.task.batch("train", step - 1, self.config.batch_size)
@@ -148,7 +153,11 @@ class Trainer:
 
         The row joins ``history`` (and metrics.jsonl) every ``log_every`` steps, at the last step,
         and when the step diverges; a diverged step sets ``diverged`` and does not count.
+        RuntimeError once the run is :attr:`done`.
         """
+        if self.done:
+            why = f"diverged after step {self.steps_done}" if self.diverged else f"{self.steps_done} steps done"
+            raise RuntimeError(f"step: the run is done ({why} of {self.config.steps}); call finish()")
         step = self.steps_done + 1
         t0 = time.perf_counter()
         lr = self.config.lr_at(step)

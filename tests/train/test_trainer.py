@@ -55,6 +55,9 @@ def test_a_diverged_step_is_logged_not_applied(make_regression):
     assert trainer.diverged and trainer.steps_done == 1 and math.isnan(row["loss"]) and math.isnan(row["grad_norm"])
     assert trainer.history == [row]  # logged although step 2 is not a log step
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert trainer.done
+    with pytest.raises(RuntimeError, match="step: the run is done \\(diverged after step 1 of 5\\); call finish"):
+        trainer.step()
     result = trainer.finish()
     assert result.diverged and result.steps_done == 1 and math.isfinite(result.final_eval["loss"])
 
@@ -63,12 +66,14 @@ def test_phases_by_hand_equal_train(tmp_path, make_tiny, resume_config, referenc
     model, task = make_tiny()
     trainer = Trainer(model, task, TrainConfig(**resume_config), out_dir=tmp_path)
     assert trainer.start_step == 0 and not any(tmp_path.glob("checkpoints/*"))
-    while trainer.steps_done < trainer.config.steps:
+    while not trainer.done:
         trainer.step()
         if trainer.eval_due():
             trainer.evaluate()
         if trainer.steps_done == 7:
             assert trainer.checkpoint().name == "step_00000007"  # a checkpoint whenever the caller wants one
+    with pytest.raises(RuntimeError, match="step: the run is done \\(20 steps done of 20\\)"):
+        trainer.step()
     result = trainer.finish()
     ref, ref_state, ref_out = reference_run
     assert result.history == ref.history and result.evals == ref.evals and result.final_eval == ref.final_eval
