@@ -9,14 +9,10 @@ registry), and the uninterrupted reference run that the resume tests compare aga
 - ``resume_config``: the settings of the resume tests (20 steps, evals every 5, a row every step).
 - ``reference_run``: the uninterrupted 20-step run of ``make_tiny()`` under ``resume_config``:
   ``(TrainResult, final state dict, out_dir)``; ``assert_same_run(result, model)`` compares a run with it.
-- ``run_killed(mode, kill_at, config)``: a training subprocess that SIGKILLs itself in a save or between steps.
 """
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -155,48 +151,3 @@ def assert_same_run(reference_run):
 
     return check
 
-
-_KILLED_RUN = """
-import os, signal, sys
-import torch
-torch.set_num_threads({threads})
-import attnlab.train.checkpoint as ckpt_mod
-from attnlab.train import TrainConfig, train
-{recipe}
-
-mode, kill_at = sys.argv[1], int(sys.argv[2])
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-if mode == "save":  # killed inside the save of step kill_at, after all files, before the rename
-    real = os.replace
-    def replace(src, dst):
-        if os.path.basename(str(dst)) == "step_%08d" % kill_at:
-            die()
-        real(src, dst)
-    ckpt_mod.os.replace = replace
-    callbacks = []
-else:  # killed between steps, after step kill_at
-    callbacks = [lambda s, row: die() if s == kill_at else None]
-model, task = make_tiny()
-train(model, task, TrainConfig(**{cfg!r}), out_dir={out!r}, progress=False, callbacks=callbacks)
-print("not killed")
-"""
-
-
-@pytest.fixture
-def run_killed(tmp_path, tiny_recipe):
-    """``run_killed(mode, kill_at, config) -> out_dir``: train ``make_tiny()`` in a subprocess that SIGKILLs itself
-    inside the save of step ``kill_at`` (``mode="save"``, just before the rename) or after step ``kill_at``
-    (``mode="step"``); asserts it died of SIGKILL."""
-
-    def run(mode: str, kill_at: int, config: dict):
-        script = tmp_path / "killed_run.py"
-        out = tmp_path / "run"
-        script.write_text(_KILLED_RUN.format(threads=torch.get_num_threads(), recipe=tiny_recipe, cfg=config,
-                                             out=str(out)))
-        proc = subprocess.run([sys.executable, str(script), mode, str(kill_at)], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        return out
-
-    return run

@@ -1,6 +1,6 @@
 """Checkpoints: a save round-trips model, optimizer and RNG states; saves are atomic, so a crash or a
-SIGKILL inside one leaves the previous checkpoint loadable and the resumed run exact; a damaged
-newest checkpoint is skipped for the previous one.
+SIGKILL inside one (or between steps) leaves the previous checkpoint loadable and the resumed run
+exact; a damaged newest checkpoint is skipped for the previous one.
 
 The model has dropout, so the resumed curves only match if the RNG state is restored.
 """
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,12 +104,61 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, make_tiny, resume_config
     assert_same_run(r, fresh)
 
 
-def test_sigkill_inside_a_save_then_resume_is_exact(make_tiny, resume_config, run_killed, assert_same_run):
+_KILLED_RUN = """
+import os, signal, sys
+import torch
+torch.set_num_threads({threads})
+import attnlab.train.checkpoint as ckpt_mod
+from attnlab.train import TrainConfig, train
+{recipe}
+
+mode, kill_at = sys.argv[1], int(sys.argv[2])
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if mode == "save":  # killed inside the save of step kill_at, after all files, before the rename
+    real = os.replace
+    def replace(src, dst):
+        if os.path.basename(str(dst)) == "step_%08d" % kill_at:
+            die()
+        real(src, dst)
+    ckpt_mod.os.replace = replace
+    callbacks = []
+else:  # killed between steps, after step kill_at
+    callbacks = [lambda s, row: die() if s == kill_at else None]
+model, task = make_tiny()
+train(model, task, TrainConfig(**{cfg!r}), out_dir={out!r}, progress=False, callbacks=callbacks)
+print("not killed")
+"""
+
+
+@pytest.fixture
+def run_killed(tmp_path, tiny_recipe):
+    """``run_killed(mode, kill_at, config) -> out_dir``: train ``make_tiny()`` in a subprocess that SIGKILLs itself
+    inside the save of step ``kill_at`` (``mode="save"``, just before the rename) or after step ``kill_at``
+    (``mode="step"``); asserts it died of SIGKILL."""
+
+    def run(mode: str, kill_at: int, config: dict):
+        script = tmp_path / "killed_run.py"
+        out = tmp_path / "run"
+        script.write_text(_KILLED_RUN.format(threads=torch.get_num_threads(), recipe=tiny_recipe, cfg=config,
+                                             out=str(out)))
+        proc = subprocess.run([sys.executable, str(script), mode, str(kill_at)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        return out
+
+    return run
+
+
+@pytest.mark.parametrize("mode, kill_at", [("save", 15), ("step", 13)])
+def test_sigkill_then_resume_is_exact(make_tiny, resume_config, run_killed, assert_same_run, mode, kill_at):
+    """A process SIGKILLed inside the save of step 15 (after every file, before the rename) or right
+    after step 13 leaves checkpoint 10 as the newest; the resumed run equals the uninterrupted one."""
     config = {**resume_config, "ckpt_every": 5}
-    out = run_killed("save", 15, config)
+    out = run_killed(mode, kill_at, config)
     assert load_latest(out / "checkpoints").step == 10
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["step"] == 15  # the killed run had got that far
+    assert json.loads(lines[-1])["step"] == kill_at  # the killed run had got that far
     model, task = make_tiny(seed=5)
     r = train(model, task, TrainConfig(**config), out_dir=out, resume=True, progress=False)
     assert_same_run(r, model)
