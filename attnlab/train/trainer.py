@@ -221,11 +221,12 @@ class Trainer:
         return ev
 
     def checkpoint_due(self) -> bool:
-        """Whether the step just done is a checkpoint step (a multiple of ``ckpt_every`` > 0, which needs ``out_dir``)."""
+        """Whether the step just done is a checkpoint step (a multiple of ``ckpt_every`` > 0; needs ``out_dir``)."""
         return bool(self.config.ckpt_every) and self.steps_done % self.config.ckpt_every == 0
 
     def checkpoint(self) -> Path | None:
-        """Save checkpoint ``steps_done`` under ``out_dir/checkpoints`` and rewrite metrics.csv; None without out_dir."""
+        """Save checkpoint ``steps_done`` under ``out_dir/checkpoints``, rewrite metrics.csv; its path (None
+        without ``out_dir``)."""
         if self._ckpt_dir is None:
             return None
         state = {"config": self.config.to_dict(), "history": self.history, "evals": self.evals}

@@ -139,7 +139,7 @@ def reference_run(tmp_path_factory):
 
 @pytest.fixture
 def assert_same_run(reference_run):
-    """``assert_same_run(result, model)``: the losses, evals, final eval and final weights equal the reference run's, exactly."""
+    """``assert_same_run(result, model)``: losses, evals, final eval, final weights equal the reference run's exactly."""
 
     def check(result, model):
         ref, ref_state, _ = reference_run
