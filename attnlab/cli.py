@@ -151,13 +151,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _named_model_for_task(name: str, spec, kwargs: dict):
     """A registered design (``attnlab list models``) sized for an image task's spec."""
-    from attnlab.models import create
+    from attnlab.compare import named_model
 
     if spec.input != "image":
         raise ValueError(f"--model: expected an image task for a named design, received task input {spec.input!r} "
                          f"(use --mixer for sequence tasks)")
-    return create(name, **{"img_size": spec.img_size[0], "in_chans": spec.in_chans,
-                           "num_classes": spec.num_classes, **kwargs})
+    return named_model(name, spec, **kwargs)
 
 
 # ---- compare ---------------------------------------------------------------

@@ -21,7 +21,8 @@ import torch
 from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
-__all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records"]
+__all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records", "incompatibility", "build_model",
+           "named_model", "table_rows", "to_markdown", "write_outputs", "HEADER", "MODEL_PREFIX"]
 
 
 @dataclass
@@ -58,16 +59,29 @@ class CompareResult:
 MODEL_PREFIX = "model:"
 
 
-def _named_model(mixer_spec: str, spec):
-    """Build ``model:<registered name>`` for an image task spec with ``attnlab.models.create``."""
+def named_model(name: str, task_spec, **kwargs):
+    """The registered design ``name`` (``attnlab list models``) sized for an image task: its ``img_size``,
+    ``in_chans`` and ``num_classes`` come from ``task_spec``; ``kwargs`` override them or set others."""
     from attnlab.models import create
 
-    h, w = spec.img_size
-    return create(mixer_spec[len(MODEL_PREFIX):].strip(), img_size=h if h == w else (h, w), in_chans=spec.in_chans,
-                  num_classes=spec.num_classes)
+    h, w = task_spec.img_size
+    return create(name, **{"img_size": h if h == w else (h, w), "in_chans": task_spec.in_chans,
+                           "num_classes": task_spec.num_classes, **kwargs})
 
 
-def _incompatible(mixer_spec: str, spec) -> str | None:
+def build_model(mixer_spec: str, run: TaskRun, task_spec):
+    """The model a comparison trains for ``mixer_spec`` on a task: ``model:<name>`` builds that registered
+    design (:func:`named_model`), any other spec the backbone of ``build_for_task`` with that mixer (or
+    pattern) at ``run``'s size (dim, depth, heads, model kwargs). Parameters are drawn from torch's RNG."""
+    from attnlab.models import build_for_task
+
+    if mixer_spec.startswith(MODEL_PREFIX):
+        return named_model(mixer_spec[len(MODEL_PREFIX):].strip(), task_spec)
+    return build_for_task(task_spec, mixer=mixer_spec, dim=run.dim, depth=run.depth, num_heads=run.num_heads,
+                          **run.model_kwargs)
+
+
+def incompatibility(mixer_spec: str, task_spec) -> str | None:
     """Why a mixer spec cannot run on a task spec (None if it can).
 
     A spec is a mixer name / pattern (built with ``build_for_task``) or
@@ -77,16 +91,16 @@ def _incompatible(mixer_spec: str, spec) -> str | None:
     from attnlab.mixers import get_info
 
     if mixer_spec.startswith(MODEL_PREFIX):
-        if spec.input != "image":
-            return f"{mixer_spec} is an image model, the task takes {spec.input}"
+        if task_spec.input != "image":
+            return f"{mixer_spec} is an image model, the task takes {task_spec.input}"
         return None
     for name in mixer_spec.split(","):
         caps = get_info(name.strip()).capabilities
-        if spec.causal and not caps.causal:
+        if task_spec.causal and not caps.causal:
             return f"{name} cannot be causal, the task needs causal mixing"
-        if not spec.causal and not caps.bidirectional:
+        if not task_spec.causal and not caps.bidirectional:
             return f"{name} is causal-only, the task is bidirectional"
-        if spec.input != "image" and caps.grid == "required":
+        if task_spec.input != "image" and caps.grid == "required":
             return f"{name} needs a 2-D grid, the task is a 1-D sequence"
     return None
 
@@ -113,21 +127,17 @@ def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
 
 
 def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path) -> RunRecord:
-    from attnlab.models import build_for_task, count_parameters
+    from attnlab.models import count_parameters
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig, train
 
     task = create_task(run.task, seed=seed, **run.task_kwargs)
-    why = _incompatible(mixer, task.spec)
+    why = incompatibility(mixer, task.spec)
     if why:
         return RunRecord(mixer, run.task, task.metric, task.higher_is_better, None, None, 0, 0.0, 0.0, 0.0, False,
                          status=f"skipped: {why}")
     torch.manual_seed(seed)
-    if mixer.startswith(MODEL_PREFIX):
-        model = _named_model(mixer, task.spec)
-    else:
-        model = build_for_task(task.spec, mixer=mixer, dim=run.dim, depth=run.depth, num_heads=run.num_heads,
-                               **run.model_kwargs)
+    model = build_model(mixer, run, task.spec)
     config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
                          eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
                          log_every=max(run.steps // 50, 1))

@@ -1,9 +1,10 @@
 """The README's Python examples run as written (a user copies them first).
 
 Blocks are executed in order in one namespace, as a reader would paste them. Two kinds are
-left out and named here: the training example (500 steps; `tests/train` and
-`tests/cli/test_cli.py` run the same API) and the torch.distributed example (needs a process
-group; `tests/distributed` runs ring attention on two gloo processes).
+left out and named here: the training example that calls ``train(model, ...)`` (500 steps;
+`tests/train` and `tests/cli/test_cli.py` run the same API; the step-by-step ``Trainer`` example,
+20 steps, runs here) and the torch.distributed example (needs a process group;
+`tests/distributed` runs ring attention on two gloo processes).
 """
 from __future__ import annotations
 

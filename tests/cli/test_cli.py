@@ -1,4 +1,4 @@
-"""The attnlab command: listing, bad arguments, bench and compare end to end (smoke sizes)."""
+"""The attnlab command: listing, bad arguments, train / resume, bench and compare end to end (smoke sizes)."""
 from __future__ import annotations
 
 import json
@@ -83,3 +83,16 @@ def test_train_a_named_design_on_an_image_task(tmp_path, capsys):
         main(["train", "--task", "associative_recall", "--model", "activator_tiny", "--no-progress",
               "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "--model: expected an image task" in capsys.readouterr().err
+
+
+def test_compare_through_the_cli_overrides_mixers_and_tasks(tmp_path, capsys):
+    main(["compare", "--suite", "smoke", "--mixers", " identity;", "--tasks", "associative_recall",
+          "--steps-scale", "0.1", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "attnlab compare — suite smoke" in out and "overall ranking" in out
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["mixer"] for r in data["records"]] == ["identity"]
+    assert all(r["status"] == "ok" and r["curve"][-1][0] == 2 for r in data["records"])  # 20 steps * 0.1
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--suite", "nope", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "suite: expected one of" in capsys.readouterr().err

@@ -1,15 +1,32 @@
-"""The ``vision`` compare suite: every design builds for every task of the suite and gives logits."""
+"""The named suites: looked up by name; every spec of every suite runs on its tasks (the ``vision`` suite
+builds every design and gives logits, and runs end to end in the slow tests)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attnlab.compare import MODEL_PREFIX, _incompatible, _named_model, run_compare
-from attnlab.models import build_for_task, create
-from attnlab.suites import get_suite
+from attnlab.compare import MODEL_PREFIX, build_model, incompatibility, run_compare
+from attnlab.models import create
+from attnlab.suites import SUITES, get_suite
 from attnlab.tasks import create as create_task
 
 SUITE = get_suite("vision")
+
+
+def test_unknown_suite_is_named():
+    with pytest.raises(KeyError, match="suite: expected one of"):
+        get_suite("nope")
+    assert get_suite("smoke") is SUITES["smoke"]
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_spec_of_every_suite_runs_on_its_tasks(name):
+    # A suite that lists a mixer its task cannot take would rank a skipped run: none does.
+    suite = SUITES[name]
+    assert suite.name == name and suite.mixers and suite.tasks
+    for run in suite.tasks:
+        spec = create_task(run.task, **run.task_kwargs).spec
+        assert [m for m in suite.mixers if incompatibility(m, spec) is not None] == [], run.task
 
 
 def test_vision_suite_names_every_design():
@@ -27,10 +44,8 @@ def test_every_spec_builds_for_the_task(run):
     task = create_task(run.task, **run.task_kwargs)
     batch = task.batch("val", 0, 2)
     for spec in SUITE.mixers:
-        assert _incompatible(spec, task.spec) is None, spec
         torch.manual_seed(0)
-        model = (_named_model(spec, task.spec) if spec.startswith(MODEL_PREFIX)
-                 else build_for_task(task.spec, mixer=spec, dim=run.dim, depth=run.depth, num_heads=run.num_heads))
+        model = build_model(spec, run, task.spec)
         with torch.no_grad():
             out = model.eval()(batch.inputs)
         assert out.shape == (2, task.spec.num_classes) and torch.isfinite(out).all(), spec

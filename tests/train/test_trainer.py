@@ -1,0 +1,159 @@
+"""Trainer: the phases of a run (setup, step, evaluate, checkpoint, finish) and exact resume.
+
+(a) a step is one AdamW update at the scheduled LR on the step's batch, checked by hand;
+(b) driving the phases by hand gives train()'s run; a pinned curve made by the loop before it was
+    split into these phases;
+(c) stop at N + resume to 2N == 2N uninterrupted (losses, weights, metrics files); without
+    restoring the RNG state the curves differ (control). (SIGKILL during a run: test_checkpoint.py.)
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import attnlab.train.checkpoint as ckpt_mod
+from attnlab.train import TrainConfig, Trainer, build_optimizer, load_latest, train
+from attnlab.train.optim import set_lr
+
+
+def _losses(result):
+    return [(r["step"], r["loss"]) for r in result.history]
+
+
+def test_a_step_is_one_clipped_adamw_update_on_its_batch(make_tiny):
+    config = TrainConfig(steps=10, batch_size=4, lr=1e-2, warmup_steps=4, grad_clip=0.05, weight_decay=0.1)
+    model, task = make_tiny(dropout=0.0)
+    by_hand, _ = make_tiny(dropout=0.0)
+    trainer = Trainer(model, task, config)
+    opt = build_optimizer(by_hand, config)
+    for step in (1, 2):
+        row = trainer.step()
+        set_lr(opt, config.lr_at(step))
+        batch = task.batch("train", step - 1, 4)
+        loss = task.loss(by_hand(batch.inputs), batch)[0]
+        opt.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(list(by_hand.parameters()), 0.05)
+        opt.step()
+        assert row["step"] == step and row["lr"] == config.lr_at(step) and row["loss"] == float(loss.detach())
+        assert row["grad_norm"] == float(norm) > 0.05  # clipping was active
+        for (k, v), w in zip(model.state_dict().items(), by_hand.state_dict().values()):
+            assert torch.equal(v, w), (step, k)
+    assert trainer.steps_done == 2 and trainer.history == []  # log_every=10: no row due yet
+
+
+def test_a_diverged_step_is_logged_not_applied(make_regression):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    trainer = Trainer(model, make_regression(nan_at=1), TrainConfig(steps=5, batch_size=4, log_every=5))
+    trainer.step()
+    before = [p.detach().clone() for p in model.parameters()]
+    row = trainer.step()
+    assert trainer.diverged and trainer.steps_done == 1 and math.isnan(row["loss"]) and math.isnan(row["grad_norm"])
+    assert trainer.history == [row]  # logged although step 2 is not a log step
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert trainer.done
+    with pytest.raises(RuntimeError, match="step: the run is done \\(diverged after step 1 of 5\\); call finish"):
+        trainer.step()
+    result = trainer.finish()
+    assert result.diverged and result.steps_done == 1 and math.isfinite(result.final_eval["loss"])
+
+
+def test_phases_by_hand_equal_train(tmp_path, make_tiny, resume_config, reference_run):
+    model, task = make_tiny()
+    trainer = Trainer(model, task, TrainConfig(**resume_config), out_dir=tmp_path)
+    assert trainer.start_step == 0 and not any(tmp_path.glob("checkpoints/*"))
+    while not trainer.done:
+        trainer.step()
+        if trainer.eval_due():
+            trainer.evaluate()
+        if trainer.steps_done == 7:
+            assert trainer.checkpoint().name == "step_00000007"  # a checkpoint whenever the caller wants one
+    with pytest.raises(RuntimeError, match="step: the run is done \\(20 steps done of 20\\)"):
+        trainer.step()
+    result = trainer.finish()
+    ref, ref_state, ref_out = reference_run
+    assert result.history == ref.history and result.evals == ref.evals and result.final_eval == ref.final_eval
+    assert all(torch.equal(v, ref_state[k]) for k, v in model.state_dict().items())
+    assert (tmp_path / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000007", "step_00000020"]
+    assert result.tokens_per_second == pytest.approx(8 * 8 * 20 / result.train_seconds)
+
+
+def test_pinned_curve_of_the_loop_before_the_split(make_tiny):
+    # Numbers printed by train() at commit f6ac192 (the one-function loop), this machine's torch, one thread.
+    model, task = make_tiny()
+    cfg = TrainConfig(steps=12, batch_size=8, lr=1e-2, warmup_steps=3, weight_decay=0.1, wd_mode="independent",
+                      grad_clip=0.5, z_loss=1e-3, eval_every=6, eval_batches=2, log_every=3)
+    r = train(model, task, cfg, progress=False)
+    assert [h["loss"] for h in r.history] == pytest.approx(
+        [2.2705647945404053, 2.072789430618286, 2.1761691570281982, 2.0365426540374756], rel=1e-6, abs=0)
+    assert [h["grad_norm"] for h in r.history] == pytest.approx(
+        [1.1018503904342651, 0.9223436117172241, 0.684613823890686, 0.7610656023025513], rel=1e-5, abs=0)
+    assert [(e["step"], e["loss"]) for e in r.evals] == [(6, pytest.approx(2.0520899295806885, rel=1e-6)),
+                                                         (12, pytest.approx(1.969409465789795, rel=1e-6))]
+    assert float(sum(p.detach().double().sum() for p in model.parameters())) == pytest.approx(21.825786317524035,
+                                                                                              rel=1e-6)
+
+
+def test_setup_refuses_bad_arguments(make_tiny, make_regression):
+    model, task = make_tiny()
+    with pytest.raises(TypeError, match="config: expected an attnlab.train.TrainConfig"):
+        Trainer(model, task, {"steps": 2})
+    with pytest.raises(ValueError, match="out_dir: expected a folder when resume=True or config.ckpt_every > 0"):
+        Trainer(model, task, TrainConfig(ckpt_every=5))
+    with pytest.raises(ValueError, match="config.z_loss: expected 0 for a task with 'regression' output"):
+        Trainer(torch.nn.Linear(3, 1), make_regression(), TrainConfig(z_loss=1e-4))
+    with pytest.raises(TypeError, match="task: expected an attnlab.tasks.Task"):
+        Trainer(model, "shift", TrainConfig())
+
+
+def test_stop_and_resume_is_exact(tmp_path, make_tiny, resume_config, reference_run, assert_same_run):
+    model, task = make_tiny()
+    r1 = train(model, task, TrainConfig(**resume_config), out_dir=tmp_path, progress=False,
+               callbacks=[lambda s, row: s == 10])
+    assert r1.steps_done == 10 and load_latest(tmp_path / "checkpoints").step == 10
+    fresh, _ = make_tiny(seed=123)  # different init: everything must come from the checkpoint
+    trainer = Trainer(fresh, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True)
+    assert trainer.start_step == trainer.steps_done == 10 and len(trainer.history) == 10
+    del trainer
+    r2 = train(fresh, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True, progress=False)
+    assert_same_run(r2, fresh)
+    ref_out = reference_run[2]
+    assert (tmp_path / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+    assert (tmp_path / "metrics.csv").read_text() == (ref_out / "metrics.csv").read_text()
+
+
+def test_resume_needs_the_rng_state(tmp_path, make_tiny, resume_config, reference_run, monkeypatch):
+    # Control: without restoring the RNG the dropout masks differ and so does the curve.
+    model, task = make_tiny()
+    train(model, task, TrainConfig(**resume_config), out_dir=tmp_path, progress=False,
+          callbacks=[lambda s, row: s == 10])
+    monkeypatch.setattr(ckpt_mod.torch, "set_rng_state", lambda state: None)
+    torch.manual_seed(999)
+    r = train(model, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True, progress=False)
+    ref = reference_run[0]
+    assert _losses(r)[:10] == _losses(ref)[:10] and _losses(r)[10:] != _losses(ref)[10:]
+
+
+def test_resume_refuses_a_different_config_and_warns_without_checkpoint(tmp_path, make_tiny, resume_config):
+    model, task = make_tiny()
+    train(model, task, TrainConfig(**{**resume_config, "steps": 4}), out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"config: expected the settings of checkpoint .* lr=0.02 \(checkpoint: 0.01"):
+        train(model, task, TrainConfig(**{**resume_config, "steps": 4, "lr": 2e-2}), out_dir=tmp_path, resume=True,
+              progress=False)
+    with pytest.warns(UserWarning, match="resuming with steps=6 \\(checkpoint: 4\\): the cosine schedule changes"):
+        assert train(model, task, TrainConfig(**{**resume_config, "steps": 6}), out_dir=tmp_path, resume=True,
+                     progress=False).steps_done == 6
+    with pytest.warns(UserWarning, match="resume: no checkpoint in .*; starting from step 0"):
+        Trainer(model, task, TrainConfig(**resume_config), out_dir=tmp_path / "empty", resume=True)
+
+
+def test_a_fresh_run_removes_the_checkpoints_of_an_earlier_one(tmp_path, make_tiny):
+    model, task = make_tiny()
+    train(model, task, TrainConfig(steps=3, batch_size=4, eval_every=0), out_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoints" / "step_00000003").exists()
+    Trainer(model, task, TrainConfig(steps=5, batch_size=4), out_dir=tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
