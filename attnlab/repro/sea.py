@@ -42,7 +42,9 @@ import math
 import torch
 
 from attnlab.repro.harness.arms import mixer_arm, train_arms
-from attnlab.repro.harness.distill import finetune, linear_attention_maps, student_from_teacher, token_mixers
+from attnlab.repro.harness.distill import (
+    finetune, linear_attention_maps, similarity_to_teacher, student_from_teacher, token_mixers,
+)
 from attnlab.repro.harness.plots import plot_bar_panels
 from attnlab.repro.harness.rules import two_parts
 from attnlab.repro.harness.runner import ReproOutcome
@@ -85,71 +87,70 @@ def judge(figures: dict, arm: str = "sea+distill") -> str:
     return two_parts(a_kl and a_overlap, b_ok)
 
 
-def _sea_estimates(model, inputs, block):
-    """SEA's estimated attention per layer, spread over the keys: {label: (B, H, N, N)}."""
+def _sea_maps(model, b):
+    """Per layer: SEA's estimated attention spread over the keys, its sparse attention, and the estimate
+    summed over SEA's bins (the estimate's own resolution)."""
+    from attnlab.analysis.attention_similarity import attention_maps
     from attnlab.ops.sea import expand_estimate
 
-    mixers = token_mixers(model)
-    for mix in mixers.values():
-        mix.keep_estimate = True
-    try:
-        model(inputs)
-        return {name: expand_estimate(mix.last_estimate, causal=True, block=block) for name, mix in mixers.items()}
-    finally:
+    def maps(inputs):
+        mixers = token_mixers(model)
         for mix in mixers.values():
-            mix.keep_estimate, mix.last_estimate = False, None
+            mix.keep_estimate = True
+        try:
+            model(inputs)
+            est = {name: expand_estimate(mix.last_estimate, causal=True, block=b["block"])
+                   for name, mix in mixers.items()}
+        finally:
+            for mix in mixers.values():
+                mix.keep_estimate, mix.last_estimate = False, None
+        sparse = attention_maps(model, inputs)
+        return {n: {"estimate": est[n], "sparse": sparse[n], "binned": _binned(est[n], b)} for n in est}
+
+    return maps
 
 
-def _binned(maps, b):
-    """Maps (B, H, N, N) summed over SEA's bins: (B, H, N, t_m), the estimate's own resolution."""
+def _linear_maps(model, b):
+    """Per layer: linear attention's implicit map (its estimate and its attention at once), and binned."""
+    def maps(inputs):
+        return {n: {"estimate": m, "binned": _binned(m, b)} for n, m in linear_attention_maps(model, inputs).items()}
+
+    return maps
+
+
+def _binned(p, b):
+    """A map (B, H, N, N) summed over SEA's bins: (B, H, N, t_m)."""
     from attnlab.ops.sea import bin_edges
 
-    out = {}
-    for name, p in maps.items():
-        n = p.shape[-1]
-        edges = bin_edges(n, b["t_m"], True, b["block"]).expand(n, b["t_m"] + 1).expand(*p.shape[:2], n, -1)
-        cs = torch.cat([torch.zeros_like(p[..., :1]), p.cumsum(-1)], dim=-1)
-        out[name] = cs.gather(-1, edges[..., 1:]) - cs.gather(-1, edges[..., :-1])
-    return out
+    n = p.shape[-1]
+    edges = bin_edges(n, b["t_m"], True, b["block"]).expand(n, b["t_m"] + 1).expand(*p.shape[:2], n, -1)
+    cs = torch.cat([torch.zeros_like(p[..., :1]), p.cumsum(-1)], dim=-1)
+    return cs.gather(-1, edges[..., 1:]) - cs.gather(-1, edges[..., :-1])
 
 
-def _similarity(teacher, students, task, b):
-    """Mean over layers and eval batches of each student's KL, top-k overlap, mass recall and binned KL."""
-    from attnlab.analysis.attention_similarity import attention_kl, attention_maps, mass_recall, topk_overlap
+def _metrics(b):
+    """KL to the teacher's map, top-k overlap and mass recall of the attention used, KL at SEA's bins."""
+    from attnlab.analysis.attention_similarity import attention_kl, mass_recall, topk_overlap
 
-    sums: dict[str, dict[str, float]] = {}
-    for i in range(b["eval_batches"]):
-        inputs = task.batch("val", i, b["batch"]).inputs
-        target = attention_maps(teacher, inputs)
-        with torch.no_grad():
-            target_bins = _binned(target, b)  # the teacher's maps are the same for every student
-            for label, model in students.items():
-                if label.startswith("sea"):
-                    est, sparse = _sea_estimates(model, inputs, b["block"]), attention_maps(model, inputs)
-                else:
-                    est = sparse = linear_attention_maps(model, inputs)
-                est_bins = _binned(est, b)
-                per = [(float(attention_kl(target[n], est[n])), topk_overlap(target[n], sparse[n], TOPK_OVERLAP_K),
-                        mass_recall(target[n], sparse[n]) if label.startswith("sea") else math.nan,
-                        float(attention_kl(target_bins[n], est_bins[n]))) for n in target]
-                fig = sums.setdefault(label, {})
-                for key, j in (("kl", 0), ("topk_overlap", 1), ("mass_recall", 2), ("kl_binned", 3)):
-                    fig[key] = fig.get(key, 0.0) + sum(p[j] for p in per) / len(per)
-    return {label: {k: v / b["eval_batches"] for k, v in fig.items()} for label, fig in sums.items()}
+    return {"kl": lambda t, m: float(attention_kl(t, m["estimate"])),
+            "topk_overlap": lambda t, m: topk_overlap(t, m.get("sparse", m["estimate"]), TOPK_OVERLAP_K),
+            "mass_recall": lambda t, m: mass_recall(t, m["sparse"]) if "sparse" in m else math.nan,
+            "kl_binned": lambda t, m: float(attention_kl(_binned(t, b), m["binned"]))}
 
 
 def _distillation(teacher, block):
-    """The paper's extra loss: DISTILL_WEIGHT * KL(teacher attention || SEA's estimate), summed over layers."""
+    """The paper's extra loss: DISTILL_WEIGHT * KL(teacher attention || SEA's estimate), added per layer."""
     from attnlab.analysis.attention_similarity import attention_kl, attention_maps
     from attnlab.ops.sea import expand_estimate
 
-    def loss(model, batch):
+    def add(model, batch, loss):
         target = attention_maps(teacher, batch.inputs)
-        return sum(DISTILL_WEIGHT * attention_kl(target[name], expand_estimate(mix.last_estimate, causal=True,
-                                                                               block=block))
-                   for name, mix in token_mixers(model).items())
+        for name, mix in token_mixers(model).items():
+            est = expand_estimate(mix.last_estimate, causal=True, block=block)
+            loss = loss + DISTILL_WEIGHT * attention_kl(target[name], est)
+        return loss
 
-    return loss
+    return add
 
 
 def run(ctx):
@@ -175,11 +176,13 @@ def run(ctx):
         for mix in token_mixers(model).values():
             mix.keep_estimate = distill  # SEA keeps its estimate, with autograd, for the distillation loss
         finetune(model, task, steps=b["finetune_steps"], batch_size=b["batch"], seed=ctx.seed,
-                 extra_loss=_distillation(teacher, b["block"]) if distill else None)
+                 add_loss=_distillation(teacher, b["block"]) if distill else None)
         for mix in token_mixers(model).values():
             mix.keep_estimate, mix.last_estimate = False, None
         tuned[label] = bpc(model)
-    sim = _similarity(teacher, students, task, b)
+    sim = similarity_to_teacher(
+        teacher, {k: (_sea_maps if k.startswith("sea") else _linear_maps)(m, b) for k, m in students.items()}, task,
+        batches=b["eval_batches"], batch_size=b["batch"], metrics=_metrics(b))
     figures = {TEACHER_BPC: bpc(teacher), **{KL.format(a): sim[a]["kl"] for a in STUDENTS},
                **{OVERLAP.format(a): sim[a]["topk_overlap"] for a in STUDENTS},
                **{TUNED_BPC.format(a): tuned[a] for a in STUDENTS}}

@@ -7,12 +7,12 @@ differs after fine-tuning is what the attention can express.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["token_mixers", "student_from_teacher", "finetune", "linear_attention_maps"]
+__all__ = ["token_mixers", "student_from_teacher", "finetune", "similarity_to_teacher", "linear_attention_maps"]
 
 
 def token_mixers(model: nn.Module) -> dict[str, nn.Module]:
@@ -38,12 +38,14 @@ def student_from_teacher(teacher: nn.Module, spec, mixer: str, mixer_kwargs: dic
 
 
 def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, lr: float = 1e-3,
-             first_batch: int = 10_000, extra_loss: Callable[[nn.Module, object], torch.Tensor] | None = None,
-             ) -> list[float]:
-    """AdamW (no weight decay, grad-norm clip 1, linear warm-up over a tenth of the steps) on the task loss
-    plus ``extra_loss(model, batch)`` (called after the forward pass), on training batches from
-    ``first_batch`` on (apart from those the model was trained on). Returns the loss per step; the model
-    ends in eval mode."""
+             first_batch: int = 10_000,
+             add_loss: Callable[[nn.Module, object, torch.Tensor], torch.Tensor] | None = None) -> list[float]:
+    """AdamW (no weight decay, grad-norm clip 1, linear warm-up over a tenth of the steps) on the task loss,
+    on training batches from ``first_batch`` on (apart from those the model was trained on).
+
+    ``add_loss(model, batch, loss)``, called after the forward pass, returns the loss to minimise (the
+    task loss plus extra terms, e.g. a distillation loss). Returns the loss per step; the model ends in
+    eval mode."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -53,8 +55,8 @@ def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, 
             group["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 10))
         batch = task.batch("train", first_batch + step, batch_size)
         loss, _ = task.loss(model(batch.inputs), batch)
-        if extra_loss is not None:
-            loss = loss + extra_loss(model, batch)
+        if add_loss is not None:
+            loss = add_loss(model, batch, loss)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -62,6 +64,31 @@ def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, 
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def similarity_to_teacher(teacher: nn.Module, students: Mapping[str, Callable[[torch.Tensor], dict]], task, *,
+                          batches: int, batch_size: int,
+                          metrics: Mapping[str, Callable[[torch.Tensor, dict], float]]) -> dict[str, dict[str, float]]:
+    """How close each student's attention is to the teacher's: per student and metric, the mean over the
+    first ``batches`` validation batches of the mean over layers.
+
+    ``students[label](inputs)`` gives the student's maps per layer, ``{layer: {kind: (B, H, N, M)}}``
+    (e.g. an estimate and a sparse map); ``metrics[name](teacher_map, maps_of_the_layer)`` scores one layer
+    (NaN where a metric does not apply). The teacher's maps are recorded with ``attnlab.record_attention``.
+    """
+    from attnlab.analysis.attention_similarity import attention_maps
+
+    sums: dict[str, dict[str, float]] = {}
+    for i in range(batches):
+        inputs = task.batch("val", i, batch_size).inputs
+        target = attention_maps(teacher, inputs)
+        with torch.no_grad():
+            for label, maps_of in students.items():
+                maps, fig = maps_of(inputs), sums.setdefault(label, {})
+                for key, metric in metrics.items():
+                    per = [metric(target[n], maps[n]) for n in target]
+                    fig[key] = fig.get(key, 0.0) + sum(per) / len(per)
+    return {label: {k: v / batches for k, v in fig.items()} for label, fig in sums.items()}
 
 
 @torch.no_grad()

@@ -69,7 +69,7 @@ def test_finetune_adds_the_extra_loss_and_ends_in_eval_mode(task):
     model = mixer_arm("m", "softmax", dim=16, depth=1, num_heads=2).build(task.spec)
     plain = finetune(model, task, steps=3, batch_size=4, seed=0)
     model = mixer_arm("m", "softmax", dim=16, depth=1, num_heads=2).build(task.spec)
-    extra = finetune(model, task, steps=3, batch_size=4, seed=0, extra_loss=lambda m, b: torch.tensor(5.0))
+    extra = finetune(model, task, steps=3, batch_size=4, seed=0, add_loss=lambda m, b, loss: loss + 5.0)
     assert len(plain) == 3 and not model.training and extra[0] == pytest.approx(plain[0] + 5.0, abs=1e-4)
 
 
