@@ -34,11 +34,7 @@ MARGIN_POINTS = 1.0
 # the 10-minute budget; two digits seeds instead give a seed-noise estimate.
 QUICK, FULL = dense.quick_budget(tasks=("digits",)), dense.full_budget(tasks=("digits",))
 FIGURES = dense.FIGURES
-
-
-def judge(figures: dict) -> str:
-    """The rule of the module docstring, on the figures named in ``FIGURES``."""
-    return dense.judge(figures, MARGIN_POINTS)
+judge = dense.rule(MARGIN_POINTS)
 
 
 def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:

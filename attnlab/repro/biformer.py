@@ -30,11 +30,7 @@ N_WIN, TOPK, LCE = 2, 1, 5
 MARGIN_POINTS = 1.0
 QUICK, FULL = dense.quick_budget(), dense.full_budget(task_seeds={"digits": (0,)})
 FIGURES = dense.FIGURES
-
-
-def judge(figures: dict) -> str:
-    """The rule of the module docstring, on the figures named in ``FIGURES``."""
-    return dense.judge(figures, MARGIN_POINTS)
+judge = dense.rule(MARGIN_POINTS)
 
 
 def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from attnlab.repro.harness.arms import Arm
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, guard_learned
 from attnlab.repro.harness.vision import (
-    SHAPES_LEARNED, full_and_small, full_budget, image_model, matched_vit, quick_budget, small_data_outcome,
+    SHAPES_LEARNED, data_efficiency_study, full_budget, image_model, matched_vit, quick_budget,
 )
 
 PAPER = "P11"
@@ -31,6 +31,7 @@ MIN_GAIN = 2.0  # points
 QUICK, FULL = quick_budget(), full_budget(300, lr=1e-3, task_seeds={"digits": (0,)})
 
 GAP_FULL, GAP_SMALL = "shapes gap full (points)", "shapes gap small (points)"
+VIT_FULL, VIT_SMALL = "shapes gap vs ViT full (points)", "shapes gap vs ViT small (points)"  # context
 FIGURES = (GAP_FULL, GAP_SMALL, SHAPES_LEARNED)
 
 
@@ -52,17 +53,8 @@ def _arms(dim: int, depth: int, local: int) -> list[Arm]:
 
 def run(ctx):
     """Train ConViT, DeiT and a matched ViT on full and small data; record ConViT's gaps on shapes."""
-    budget, small_batches = ctx.budget, 2 if ctx.quick else SMALL_BATCHES
-    full, small = full_and_small(ctx, _arms(*((32, 2, 1) if ctx.quick else (64, 4, 2))), small_batches)
-    gap = lambda table, base: 100 * (table.accuracy("convit") - table.accuracy(base))  # noqa: E731
-    entries = {GAP_FULL: gap(full, "deit"), GAP_SMALL: gap(small, "deit"),
-               "shapes gap vs ViT full (points)": gap(full, "ViT"),
-               "shapes gap vs ViT small (points)": gap(small, "ViT")}
-    n_small = small_batches * budget.batch_size
-    summary = (f"ConViT - DeiT on shapes: {entries[GAP_FULL]:+.1f} points with the full stream, "
-               f"{entries[GAP_SMALL]:+.1f} with {n_small} distinct training images (rule: small-data gain >= +2 and "
-               f"larger than the full-data gain holds; <= 0 does not). Against the mean-pooled plain ViT of equal "
-               f"parameters: "
-               f"{gap(full, 'ViT'):+.1f} (full) and {gap(small, 'ViT'):+.1f} (small).")
-    return small_data_outcome(ctx, full, small, entries, summary, judge=judge, plot="convit", title="ConViT vs ViT",
-                              small_images=n_small)
+    return data_efficiency_study(
+        ctx, _arms(*((32, 2, 1) if ctx.quick else (64, 4, 2))), small_batches=2 if ctx.quick else SMALL_BATCHES,
+        gaps={(GAP_FULL, GAP_SMALL): ("convit", "deit"), (VIT_FULL, VIT_SMALL): ("convit", "ViT")}, judge=judge,
+        rule="convit - deit with small data >= +2 and above its full-data value holds, <= 0 does not",
+        plot="convit", title="ConViT vs ViT")

@@ -19,8 +19,7 @@ from __future__ import annotations
 from attnlab.repro.harness.arms import Arm
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, guard_learned
 from attnlab.repro.harness.vision import (
-    BAND_POINTS, SHAPES_LEARNED, full_and_small, full_budget, image_model, matched_vit, quick_budget,
-    small_data_outcome,
+    BAND_POINTS, SHAPES_LEARNED, data_efficiency_study, full_budget, image_model, matched_vit, quick_budget,
 )
 
 PAPER = "P15"
@@ -31,6 +30,7 @@ SMALL_BATCHES = 10
 QUICK, FULL = quick_budget(), full_budget(250, task_seeds={"digits": (0,)})
 
 GAP_FULL, GAP_SMALL = "shapes: hybrid - ViT, full (points)", "shapes: hybrid - ViT, small (points)"
+HYENA_FULL, HYENA_SMALL = "shapes: hyena - ViT, full (points)", "shapes: hyena - ViT, small (points)"  # context
 FIGURES = (GAP_FULL, GAP_SMALL, SHAPES_LEARNED)
 
 
@@ -56,17 +56,8 @@ def _arms(dim: int, depth: int) -> list[Arm]:
 
 def run(ctx):
     """Train hybrid, Hyena ViT and a matched ViT on full and small data; record the hybrid's gaps on shapes."""
-    budget, small_batches = ctx.budget, 2 if ctx.quick else SMALL_BATCHES
-    full, small = full_and_small(ctx, _arms(32 if ctx.quick else 64, 2 if ctx.quick else 4), small_batches)
-    gap = lambda table, arm: 100 * (table.accuracy(arm) - table.accuracy("ViT"))  # noqa: E731
-    entries = {GAP_FULL: gap(full, "hybrid"), GAP_SMALL: gap(small, "hybrid"),
-               "shapes: hyena - ViT, full (points)": gap(full, "hyena"),
-               "shapes: hyena - ViT, small (points)": gap(small, "hyena")}
-    n_small = small_batches * budget.batch_size
-    summary = (f"Hybrid (Hyena N-D then attention) - ViT of equal parameters on shapes: {entries[GAP_FULL]:+.1f} "
-               f"points with the full stream, {entries[GAP_SMALL]:+.1f} with {n_small} distinct training images "
-               f"(rule: small-data gain >= +0.5 with full-data gap >= -0.5 holds; small-data gap <= -0.5 does not). "
-               f"Attention-free Hyena ViT: {gap(full, 'hyena'):+.1f} (full), {gap(small, 'hyena'):+.1f} (small). "
-               f"{budget.steps} steps x {budget.batch_size}.")
-    return small_data_outcome(ctx, full, small, entries, summary, judge=judge, plot="hyena_nd",
-                              title="Hyena N-D vs ViT", small_images=n_small)
+    return data_efficiency_study(
+        ctx, _arms(32 if ctx.quick else 64, 2 if ctx.quick else 4), small_batches=2 if ctx.quick else SMALL_BATCHES,
+        gaps={(GAP_FULL, GAP_SMALL): ("hybrid", "ViT"), (HYENA_FULL, HYENA_SMALL): ("hyena", "ViT")}, judge=judge,
+        rule="hybrid - ViT with small data >= +0.5 and with full data >= -0.5 holds, with small data <= -0.5 does "
+             "not", plot="hyena_nd", title="Hyena N-D vs ViT")

@@ -18,7 +18,7 @@ from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from attnlab.repro.harness.arms import Arm
 from attnlab.repro.harness.vision import Budget, matched_vit, train_vision_arms, vision_outcome
 
-__all__ = ["judge", "efficient_vs_dense", "quick_budget", "full_budget", "dense_macs", "ceil_div", "DENSE", "GAP",
+__all__ = ["judge", "rule", "efficient_vs_dense", "quick_budget", "full_budget", "dense_macs", "ceil_div", "DENSE", "GAP",
            "NOISE", "SPEED", "DENSE_LEARNED", "FIGURES", "MACS_RATIO"]
 
 DENSE = "ViT (dense)"
@@ -43,6 +43,16 @@ def full_budget(tasks: tuple[str, ...] = ("shapes", "digits"), **overrides) -> B
     5 timing repeats, on ``tasks``; ``overrides`` set any other field."""
     base = dict(steps=250, batch_size=32, lr=2e-3, eval_batches=8, seeds=(0, 1), tasks=tasks, bench_repeats=5)
     return Budget(**base | overrides)
+
+
+def rule(margin: float):
+    """The module rule ``judge(figures)`` of a study with this ``margin`` (points): :func:`judge` at ``margin``."""
+
+    def judge_at_margin(figures: dict) -> str:
+        return judge(figures, margin)
+
+    judge_at_margin.__doc__ = f"Efficient mixer vs dense attention at a {margin:g}-point margin (see dense.judge)."
+    return judge_at_margin
 
 
 def judge(figures: dict, margin: float) -> str:

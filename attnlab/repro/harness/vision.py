@@ -31,7 +31,7 @@ from attnlab.tasks.base import Batch, Task, TaskSpec
 __all__ = [
     "Budget", "quick_budget", "full_budget", "SubsetTask", "make_task", "image_kwargs", "image_model", "vit_matched",
     "matched_vit", "design_arms", "VisionTable", "train_vision_arms", "plot_bars", "vision_outcome", "margin_study",
-    "design_vs_matched_vits", "margin_rule", "full_and_small", "small_data_outcome",
+    "design_vs_matched_vits", "margin_rule", "full_and_small", "data_efficiency_study",
     "only_task", "SHAPES_KWARGS", "LEARNED_MARGIN", "SHAPES_LEARNED", "BAND_POINTS",
 ]
 
@@ -383,13 +383,28 @@ def full_and_small(ctx, arms: list[Arm], small_batches: int) -> tuple[VisionTabl
     return full, small
 
 
-def small_data_outcome(ctx, full: VisionTable, small: VisionTable, entries: dict, summary: str, *, judge,
-                       plot: str, title: str, small_images: int) -> ReproOutcome:
-    """The outcome of :func:`full_and_small`: both tables (keys ``full/...``, ``small/...``) and a bar plot
-    of each, ``<plot>_full.png`` and ``<plot>_small.png``."""
+def data_efficiency_study(ctx, arms: list[Arm], *, small_batches: int, gaps: Mapping[tuple[str, str], tuple[str, str]],
+                          judge, rule: str, plot: str, title: str) -> ReproOutcome:
+    """Train ``arms`` on the full stream and on ``small_batches`` batches (:func:`full_and_small`); record gaps.
+
+    ``gaps`` maps a pair of figure names (full data, small data) to the pair of arms (a, b) whose shapes
+    accuracy difference a - b (points) they hold; the first pair is the one the rule reads (``rule``
+    says how, in the summary). Measured keys of the tables: ``full/...`` and ``small/...``; plots
+    ``<plot>_full.png`` and ``<plot>_small.png``. The study of data-efficiency claims (convit, hyena_nd).
+    """
+    full, small = full_and_small(ctx, arms, small_batches)
+    entries, lines = {}, []
+    n_small, budget = small_batches * ctx.budget.batch_size, ctx.budget
+    for (on_full, on_small), (a, b) in gaps.items():
+        entries[on_full] = 100 * (full.accuracy(a) - full.accuracy(b))
+        entries[on_small] = 100 * (small.accuracy(a) - small.accuracy(b))
+        lines.append(f"{a} - {b} on shapes: {entries[on_full]:+.1f} points with the full stream, "
+                     f"{entries[on_small]:+.1f} with {n_small} distinct training images")
+    summary = (f"{'; '.join(lines)} (equal parameters where matched; rule: {rule}). {budget.steps} steps x "
+               f"{budget.batch_size}, seeds {list(budget.seeds)}.")
     return vision_outcome(ctx, {"full/": full, "small/": small}, entries, summary, judge=judge,
                           plots={"full/": (f"{plot}_full.png", f"{title}, full data"),
-                                 "small/": (f"{plot}_small.png", f"{title}, {small_images} images")})
+                                 "small/": (f"{plot}_small.png", f"{title}, {n_small} images")})
 
 
 def only_task(budget: Budget, task: str) -> Budget:
