@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attnlab.repro.harness.plots import save_figure
 from attnlab.repro.harness.rules import QUICK_NOTE, VERDICTS
 from attnlab.utils.threads import torch_threads
@@ -189,8 +191,6 @@ def run_repro(slug: str, *, quick: bool = False, out_dir: str | Path | None = No
     ctx = ReproContext(quick=quick, out_dir=out, budget=mod.QUICK if quick else mod.FULL, seed=seed, progress=progress)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch_threads(threads or None):
-        import torch
-
         used_threads = torch.get_num_threads()
         outcome = mod.run(ctx)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
