@@ -206,6 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_repro(args: argparse.Namespace) -> None:
     from attnlab.repro import REPROS, run_repro
+    from attnlab.repro.harness.runner import format_value
 
     if args.slug in (None, "list"):
         args.what = "repros"
@@ -214,16 +215,17 @@ def cmd_repro(args: argparse.Namespace) -> None:
     slugs = sorted(REPROS) if args.slug == "all" else [args.slug]
     for slug in slugs:
         out = Path(args.out) / slug if (args.out and len(slugs) > 1) else (Path(args.out) if args.out else None)
-        r = run_repro(slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress)
-        _table(f"{slug} ({r.paper}) — {r.verdict}", ["measured", "value"], [[k, _short(v)] for k, v in r.measured.items()])
-        print(f"claim: {r.claim}\nverdict: {r.verdict}. {r.summary}\n({r.seconds:.1f} s; report: "
+        r = run_repro(slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
+                      threads=args.threads)
+        rows = [[k, _short(format_value(v))] for k, v in r.figures.items()]
+        rows += [[k, _short(format_value(v))] for k, v in r.measured.items() if k not in r.figures]
+        _table(f"{slug} ({r.paper}) — {r.verdict_line}", ["measured (the rule reads the first rows)", "value"], rows)
+        print(f"claim: {r.claim}\nverdict: {r.verdict_line}. {r.summary}\n({r.seconds:.1f} s wall, "
+              f"{r.cpu_seconds:.1f} s CPU, {r.threads} thread(s); report: "
               f"{out or Path('runs/repro') / (slug + ('-quick' if args.quick else ''))}/report.md)\n")
 
 
-def _short(v) -> str:
-    from attnlab.repro.base import _fmt
-
-    s = _fmt(v)
+def _short(s: str) -> str:
     return s if len(s) < 200 else s[:197] + "..."
 
 
@@ -291,8 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("repro", help="reproduce a paper's key finding at CPU scale (list: attnlab repro)")
     s.add_argument("slug", nargs="?", help="paper slug (see attnlab repro list), or 'all'")
-    s.add_argument("--quick", action="store_true", help="smoke-size run (under a minute)")
+    s.add_argument("--quick", action="store_true", help="smoke-size run (under a minute): a smoke test, not a finding")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the run (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--out", help="output folder; default runs/repro/<slug>")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_repro)

@@ -1,9 +1,13 @@
 """Each paper's key finding reproduced at CPU scale: ``attnlab repro <slug>``.
 
-``REPROS`` maps a slug (from PAPERS.md) to the module implementing it; modules
-are imported only when run. Add one line per reproduction.
+``REPROS`` maps a slug (from PAPERS.md) to the module implementing it; modules are imported
+only when run. A module holds its paper's claim, budgets, figure names, rule (``judge``) and
+``run``; everything they share (runner, rules, arms, vision studies, plots) is in
+:mod:`attnlab.repro.harness`. Add one line per reproduction.
 """
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome, ReproResult, run_repro
+from attnlab.repro.harness import (
+    DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS, ReproContext, ReproOutcome, ReproResult, load_result, run_repro,
+)
 
 REPROS: dict[str, str] = {
     "spectformer": "attnlab.repro.spectformer",
@@ -28,4 +32,5 @@ REPROS: dict[str, str] = {
     "axial": "attnlab.repro.axial",
 }
 
-__all__ = ["REPROS", "run_repro", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE"]
+__all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",
+           "DOES_NOT_HOLD", "INCONCLUSIVE", "VERDICTS"]

@@ -4,35 +4,37 @@ Arms: ``attnlab.models.ViT`` with the ``axial`` mixer in every layer (16 x 16 to
 rows then columns, one layer's q/k/v shared by both passes, so exactly the parameters of
 softmax attention) against the same ViT with dense softmax attention, width matched to
 equal parameters (here: equal width); trained on ``digits`` (upsampled to 32 px, patch 2),
-two seeds (see ``attnlab.repro._mixer_vs_dense``).
+two seeds (see :mod:`attnlab.repro.harness.dense`).
 
 Claimed margin: the paper reports that Axial Transformers reach the state of the art
 (on par with or better than full-attention autoregressive models, e.g. 3.76 bits/dim on
 ImageNet-32) while attention costs O(N (H + W)) instead of O(N^2). At this scale we read
 that as "no more than 1 point of accuracy below dense attention". Rule
-(``_mixer_vs_dense.judge``): holds if the axial ViT trains faster (images/s) on every task
-and its accuracy, averaged over the judged tasks and seeds, is at most 1 point below the
-dense ViT's; does not hold if it is not faster or more than 1 point + seed noise below;
-inconclusive if the gap is within noise or the dense ViT learned no task (tasks where it
-stays below chance + 10 points are reported, not judged). Attention MACs are reported
-beside. The masked (autoregressive) form of P19 is tested in the mixer tests (exactly
-raster-causal with full context), not trained here.
+(:func:`attnlab.repro.harness.dense.judge` with a margin of 1 point): holds if the axial
+ViT trains faster (images/s) on every task and its accuracy, averaged over the judged
+tasks and seeds, is at most 1 point below the dense ViT's; does not hold if it is not
+faster or more than 1 point + seed noise below; inconclusive if the gap is within noise
+or the dense ViT learned no task (tasks where it stays below chance + 10 points are
+reported, not judged). Attention MACs are reported beside. The masked (autoregressive)
+form of P19 is tested in the mixer tests (exactly raster-causal with full context), not
+trained here.
 """
 from __future__ import annotations
 
-from attnlab.repro._mixer_vs_dense import Budget, compare, dense_macs
-from attnlab.repro.base import ReproContext, ReproOutcome
+from attnlab.repro.harness import dense
+from attnlab.repro.harness.dense import dense_macs, efficient_vs_dense
 
 PAPER = "P19"
 CLAIM = ("Axial attention (self-attention along one axis of the tensor at a time, the axes in turn) keeps the "
          "expressiveness and accuracy of full self-attention on images while costing O(N (H + W)) instead of O(N^2).")
 
+MARGIN_POINTS = 1.0
 # digits only: in the first full run (250 steps, shapes + digits) neither ViT left chance on
 # shapes at 16x16 tokens (12.2% both, chance 12.5%), so shapes judged nothing and cost 40% of
 # the 10-minute budget; two digits seeds instead give a seed-noise estimate.
-QUICK = Budget(steps=8, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("digits",),
-               bench_repeats=1)
-FULL = Budget(steps=250, batch_size=32, lr=2e-3, eval_batches=8, seeds=(0, 1), tasks=("digits",), bench_repeats=5)
+QUICK, FULL = dense.quick_budget(tasks=("digits",)), dense.full_budget(tasks=("digits",))
+FIGURES = dense.FIGURES
+judge = dense.rule(MARGIN_POINTS)
 
 
 def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:
@@ -41,10 +43,7 @@ def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:
     return axial, dense_macs(n, c)
 
 
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train an axial ViT and a dense ViT of equal parameters on shapes and digits; judge accuracy at cost."""
-    measured, verdict, summary, plots = compare(
-        ctx, label="axial ViT", mixer="axial", mixer_kwargs={}, attn_macs=attn_macs, quick=QUICK, full=FULL,
-        title="Axial-attention ViT vs dense ViT",
-    )
-    return ReproOutcome(measured, verdict, summary, plots)
+def run(ctx):
+    """Train an axial ViT and a dense ViT of equal parameters; record the accuracy gap and the cost."""
+    return efficient_vs_dense(ctx, label="axial ViT", mixer="axial", mixer_kwargs={}, attn_macs=attn_macs,
+                              margin=MARGIN_POINTS, title="Axial-attention ViT vs dense ViT")

@@ -1,4 +1,4 @@
-"""P11 ConViT at CPU scale: sample efficiency of gated positional self-attention vs a ViT of equal parameters.
+"""P11 ConViT at CPU scale: sample efficiency of gated positional self-attention vs DeiT.
 
 Arms: ``convit`` (width 64, 4 heads, 4 blocks of which the first 2 are GPSA with
 the local init; the class token joins after them), ``deit`` (the same network
@@ -11,68 +11,50 @@ batches cycled (``SubsetTask``), i.e. a few hundred distinct images.
 
 Rule (on ``shapes``, mean over seeds): with gap = acc(ConViT) - acc(DeiT), holds
 if gap_small >= +2 points and gap_small > gap_full (the advantage grows as data
-shrinks); does not hold if gap_small <= 0; inconclusive otherwise. The same
-gaps against the plain ViT are reported beside it.
+shrinks); does not hold if gap_small <= 0; inconclusive otherwise, or if no arm
+learned shapes in either regime. The same gaps against the plain ViT are reported beside it.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import (
-    Arm, SubsetTask, flat_measured, format_table, full_budget, learned_guard, mean_acc, plot_bars,
-    quick_budget, run_arms, vit_matched,
+from attnlab.repro.harness.arms import Arm
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, guard_learned
+from attnlab.repro.harness.vision import (
+    SHAPES_LEARNED, data_efficiency_study, full_budget, image_model, matched_vit, quick_budget,
 )
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P11"
 CLAIM = ("Gated positional self-attention with a convolutional (local) initialisation makes a ViT more sample "
          "efficient: ConViT beats DeiT, and the gain grows sharply as the training data shrinks.")
 SMALL_BATCHES = 10
-MIN_GAIN = 0.02
+MIN_GAIN = 2.0  # points
 
-QUICK = quick_budget()
-FULL = full_budget(300, lr=1e-3, task_seeds={"digits": (0,)})
+QUICK, FULL = quick_budget(), full_budget(300, lr=1e-3, task_seeds={"digits": (0,)})
+
+GAP_FULL, GAP_SMALL = "shapes gap full (points)", "shapes gap small (points)"
+VIT_FULL, VIT_SMALL = "shapes gap vs ViT full (points)", "shapes gap vs ViT small (points)"  # context
+FIGURES = (GAP_FULL, GAP_SMALL, SHAPES_LEARNED)
+
+
+def judge(figures: dict) -> str:
+    """The rule of the module docstring, on the figures named in ``FIGURES``."""
+    small, full = figures[GAP_SMALL], figures[GAP_FULL]
+    verdict = HOLDS if small >= MIN_GAIN and small > full else DOES_NOT_HOLD if small <= 0 else INCONCLUSIVE
+    return guard_learned(figures[SHAPES_LEARNED], verdict)
 
 
 def _arms(dim: int, depth: int, local: int) -> list[Arm]:
     from attnlab.models.convit import ConViT
 
-    conv = lambda img, ch, ncls: ConViT(img_size=img, in_chans=ch, num_classes=ncls, embed_dim=dim, depth=depth,  # noqa: E731
-                                        num_heads=4, local_up_to_layer=local)
-    target = lambda img, ch, ncls: sum(p.numel() for p in conv(img, ch, ncls).parameters())  # noqa: E731
-    deit = lambda img, ch, ncls: ConViT(img_size=img, in_chans=ch, num_classes=ncls, embed_dim=dim, depth=depth,  # noqa: E731
-                                        num_heads=4, local_up_to_layer=0)
-    return [Arm("convit", conv), Arm("deit", deit),
-            Arm("ViT", lambda img, ch, ncls: vit_matched(target(img, ch, ncls), img, ch, ncls, depth=depth))]
+    def convit(local_up_to_layer: int):
+        return image_model(ConViT, embed_dim=dim, depth=depth, num_heads=4, local_up_to_layer=local_up_to_layer)
+
+    return [Arm("convit", convit(local)), Arm("deit", convit(0)), matched_vit("ViT", convit(local), depth=depth)]
 
 
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train ConViT and a matched ViT on full and small data; judge the small-data gain."""
-    budget = QUICK if ctx.quick else FULL
-    arms = _arms(32 if ctx.quick else 64, 2 if ctx.quick else 4, 1 if ctx.quick else 2)
-    small_batches = 2 if ctx.quick else SMALL_BATCHES
-    full = run_arms(arms, budget, progress=ctx.progress)
-    small = run_arms(arms, budget, progress=ctx.progress, measure_speed=False,
-                     task_wrap=lambda t: SubsetTask(t, small_batches))
-    gap = lambda table, base: mean_acc(table, "shapes", "convit") - mean_acc(table, "shapes", base)  # noqa: E731
-    gap_full, gap_small = gap(full, "deit"), gap(small, "deit")
-    vit_full, vit_small = gap(full, "ViT"), gap(small, "ViT")
-    if gap_small >= MIN_GAIN and gap_small > gap_full:
-        verdict = HOLDS
-    elif gap_small <= 0:
-        verdict = DOES_NOT_HOLD
-    else:
-        verdict = INCONCLUSIVE
-    measured = flat_measured(full, "full/") | flat_measured(small, "small/")
-    measured["shapes gap full (points)"] = 100 * gap_full
-    measured["shapes gap small (points)"] = 100 * gap_small
-    measured["shapes gap vs ViT full (points)"] = 100 * vit_full
-    measured["shapes gap vs ViT small (points)"] = 100 * vit_small
-    plots = [p for p in [plot_bars(full, ctx.path("convit_full.png"), "ConViT vs ViT, full data"),
-                         plot_bars(small, ctx.path("convit_small.png"),
-                                   f"ConViT vs ViT, {small_batches * budget.batch_size} images")] if p]
-    summary = (f"ConViT - DeiT on shapes: {100 * gap_full:+.1f} points with the full stream, {100 * gap_small:+.1f} with "
-               f"{small_batches * budget.batch_size} distinct training images (rule: small-data gain >= +2 and larger "
-               f"than the full-data gain holds; <= 0 does not). Against the mean-pooled plain ViT of equal parameters: "
-               f"{100 * vit_full:+.1f} (full) and {100 * vit_small:+.1f} (small).\n\nFull data:\n\n{format_table(full)}\n\n"
-               f"Small data:\n\n{format_table(small)}")
-    verdict, summary = learned_guard(measured, verdict, summary, full, small)
-    return ReproOutcome(measured, verdict, summary, plots)
+def run(ctx):
+    """Train ConViT, DeiT and a matched ViT on full and small data; record ConViT's gaps on shapes."""
+    return data_efficiency_study(
+        ctx, _arms(*((32, 2, 1) if ctx.quick else (64, 4, 2))), small_batches=2 if ctx.quick else SMALL_BATCHES,
+        gaps={(GAP_FULL, GAP_SMALL): ("convit", "deit"), (VIT_FULL, VIT_SMALL): ("convit", "ViT")}, judge=judge,
+        rule="convit - deit with small data >= +2 and above its full-data value holds, <= 0 does not",
+        plot="convit", title="ConViT vs ViT")

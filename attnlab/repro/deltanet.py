@@ -9,9 +9,8 @@ identically (same steps, batch, LR, seed) with these token mixers:
 * ``deltanet`` — the delta rule (P12 layer);
 * ``deltanet,softmax`` — the hybrid: DeltaNet layer then a global softmax layer (P12 Sec. 5);
 * ``deltanet,sliding_window`` — the other P12 hybrid: DeltaNet and sliding-window attention
-  layers alternating (window ``SWA_WINDOW`` = 16 tokens, a quarter of the sequence, so that
-  the window alone cannot reach the key-value pairs); included when the ``sliding_window``
-  mixer is registered, otherwise skipped with the reason in ``measured["skipped"]``;
+  layers alternating (window 16 tokens, a quarter of the sequence, so that the window alone
+  cannot reach the key-value pairs; 8 in the quick run's half-length sequences);
 * ``softmax`` — softmax attention, the upper reference.
 
 Measured: the task metric (recall accuracy) on validation batches after training,
@@ -24,9 +23,10 @@ this scale; one -> inconclusive.
 """
 from __future__ import annotations
 
-from attnlab.utils.threads import single_threaded
-from attnlab.repro._sequence_arms import plot_curves, train_arms
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
+from attnlab.repro.harness.arms import mixer_arm, train_arms
+from attnlab.repro.harness.plots import plot_curves
+from attnlab.repro.harness.rules import two_parts
+from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P12"
 CLAIM = (
@@ -35,90 +35,63 @@ CLAIM = (
     "close the remaining gap to (or beat) softmax Transformers."
 )
 
-#: window of the sliding-window layers of the second hybrid (the recall sequence is 64 tokens)
-SWA_WINDOW = 16
-
-MODELS = {
-    "linear_attention": ("linear_attention", {}),
-    "deltanet": ("deltanet", {}),
-    "hybrid deltanet+softmax": ("deltanet,softmax", {}),
-    "hybrid deltanet+sliding window": ("deltanet,sliding_window", {"sliding_window": {"window": SWA_WINDOW}}),
-    "softmax": ("softmax", {}),
-}
-HYBRIDS = ("hybrid deltanet+softmax", "hybrid deltanet+sliding window")
+QUICK = dict(steps=60, batch_size=32, eval_batches=2, dim=32, vocab_size=64, seq_len=32, num_pairs=4, window=8)
+FULL = dict(steps=800, batch_size=64, eval_batches=4, dim=64, vocab_size=128, seq_len=64, num_pairs=8, window=16)
 
 #: thresholds of the verdict rule
 MARGIN_OVER_LINEAR = 0.10
 HYBRID_SLACK = 0.05
 
+ACCURACY = "recall accuracy: {}"  # per arm
+LINEAR, DELTANET, SOFTMAX = (ACCURACY.format(a) for a in ("linear_attention", "deltanet", "softmax"))
+HYBRIDS = {h: ACCURACY.format(h) for h in ("hybrid deltanet+softmax", "hybrid deltanet+sliding window")}
+FIGURES = (LINEAR, DELTANET, *HYBRIDS.values(), SOFTMAX)
 
-def _make_task(quick: bool, seed: int):
+
+def rule_parts(figures: dict) -> tuple[bool, dict[str, bool]]:
+    """(A: DeltaNet beats linear attention by the margin, B per hybrid: it closes the gap to softmax)."""
+    lin, dn, sm = figures[LINEAR], figures[DELTANET], figures[SOFTMAX]
+    a_ok = dn >= lin + MARGIN_OVER_LINEAR
+    return a_ok, {h: figures[k] >= sm - HYBRID_SLACK or (sm - figures[k]) <= 0.5 * max(sm - dn, 0.0)
+                  for h, k in HYBRIDS.items()}
+
+
+def judge(figures: dict) -> str:
+    """(A) and (B) both -> holds; neither -> does not hold; one -> inconclusive (module docstring)."""
+    a_ok, b_each = rule_parts(figures)
+    return two_parts(a_ok, all(b_each.values()))
+
+
+def run(ctx):
+    """Train the five models on associative recall; record each one's final recall accuracy."""
     from attnlab.tasks import create as create_task
-
-    return create_task("associative_recall", vocab_size=64 if quick else 128, seq_len=32 if quick else 64,
-                       num_pairs=4 if quick else 8, seed=seed)
-
-
-def _models(quick: bool) -> tuple[dict, dict]:
-    """The arms that can run here and the ones skipped (with the reason)."""
-    import attnlab.mixers as mixers
-
-    names = {i.name for i in mixers.available()}
-    arms, skipped = {}, {}
-    for label, (mixer, kw) in MODELS.items():
-        missing = [m for m in mixer.split(",") if m not in names]
-        if missing:
-            skipped[label] = f"mixer(s) {missing} not registered"
-            continue
-        if quick and "sliding_window" in kw:
-            kw = {"sliding_window": {"window": SWA_WINDOW // 2}}  # quick sequences are half as long
-        arms[label] = (mixer, kw)
-    return arms, skipped
-
-
-@single_threaded
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train the models on associative recall and judge (A) and (B); see the module docstring."""
     from attnlab.train import TrainConfig
 
-    task = _make_task(ctx.quick, ctx.seed)
-    steps = 60 if ctx.quick else 800
-    cfg = TrainConfig(
-        steps=steps, batch_size=32 if ctx.quick else 64, lr=3e-3, warmup_steps=min(50, steps // 5),
-        eval_every=max(steps // 8, 10), eval_batches=2 if ctx.quick else 4, log_every=max(steps // 10, 1), seed=ctx.seed,
-    )
-    metric = task.metric
-    arms, skipped = _models(ctx.quick)
-    res = train_arms(task, arms, cfg, ctx, dim=32 if ctx.quick else 64, depth=2, num_heads=4)
-    acc, curves, secs, cpu, params = res.final, res.curves, res.seconds, res.cpu_seconds, res.params
-
-    lin, dn, sm = acc["linear_attention"], acc["deltanet"], acc["softmax"]
-    hybrids = {k: acc[k] for k in HYBRIDS if k in acc}
-    a_ok = dn >= lin + MARGIN_OVER_LINEAR
-    b_each = {k: h >= sm - HYBRID_SLACK or (sm - h) <= 0.5 * max(sm - dn, 0.0) for k, h in hybrids.items()}
-    b_ok = bool(b_each) and all(b_each.values())
-    verdict = HOLDS if a_ok and b_ok else DOES_NOT_HOLD if not (a_ok or b_ok) else INCONCLUSIVE
-
-    plots = plot_curves(ctx, res, ylabel=f"validation {metric}", title="P12: associative recall, 2 layers",
-                        filename="deltanet_recall.png")
-
-    measured = {
-        "metric": metric,
-        "final": {k: round(v, 4) for k, v in acc.items()},
-        "curves": {k: v for k, v in curves.items()},
-        "params": params,
-        "train_seconds": secs,
-        "train_cpu_seconds": cpu,
-        "steps": steps,
-        "skipped": skipped,
-        "A_deltanet_beats_linear": a_ok,
-        "B_hybrid_closes_gap": b_each,
-    }
-    hyb_txt = ", ".join(f"{k.removeprefix('hybrid ')} {v:.3f}" for k, v in hybrids.items())
+    b = ctx.budget
+    task = create_task("associative_recall", vocab_size=b["vocab_size"], seq_len=b["seq_len"],
+                       num_pairs=b["num_pairs"], seed=ctx.seed)
+    cfg = TrainConfig(steps=b["steps"], batch_size=b["batch_size"], lr=3e-3, warmup_steps=min(50, b["steps"] // 5),
+                      eval_every=max(b["steps"] // 8, 10), eval_batches=b["eval_batches"],
+                      log_every=max(b["steps"] // 10, 1), seed=ctx.seed)
+    model = dict(dim=b["dim"], depth=2, num_heads=4)
+    arms = [mixer_arm("linear_attention", "linear_attention", **model), mixer_arm("deltanet", "deltanet", **model),
+            mixer_arm("hybrid deltanet+softmax", "deltanet,softmax", **model),
+            mixer_arm("hybrid deltanet+sliding window", "deltanet,sliding_window",
+                      {"sliding_window": {"window": b["window"]}}, **model),
+            mixer_arm("softmax", "softmax", **model)]
+    res = train_arms(task, arms, cfg, seed=ctx.seed, progress=ctx.progress)
+    plot_curves(ctx, res.curves, "deltanet_recall.png", final=res.final, ylabel=f"validation {task.metric}",
+                title="P12: associative recall, 2 layers")
+    figures = {ACCURACY.format(k): v for k, v in res.final.items()}
+    a_ok, b_each = rule_parts(figures)
+    measured = {"metric": task.metric, "final": {k: round(v, 4) for k, v in res.final.items()}, "curves": res.curves,
+                "params": res.params, "train_seconds": res.seconds, "train_cpu_seconds": res.cpu_seconds,
+                "steps": b["steps"], "A_deltanet_beats_linear": a_ok, "B_hybrid_closes_gap": b_each, **figures}
+    hybrids = ", ".join(f"{h.removeprefix('hybrid ')} {figures[k]:.3f}" for h, k in HYBRIDS.items())
     summary = (
-        f"{metric} after {steps} steps: linear attention {lin:.3f}, DeltaNet {dn:.3f}, hybrids {hyb_txt}, "
-        f"softmax {sm:.3f}. (A) DeltaNet >= linear + {MARGIN_OVER_LINEAR}: {a_ok}; (B) every hybrid within "
-        f"{HYBRID_SLACK} of softmax or half of DeltaNet's gap: {b_ok}. 2 layers, d={'32' if ctx.quick else '64'}: "
-        "far below the paper's 1.3B scale." + (f" Skipped: {skipped}." if skipped else "")
+        f"{task.metric} after {b['steps']} steps: linear attention {figures[LINEAR]:.3f}, DeltaNet "
+        f"{figures[DELTANET]:.3f}, hybrids {hybrids}, softmax {figures[SOFTMAX]:.3f}. (A) DeltaNet >= linear + "
+        f"{MARGIN_OVER_LINEAR}: {a_ok}; (B) every hybrid within {HYBRID_SLACK} of softmax or half of DeltaNet's gap: "
+        f"{all(b_each.values())}. 2 layers, d={b['dim']}: far below the paper's 1.3B scale."
     )
-    return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=plots)
+    return ReproOutcome(measured, summary)

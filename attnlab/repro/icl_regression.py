@@ -29,12 +29,12 @@ All five: holds. Two or fewer: does not hold at this scale. Otherwise: inconclus
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
-from attnlab.utils.threads import torch_threads
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
+from attnlab.repro.harness.arms import Arm, train_arms
+from attnlab.repro.harness.plots import plot_lines, pyplot
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P24"
 CLAIM = (
@@ -58,137 +58,132 @@ OV_COV, OV_ZERO_SUM = 0.05, 0.05
 R2_MIN = 0.95
 LEN_FLAT, LEN_LINEAR_RISE = 1.2, 2.0
 
+KQ_OFF, KQ_LAB, KQ_VAR = ("KQ off-diagonal / diagonal energy", "KQ key-label column / diagonal energy",
+                          "KQ diagonal coefficient of variation")
+OV_COVARIATE, OV_SUM = "OV covariate / last-entry energy", "OV |sum mu| / sum |mu|"
+R2 = "R2 vs debiased GD"
+MSE_AT_TRAIN_LEN = "test MSE at L=40, {}"  # per arm
+MSE_H4, MSE_H1 = MSE_AT_TRAIN_LEN.format("softmax H=4"), MSE_AT_TRAIN_LEN.format("softmax H=1")
+LENGTH_RATIO = "MSE ratio L=160/L=40, {}"  # per arm
+RATIO_SOFTMAX, RATIO_LINEAR = LENGTH_RATIO.format("softmax H=4"), LENGTH_RATIO.format("linear H=4")
+FIGURES = (KQ_OFF, KQ_LAB, KQ_VAR, OV_COVARIATE, OV_SUM, R2, MSE_H4, MSE_H1, RATIO_SOFTMAX, RATIO_LINEAR)
 
-def decide(checks: dict[str, bool]) -> str:
-    """The verdict from the five checks A-E (see the module docstring)."""
-    passed = sum(bool(v) for v in checks.values())
-    if passed == len(checks):
+
+def checks(figures: dict) -> dict[str, bool]:
+    """The five checks A-E of the module docstring, from the figures named in ``FIGURES``."""
+    f = figures
+    return {
+        "A KQ diagonal+homogeneous": f[KQ_OFF] < KQ_OFFDIAG and f[KQ_LAB] < KQ_LABEL and f[KQ_VAR] < KQ_CV,
+        "B OV last-entry+zero-sum": f[OV_COVARIATE] < OV_COV and f[OV_SUM] < OV_ZERO_SUM,
+        "C debiased-GD predictor (R2)": f[R2] > R2_MIN,
+        "D multi-head beats single-head": f[MSE_H4] < f[MSE_H1],
+        "E softmax generalises to L=160, linear does not": f[RATIO_SOFTMAX] <= LEN_FLAT
+        and f[RATIO_LINEAR] >= LEN_LINEAR_RISE,
+    }
+
+
+def judge(figures: dict) -> str:
+    """All five checks: holds; two or fewer: does not hold; otherwise inconclusive."""
+    passed = sum(checks(figures).values())
+    if passed == 5:
         return HOLDS
-    if passed <= 2:
-        return DOES_NOT_HOLD
-    return INCONCLUSIVE
+    return DOES_NOT_HOLD if passed <= 2 else INCONCLUSIVE
 
 
 def _mse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(((pred.double() - target.double()) ** 2).mean())
 
 
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train the three arms, probe the patterns, evaluate against baselines and lengths; judge A-E."""
-    with torch_threads(1):  # small steps: a second intra-op thread is slower on the shared 2-core box
-        return _run(ctx)
-
-
-def _run(ctx: ReproContext) -> ReproOutcome:
-    from attnlab.analysis.icl_patterns import fit_scale_r2, gd_prediction, kq_pattern, ov_pattern
+def _arm(name: str, kind: str, heads: int) -> Arm:
     from attnlab.models import ICLAttention
-    from attnlab.tasks import create as create_task
-    from attnlab.tasks.icl_regression import least_squares_prediction
-    from attnlab.train import TrainConfig, train
 
-    cfg = QUICK if ctx.quick else FULL
+    norm = TRAIN_LEN if kind == "linear" else None  # linear attention scaled by the fixed 1/L_train
+    return Arm(name, lambda spec: ICLAttention(DIM, heads, kind=kind, length_norm=norm))
+
+
+def _mse_by_length(task, models: dict, lengths, eval_batch: int) -> dict[str, list[float]]:
+    """Test MSE at each context length of every model, of linear attention normalised by the actual L, of OLS and
+    of one step of debiased GD at its best step size."""
+    from attnlab.analysis.icl_patterns import fit_scale_r2, gd_prediction
+    from attnlab.models import ICLAttention
+    from attnlab.tasks.icl_regression import least_squares_prediction
+
+    lin_actual = ICLAttention(DIM, 4, kind="linear")
+    lin_actual.load_state_dict(models["linear H=4"].state_dict())
+    baselines = {"linear H=4 (1/L actual)": lambda b: lin_actual(b.inputs)[:, -1, 0],
+                 "OLS": least_squares_prediction,
+                 "debiased GD (best scale)": lambda b: fit_scale_r2(b.targets, gd_prediction(b.inputs))[0]
+                 * gd_prediction(b.inputs)}
+    by_len: dict[str, list[float]] = {name: [] for name in (*models, *baselines)}
+    with torch.no_grad():
+        for i, n in enumerate(lengths):
+            b = task.sample("test", i, eval_batch, num_examples=n)
+            for name, model in models.items():
+                by_len[name].append(_mse(model(b.inputs)[:, -1, 0], b.targets))
+            for name, predict in baselines.items():
+                by_len[name].append(_mse(predict(b), b.targets))
+    return by_len
+
+
+def run(ctx):
+    """Train the three arms, probe the patterns, evaluate against baselines and lengths; record the figures of A-E."""
+    from attnlab.analysis.icl_patterns import fit_scale_r2, gd_prediction, kq_pattern, ov_pattern
+    from attnlab.tasks import create as create_task
+    from attnlab.train import TrainConfig
+
+    cfg = ctx.budget
     task = create_task("icl_regression", dim=DIM, num_examples=TRAIN_LEN, noise_std=NOISE, seed=ctx.seed)
     tc = TrainConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], lr=LR,
                      warmup_steps=min(WARMUP, cfg["steps"] // 10), min_lr_ratio=MIN_LR_RATIO,
                      grad_clip=0.0, eval_every=0, eval_batches=2, log_every=max(cfg["steps"] // 100, 1),
                      seed=ctx.seed)
-    models, curves, seconds, cpu = {}, {}, {}, {}
-    for name, (kind, heads) in ARMS.items():
-        torch.manual_seed(ctx.seed)
-        model = ICLAttention(DIM, heads, kind=kind, length_norm=TRAIN_LEN if kind == "linear" else None)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = train(model, task, tc, progress=ctx.progress)
-        seconds[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
-        curves[name] = [(r["step"], r["loss"]) for r in res.history]
-        models[name] = model.eval()
-
-    # evaluation on fresh test prompts of several lengths
-    by_len: dict[str, list[float]] = {name: [] for name in ARMS}
-    by_len["linear H=4 (1/L actual)"] = []
-    by_len["OLS"], by_len["debiased GD (best scale)"] = [], []
-    lin_actual = ICLAttention(DIM, 4, kind="linear")
-    lin_actual.load_state_dict(models["linear H=4"].state_dict())
+    res = train_arms(task, [_arm(name, *arm) for name, arm in ARMS.items()], tc, seed=ctx.seed, progress=ctx.progress)
+    models = {name: m.eval() for name, m in res.models.items()}
+    lengths = list(cfg["lengths"])
+    by_len = _mse_by_length(task, models, lengths, cfg["eval_batch"])
     with torch.no_grad():
-        for i, n in enumerate(cfg["lengths"]):
-            b = task.sample("test", i, cfg["eval_batch"], num_examples=n)
-            for name, model in models.items():
-                by_len[name].append(_mse(model(b.inputs)[:, -1, 0], b.targets))
-            by_len["linear H=4 (1/L actual)"].append(_mse(lin_actual(b.inputs)[:, -1, 0], b.targets))
-            by_len["OLS"].append(_mse(least_squares_prediction(b), b.targets))
-            gd = gd_prediction(b.inputs)
-            c, _ = fit_scale_r2(b.targets, gd)
-            by_len["debiased GD (best scale)"].append(_mse(c * gd, b.targets))
         b = task.sample("test", 99, cfg["eval_batch"])
         pred = models["softmax H=4"](b.inputs)[:, -1, 0]
         scale_dgd, r2_dgd = fit_scale_r2(pred, gd_prediction(b.inputs, debiased=True))
         _, r2_gd = fit_scale_r2(pred, gd_prediction(b.inputs, debiased=False))
-    kq = kq_pattern(models["softmax H=4"].kq())
-    ov = ov_pattern(models["softmax H=4"].ov())
-    lengths = list(cfg["lengths"])
+    kq, ov = kq_pattern(models["softmax H=4"].kq()), ov_pattern(models["softmax H=4"].ov())
     i40, i160 = lengths.index(TRAIN_LEN), lengths.index(160)
-    ratio = {name: by_len[name][i160] / by_len[name][i40] for name in by_len}
-    checks = {
-        "A KQ diagonal+homogeneous": kq["offdiag_ratio"] < KQ_OFFDIAG and kq["label_ratio"] < KQ_LABEL
-        and kq["diag_cv"] < KQ_CV,
-        "B OV last-entry+zero-sum": ov["covariate_ratio"] < OV_COV and ov["zero_sum"] < OV_ZERO_SUM,
-        "C debiased-GD predictor (R2)": r2_dgd > R2_MIN,
-        "D multi-head beats single-head": by_len["softmax H=4"][i40] < by_len["softmax H=1"][i40],
-        "E softmax generalises to L=160, linear does not": ratio["softmax H=4"] <= LEN_FLAT
-        and ratio["linear H=4"] >= LEN_LINEAR_RISE,
-    }
-    verdict = decide(checks)
-    plot = _plot(ctx, models["softmax H=4"], lengths, by_len, curves)
-    measured = {
-        "steps per arm": cfg["steps"],
-        "KQ off-diagonal / diagonal energy": kq["offdiag_ratio"],
-        "KQ key-label column / diagonal energy": kq["label_ratio"],
-        "KQ query-label row / diagonal energy (untrained)": kq["label_row_ratio"],
-        "KQ diagonal coefficient of variation": kq["diag_cv"],
-        "KQ omega per head": kq["omega"],
-        "OV covariate / last-entry energy": ov["covariate_ratio"],
-        "OV |sum mu| / sum |mu|": ov["zero_sum"],
-        "OV mu per head": ov["mu"],
-        "R2 vs debiased GD": r2_dgd,
-        "R2 vs plain one-step GD": r2_gd,
+    ratio = {name: v[i160] / v[i40] for name, v in by_len.items()}
+    m = {
+        "steps per arm": cfg["steps"], KQ_OFF: kq["offdiag_ratio"], KQ_LAB: kq["label_ratio"],
+        "KQ query-label row / diagonal energy (untrained)": kq["label_row_ratio"], KQ_VAR: kq["diag_cv"],
+        "KQ omega per head": kq["omega"], OV_COVARIATE: ov["covariate_ratio"], OV_SUM: ov["zero_sum"],
+        "OV mu per head": ov["mu"], R2: r2_dgd, "R2 vs plain one-step GD": r2_gd,
         "fitted GD step (debiased)": scale_dgd,
-        "context lengths": lengths,
-        **{f"test MSE, {name}": v for name, v in by_len.items()},
-        **{f"MSE ratio L=160/L=40, {name}": ratio[name] for name in ("softmax H=4", "linear H=4",
-                                                                     "linear H=4 (1/L actual)")},
-        **{f"check {k}": bool(v) for k, v in checks.items()},
-        "train seconds (wall) per arm": {k: round(v, 1) for k, v in seconds.items()},
-        "train seconds (CPU) per arm": {k: round(v, 1) for k, v in cpu.items()},
+        "context lengths": lengths, **{f"test MSE, {name}": v for name, v in by_len.items()},
+        **{MSE_AT_TRAIN_LEN.format(name): by_len[name][i40] for name in ("softmax H=4", "softmax H=1")},
+        **{LENGTH_RATIO.format(n): ratio[n] for n in ("softmax H=4", "linear H=4", "linear H=4 (1/L actual)")},
+        "train seconds (wall) per arm": res.seconds, "train seconds (CPU) per arm": res.cpu_seconds,
     }
-    failed = [k for k, v in checks.items() if not v]
+    passed = checks(m)
+    m |= {f"check {k}": v for k, v in passed.items()}
+    _plot(ctx, models["softmax H=4"], lengths, by_len,
+          {name: [(row["step"], row["loss"]) for row in r.history] for name, r in res.results.items()})
+    failed = [k for k, v in passed.items() if not v]
     summary = (
         f"{cfg['steps']} Adam steps per arm (d={DIM}, L={TRAIN_LEN}). Trained 4-head softmax attention: KQ "
-        f"off-diagonal/diagonal energy {kq['offdiag_ratio']:.3f}, key-label column energy {kq['label_ratio']:.3f}, "
-        f"diagonal CV "
-        f"{kq['diag_cv']:.3f}; OV covariate/label energy {ov['covariate_ratio']:.3f}, zero-sum "
-        f"{ov['zero_sum']:.3f}; R^2 against one-step debiased GD {r2_dgd:.3f}. Test MSE at L={TRAIN_LEN}: "
-        f"H=4 {by_len['softmax H=4'][i40]:.3f}, H=1 {by_len['softmax H=1'][i40]:.3f}, debiased GD (best step) "
-        f"{by_len['debiased GD (best scale)'][i40]:.3f}, OLS {by_len['OLS'][i40]:.4f} (OLS is far better: with "
-        f"L >> d and little noise the one-step GD family is not Bayes-optimal; P24's optimality is 'up to a "
-        f"proportional factor'). MSE ratio L=160/L=40: softmax {ratio['softmax H=4']:.2f}, linear (fixed 1/L_train) "
-        f"{ratio['linear H=4']:.2f}, the same linear weights normalised by the actual L "
-        f"{ratio['linear H=4 (1/L actual)']:.2f} — linear attention's failure to extrapolate comes from its "
-        f"missing normaliser. "
-        + ("All five checks pass." if not failed else f"Checks not passed: {', '.join(failed)}.")
-        + (" Quick mode: far too few steps for the patterns to form; the verdict is not meaningful."
-           if ctx.quick else "")
+        f"off-diagonal/diagonal energy {m[KQ_OFF]:.3f}, key-label column energy {m[KQ_LAB]:.3f}, diagonal CV "
+        f"{m[KQ_VAR]:.3f}; OV covariate/label energy {m[OV_COVARIATE]:.3f}, zero-sum {m[OV_SUM]:.3f}; R^2 against "
+        f"one-step debiased GD {r2_dgd:.3f}. Test MSE at L={TRAIN_LEN}: H=4 {m[MSE_H4]:.3f}, H=1 {m[MSE_H1]:.3f}, "
+        f"debiased GD (best step) {by_len['debiased GD (best scale)'][i40]:.3f}, OLS {by_len['OLS'][i40]:.4f} (OLS is "
+        f"far better: with L >> d and little noise the one-step GD family is not Bayes-optimal; P24's optimality is "
+        f"'up to a proportional factor'). MSE ratio L=160/L=40: softmax {ratio['softmax H=4']:.2f}, linear (fixed "
+        f"1/L_train) {ratio['linear H=4']:.2f}, the same linear weights normalised by the actual L "
+        f"{ratio['linear H=4 (1/L actual)']:.2f} — linear attention's failure to extrapolate comes from its missing "
+        f"normaliser. " + ("All five checks pass." if not failed else f"Checks not passed: {', '.join(failed)}.")
     )
-    return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=[plot])
+    return ReproOutcome(m, summary)
 
 
-def _plot(ctx: ReproContext, model, lengths, by_len, curves) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _plot(ctx, model, lengths, by_len, curves) -> None:
     kq, ov = model.kq().detach().cpu().numpy(), model.ov().detach().cpu().numpy()  # matplotlib wants arrays
     h = kq.shape[0]
-    fig = plt.figure(figsize=(4 * h + 8, 4))
+    fig = pyplot().figure(figsize=(4 * h + 8, 4))
     grid = fig.add_gridspec(1, h + 3, width_ratios=[1] * h + [1.3, 2, 2])
     vmax = float(abs(kq).max())
     for i in range(h):
@@ -202,26 +197,11 @@ def _plot(ctx: ReproContext, model, lengths, by_len, curves) -> str:
     ax.set_title("OV (rows: features, cols: heads)", fontsize=8)
     ax.set_xticks(range(h))
     ax = fig.add_subplot(grid[0, h + 1])
-    for name, vals in by_len.items():
-        ax.plot(lengths, vals, marker="o", label=name, linestyle="--" if name in ("OLS",) else "-")
+    plot_lines(ax, {name: dict(zip(lengths, v)) for name, v in by_len.items()}, logy=True,
+               xlabel="context length at test (trained at 40)", ylabel="test MSE")
     ax.axvline(TRAIN_LEN, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("context length at test (trained at 40)")
-    ax.set_ylabel("test MSE")
-    ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[0, h + 2])
-    for name, pts in curves.items():
-        if pts:
-            s, l = zip(*pts)
-            ax.plot(s, l, label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training MSE")
-    ax.legend(fontsize=7)
+    plot_lines(ax, {name: dict(pts) for name, pts in curves.items()}, logx=False, logy=True, xlabel="step",
+               ylabel="training MSE")
     fig.suptitle("P24: in-context linear regression with one attention layer", fontsize=10)
-    fig.tight_layout()
-    path = ctx.path("icl_regression.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    ctx.save_plot(fig, "icl_regression.png")

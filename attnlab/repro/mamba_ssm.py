@@ -22,9 +22,10 @@ does not hold if acc(mamba) <= max(acc(s4d), acc(hyena)) + 0.05; inconclusive ot
 """
 from __future__ import annotations
 
-from attnlab.utils.threads import single_threaded
-from attnlab.repro._sequence_arms import plot_curves, train_arms
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
+from attnlab.repro.harness.arms import mixer_arm, train_arms
+from attnlab.repro.harness.plots import plot_curves
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P23"
 CLAIM = (
@@ -32,6 +33,8 @@ CLAIM = (
     "time-invariant SSM (S4D) or a long convolution (Hyena) in the same architecture does not."
 )
 
+QUICK = dict(steps=40, batch_size=32, eval_batches=2, dim=32, seq_len=32, num_tokens=4)
+FULL = dict(steps=800, batch_size=64, eval_batches=4, dim=64, seq_len=64, num_tokens=8)
 MODELS = {"mamba (S6, selective)": "mamba", "s4d (LTI SSM)": "s4d", "hyena (long conv)": "hyena"}
 
 #: thresholds of the verdict rule
@@ -39,44 +42,44 @@ SOLVED = 0.90
 MARGIN = 0.20
 NO_GAP = 0.05
 
+ACCURACY = "copy accuracy: {}"  # per arm
+MAMBA, S4D, HYENA = (ACCURACY.format(label) for label in MODELS)
+FIGURES = (MAMBA, S4D, HYENA)
 
-@single_threaded
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train the three models on selective copying and judge the claim (rule in the module doc)."""
+
+def judge(figures: dict) -> str:
+    """The rule of the module docstring, on the figures named in ``FIGURES``."""
+    sel, best_other = figures[MAMBA], max(figures[S4D], figures[HYENA])
+    if sel >= SOLVED and sel >= best_other + MARGIN:
+        return HOLDS
+    if sel <= best_other + NO_GAP:
+        return DOES_NOT_HOLD
+    return INCONCLUSIVE
+
+
+def run(ctx):
+    """Train the three models on selective copying; record each one's final copy accuracy."""
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig
 
-    quick = ctx.quick
-    task = create_task("selective_copying", vocab_size=10, seq_len=32 if quick else 64, num_tokens=4 if quick else 8,
+    b = ctx.budget
+    task = create_task("selective_copying", vocab_size=10, seq_len=b["seq_len"], num_tokens=b["num_tokens"],
                        seed=ctx.seed)
-    steps = 40 if quick else STEPS
-    cfg = TrainConfig(steps=steps, batch_size=32 if quick else 64, lr=3e-3, warmup_steps=min(30, steps // 5),
-                      eval_every=max(steps // 6, 10), eval_batches=2 if quick else 4, log_every=max(steps // 10, 1),
-                      seed=ctx.seed)
-    dim = 32 if quick else 64
-    res = train_arms(task, {label: (mixer, {}) for label, mixer in MODELS.items()}, cfg, ctx, dim=dim, depth=2)
-
-    sel, lti, conv = (res.final[k] for k in MODELS)
-    best_other = max(lti, conv)
-    if sel >= SOLVED and sel >= best_other + MARGIN:
-        verdict = HOLDS
-    elif sel <= best_other + NO_GAP:
-        verdict = DOES_NOT_HOLD
-    else:
-        verdict = INCONCLUSIVE
+    cfg = TrainConfig(steps=b["steps"], batch_size=b["batch_size"], lr=3e-3, warmup_steps=min(30, b["steps"] // 5),
+                      eval_every=max(b["steps"] // 6, 10), eval_batches=b["eval_batches"],
+                      log_every=max(b["steps"] // 10, 1), seed=ctx.seed)
+    arms = [mixer_arm(label, mixer, dim=b["dim"], depth=2) for label, mixer in MODELS.items()]
+    res = train_arms(task, arms, cfg, seed=ctx.seed, progress=ctx.progress)
     chance = 1 / (task.vocab_size - 2)
-    plots = plot_curves(ctx, res, ylabel="validation copy accuracy", chance=chance,
-                        title="Selective copying: selective vs time-invariant", filename="mamba_selective_copy.png")
+    plot_curves(ctx, res.curves, "mamba_selective_copy.png", final=res.final, ylabel="validation copy accuracy",
+                chance=chance, title="Selective copying: selective vs time-invariant")
+    figures = {ACCURACY.format(k): v for k, v in res.final.items()}
     measured = {"metric": task.metric, "final": {k: round(v, 4) for k, v in res.final.items()}, "curves": res.curves,
                 "params": res.params, "train_seconds": res.seconds, "train_cpu_seconds": res.cpu_seconds,
-                "steps": steps}
+                "steps": b["steps"], **figures}
     summary = (
-        f"copy accuracy after {steps} steps: Mamba (S6) {sel:.3f}, S4D (LTI) {lti:.3f}, Hyena {conv:.3f} "
-        f"(chance {chance:.3f}). Rule: S6 >= {SOLVED} and >= best LTI + {MARGIN}. "
-        f"2 layers, d={dim}, sequence {task.seq_len}: far shorter than the paper's 4096."
+        f"copy accuracy after {b['steps']} steps: Mamba (S6) {figures[MAMBA]:.3f}, S4D (LTI) {figures[S4D]:.3f}, "
+        f"Hyena {figures[HYENA]:.3f} (chance {chance:.3f}). Rule: S6 >= {SOLVED} and >= best LTI + {MARGIN}. "
+        f"2 layers, d={b['dim']}, sequence {task.seq_len}: far shorter than the paper's 4096."
     )
-    return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=plots)
-
-
-#: training steps of the full run (each model)
-STEPS = 800
+    return ReproOutcome(measured, summary)

@@ -18,49 +18,66 @@ Rule (on ``shapes``): with posthoc = test-accuracy gain of removing P from the
 trained ViTs and gain = max(acc(escale), acc(pruned)) - acc(ViT) (val, mean over
 seeds), holds if posthoc >= +0.5 and gain >= +0.5 points; does not hold if
 gain <= -0.5, or if both are below +0.5; inconclusive otherwise (only one of
-the two findings reproduced). Self-distillation (the paper's third tool) is
-not part of this reproduction.
+the two findings reproduced), or if no arm learned shapes. Self-distillation
+(the paper's third tool) is not part of this reproduction.
 """
 from __future__ import annotations
 
 import statistics
 
-from attnlab.repro._vision_common import (
-    Arm, Budget, format_table, full_budget, learned_guard, make_task, mean_acc, plot_bars, quick_budget, run_arms,
+from attnlab.repro.harness.arms import Arm
+from attnlab.repro.harness.plots import plot_bar_panels
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, guard_learned
+from attnlab.repro.harness.vision import (
+    BAND_POINTS, SHAPES_LEARNED, full_budget, image_model, make_task, only_task, quick_budget, train_vision_arms,
+    vision_outcome,
 )
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P31"
 CLAIM = ("A ViT is an ensemble of paths of different lengths; some paths pull the prediction down, and path pruning "
          "and EnsembleScale (re-weighting each path's direct contribution) improve on the plain ViT.")
-BAND = 0.005
 
-QUICK = quick_budget()
-FULL = full_budget(300, task_seeds={"digits": (0,)})
+QUICK, FULL = quick_budget(), full_budget(300, task_seeds={"digits": (0,)})
+
+POSTHOC_ON = "{}: post-hoc pruning gain, test (points)"  # per task
+POSTHOC = POSTHOC_ON.format("shapes")
+GAIN = "shapes: best(escale, pruned) - ViT (points)"
+FIGURES = (POSTHOC, GAIN, SHAPES_LEARNED)
 
 
-def _builder(dim: int, depth: int, *, ensemble_scale: bool, prune=()):
+def judge(figures: dict) -> str:
+    """The rule of the module docstring, on the figures named in ``FIGURES``."""
+    posthoc, gain = figures[POSTHOC], figures[GAIN]
+    if posthoc >= BAND_POINTS and gain >= BAND_POINTS:
+        verdict = HOLDS
+    elif gain <= -BAND_POINTS or (posthoc < BAND_POINTS and gain < BAND_POINTS):
+        verdict = DOES_NOT_HOLD
+    else:
+        verdict = INCONCLUSIVE
+    return guard_learned(figures[SHAPES_LEARNED], verdict)
+
+
+def _arm(name: str, dim: int, depth: int, *, ensemble_scale: bool = False, prune=()) -> Arm:
     from attnlab.models.path_ensemble import PathEnsembleViT
 
-    return lambda img, ch, ncls: PathEnsembleViT(img_size=img, in_chans=ch, num_classes=ncls, patch_size=4, dim=dim,
-                                                 depth=depth, num_heads=4, ensemble_scale=ensemble_scale,
-                                                 prune=prune)
+    return Arm(name, image_model(PathEnsembleViT, patch_size=4, dim=dim, depth=depth, num_heads=4,
+                                 ensemble_scale=ensemble_scale, prune=prune))
 
 
-def _accuracy(model, task, budget: Budget, split: str) -> float:
+def _accuracy(model, task, budget, split: str) -> float:
     from attnlab.train import evaluate
 
     return float(evaluate(model, task, batches=budget.eval_batches, batch_size=budget.eval_batch_size,
                           split=split)[task.metric])
 
 
-def ablate_paths(models: list, task_name: str, budget: Budget, seeds) -> dict:
-    """Per path: mean over seeds of val accuracy without that path's vote minus with it; the prune set and its test gain."""
+def ablate_paths(models: list, task_name: str, budget, seeds) -> dict:
+    """Per path: mean over seeds of val accuracy without that path's vote minus with it; the prune set (the paths
+    whose removal helped) and the test-accuracy gain of removing it."""
     names = models[0].path_names()
+    tasks = [make_task(task_name, seed=s, **budget.task_kwargs.get(task_name, {})) for s in seeds]
     deltas = {n: [] for n in names}
-    base_test, pruned_test = [], []
-    per_seed_tasks = [make_task(task_name, seed=s, **budget.task_kwargs.get(task_name, {})) for s in seeds]
-    for model, task in zip(models, per_seed_tasks):
+    for model, task in zip(models, tasks):
         full = _accuracy(model, task, budget, "val")
         for n in names:
             model.set_pruned([n])
@@ -70,84 +87,45 @@ def ablate_paths(models: list, task_name: str, budget: Budget, seeds) -> dict:
     prune = [n for n, d in mean_delta.items() if d > 0]
     if len(prune) == len(names):  # keep at least one vote
         prune.remove(max(prune, key=lambda n: names.index(n)))
-    for model, task in zip(models, per_seed_tasks):
+    base_test, pruned_test = [], []
+    for model, task in zip(models, tasks):
         base_test.append(_accuracy(model, task, budget, "test"))
         model.set_pruned(prune)
         pruned_test.append(_accuracy(model, task, budget, "test"))
         model.set_pruned([])
-    return dict(delta=mean_delta, prune=prune,
-                posthoc_gain=statistics.fmean(pruned_test) - statistics.fmean(base_test))
+    return dict(delta=mean_delta, prune=prune, posthoc_gain=statistics.fmean(pruned_test) - statistics.fmean(base_test))
 
 
-def _plot(ablations: dict, path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(ablations), figsize=(5.5 * len(ablations), 3.2), squeeze=False)
-    for ax, (task, ab) in zip(axes[0], ablations.items()):
-        names = list(ab["delta"])
-        vals = [100 * ab["delta"][n] for n in names]
-        ax.bar(range(len(names)), vals, color=["tab:red" if v > 0 else "tab:blue" for v in vals])
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=60, fontsize=7)
-        ax.set_ylabel("val acc change without the path (points)")
-        ax.set_title(f"{task}: removing one path's vote (red = helps)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
-
-
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train ViT and EnsembleScale; ablate the ViT's paths; retrain with the harmful ones pruned; judge on shapes."""
-    from dataclasses import replace
-
-    budget = QUICK if ctx.quick else FULL
+def run(ctx):
+    """Train ViT and EnsembleScale; ablate the ViT's paths; retrain with the harmful ones pruned; record the gains."""
+    budget = ctx.budget
     dim, depth = (32, 2) if ctx.quick else (64, 6)
-    table = run_arms([Arm("ViT", _builder(dim, depth, ensemble_scale=False)),
-                      Arm("escale", _builder(dim, depth, ensemble_scale=True))],
-                     budget, progress=ctx.progress, keep_models=True)
-    ablations, measured = {}, {}
+    table = train_vision_arms([_arm("ViT", dim, depth), _arm("escale", dim, depth, ensemble_scale=True)], budget,
+                              progress=ctx.progress, keep_models=True, seed_offset=ctx.seed)
+    entries, ablations = {}, {}
     for task in budget.tasks:
-        ab = ablate_paths(table["models"][task]["ViT"], task, budget, budget.seeds_for(task))
-        ablations[task] = ab
-        pruned = run_arms([Arm("pruned", _builder(dim, depth, ensemble_scale=False, prune=ab["prune"]))],
-                          replace(budget, tasks=(task,)), progress=ctx.progress, measure_speed=False)
-        table["summary"][task]["pruned"] = pruned["summary"][task]["pruned"]
-        scales = [m.ensemble_scale.detach().mean(dim=1) for m in table["models"][task]["escale"]]
-        mean_scale = [float(sum(s[k] for s in scales) / len(scales)) for k in range(len(scales[0]))]
-        names = table["models"][task]["ViT"][0].path_names()
-        measured[f"{task}: paths whose removal helps (val)"] = ", ".join(ab["prune"]) or "none"
-        measured[f"{task}: post-hoc pruning gain, test (points)"] = 100 * ab["posthoc_gain"]
-        for n in names:
-            measured[f"{task}: val change without {n} (points)"] = 100 * ab["delta"][n]
-        measured[f"{task}: learned EnsembleScale (mean per path)"] = [round(v, 3) for v in mean_scale]
-    for t, arms in table["summary"].items():
-        for a, s in arms.items():
-            for k, v in s.items():
-                measured[f"{t}/{a} {k}"] = v
-    vit, esc, pru = (mean_acc(table, "shapes", a) for a in ("ViT", "escale", "pruned"))
-    gain = max(esc, pru) - vit
-    posthoc = ablations["shapes"]["posthoc_gain"]
-    measured["shapes: best(escale, pruned) - ViT (points)"] = 100 * gain
-    if posthoc >= BAND and gain >= BAND:
-        verdict = HOLDS
-    elif gain <= -BAND or (posthoc < BAND and gain < BAND):
-        verdict = DOES_NOT_HOLD
-    else:
-        verdict = INCONCLUSIVE
-    plots = [p for p in [_plot(ablations, ctx.path("path_ablation.png")),
-                         plot_bars(table, ctx.path("path_ensemble.png"), "Path pruning / EnsembleScale vs ViT")] if p]
-    summary = (f"On shapes, removing the vote of {measured['shapes: paths whose removal helps (val)']} "
-               f"(selected on val) changes the trained ViT's test accuracy by {100 * posthoc:+.1f} points; retrained "
-               f"with those paths pruned: {100 * pru:.1f}%, with EnsembleScale: {100 * esc:.1f}%, plain ViT: "
-               f"{100 * vit:.1f}% (best - ViT {100 * gain:+.1f} points; rule: both >= +0.5 holds, best - ViT <= -0.5 "
-               f"or both < +0.5 does not). Width {dim}, depth {depth}, {budget.steps} steps x {budget.batch_size}."
-               f"\n\n{format_table(table)}")
-    verdict, summary = learned_guard(measured, verdict, summary, table)
-    return ReproOutcome(measured, verdict, summary, plots)
+        ab = ablations[task] = ablate_paths(table.models[task]["ViT"], task, budget,
+                                            [s + ctx.seed for s in budget.seeds_for(task)])
+        table.add(train_vision_arms([_arm("pruned", dim, depth, prune=ab["prune"])], only_task(budget, task),
+                                    progress=ctx.progress, measure_speed=False, seed_offset=ctx.seed))
+        scales = [m.ensemble_scale.detach().mean(dim=1) for m in table.models[task]["escale"]]
+        entries[f"{task}: paths whose removal helps (val)"] = ", ".join(ab["prune"]) or "none"
+        entries[POSTHOC_ON.format(task)] = 100 * ab["posthoc_gain"]
+        entries |= {f"{task}: val change without {n} (points)": 100 * d for n, d in ab["delta"].items()}
+        entries[f"{task}: learned EnsembleScale (mean per path)"] = [
+            round(float(sum(s[k] for s in scales) / len(scales)), 3) for k in range(len(scales[0]))]
+    vit, esc, pru = (table.accuracy(a) for a in ("ViT", "escale", "pruned"))
+    entries[GAIN] = 100 * (max(esc, pru) - vit)
+    panels = {f"{task}: removing one path's vote (red = helps)": {n: 100 * d for n, d in ab["delta"].items()}
+              for task, ab in ablations.items()}
+    plot_bar_panels(ctx, panels, "path_ablation.png",
+                    ylabel="val acc change without the path (points)", hline=0.0, rotation=60, panel_width=5.5,
+                    colors=lambda v: "tab:red" if v > 0 else "tab:blue")
+    summary = (f"On shapes, removing the vote of {entries['shapes: paths whose removal helps (val)']} (selected on "
+               f"val) changes the trained ViT's test accuracy by {entries[POSTHOC]:+.1f} points; retrained with those "
+               f"paths pruned: {100 * pru:.1f}%, with EnsembleScale: {100 * esc:.1f}%, plain ViT: {100 * vit:.1f}% "
+               f"(best - ViT {entries[GAIN]:+.1f} points; rule: both >= +0.5 holds, best - ViT <= -0.5 or both < +0.5 "
+               f"does not). "
+               f"Width {dim}, depth {depth}, {budget.steps} steps x {budget.batch_size}.")
+    return vision_outcome(ctx, {"": table}, entries, summary, judge=judge,
+                          plots={"": ("path_ensemble.png", "Path pruning / EnsembleScale vs ViT")})

@@ -31,7 +31,9 @@ import math
 import torch
 
 from attnlab.mixers.random_features import rfa_features, sample_qk_matrices
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
+from attnlab.repro.harness.plots import plot_lines, pyplot
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P01"
 CLAIM = (
@@ -40,7 +42,27 @@ CLAIM = (
     "QK sampling improves it further on targets like (1/N) sum_i <x0, x_i>^p."
 )
 
+QUICK = dict(heads=32, sizes=(128, 256, 512), n_val=256, n_test=512)
+FULL = dict(heads=256, sizes=(256, 512, 1024, 2048, 4096), n_val=1024, n_test=2048)
+D = NUM_KEYS = 16
+QK_BIAS = 1.0
 LAMBDAS = tuple(10.0**e for e in range(-6, 3))
+MODELS = ("rfa_biased", "rfa_zero_mean", "rf_mlp")
+JUDGED_AT = 2048  # or the largest n of a run without it
+
+NMSE = "test nmse at the judged n: {}"  # per model
+BIASED, ZERO_MEAN, MLP = (NMSE.format(m) for m in MODELS)
+FIGURES = (BIASED, ZERO_MEAN, MLP)
+
+
+def judge(figures: dict) -> str:
+    """The rule of the module docstring, on the three models' test NMSE at the judged sample size."""
+    b, z, m = figures[BIASED], figures[ZERO_MEAN], figures[MLP]
+    if b < z and m >= 2 * b:
+        return HOLDS
+    if b >= z or m <= b:
+        return DOES_NOT_HOLD
+    return INCONCLUSIVE
 
 
 def _sphere(n, k, d, g):
@@ -78,82 +100,45 @@ def ridge_path(f_tr, y_tr, f_va, y_va, f_te, y_te, lambdas=LAMBDAS) -> tuple[flo
     return best[1], best[2]
 
 
-def run(ctx: ReproContext) -> ReproOutcome:
+def run(ctx):
     """Test error vs sample size for biased RFA, zero-mean RFA and the RF-MLP; writes ``random_features.png``."""
-    d = num_keys = 16
-    if ctx.quick:
-        heads, sizes, n_val, n_test = 32, (128, 256, 512), 256, 512
-    else:
-        heads, sizes, n_val, n_test = 256, (256, 512, 1024, 2048, 4096), 1024, 2048
-    p = heads * (d + 1)
+    b = ctx.budget
+    p = b["heads"] * (D + 1)
     g = torch.Generator().manual_seed(ctx.seed)
-    n_max = max(sizes)
-    tr, va, te = (make_data(n, d, num_keys, g) for n in (n_max, n_val, n_test))
-    gauss = sample_qk_matrices(heads, d, generator=g)
-    w_by_model = {"rfa_zero_mean": gauss, "rfa_biased": gauss + 1.0 * torch.eye(d)}
-    mlp_w = torch.randn(d * (num_keys + 1), p, generator=g) / math.sqrt(d * (num_keys + 1))
+    tr, va, te = (make_data(n, D, NUM_KEYS, g) for n in (max(b["sizes"]), b["n_val"], b["n_test"]))
+    gauss = sample_qk_matrices(b["heads"], D, generator=g)
+    qk = {"rfa_zero_mean": gauss, "rfa_biased": gauss + QK_BIAS * torch.eye(D)}
+    mlp_w = torch.randn(D * (NUM_KEYS + 1), p, generator=g) / math.sqrt(D * (NUM_KEYS + 1))
 
     def feats(name, data):
         x0, keys, _ = data
         if name == "rf_mlp":
             return torch.relu(torch.cat([x0, keys.flatten(1)], dim=1) @ mlp_w)
-        return rfa_features(x0, keys, w_by_model[name], sigma="relu", constant=True).flatten(1)
+        return rfa_features(x0, keys, qk[name], sigma="relu", constant=True).flatten(1)
 
-    models = ("rfa_biased", "rfa_zero_mean", "rf_mlp")
-    curves: dict[str, dict[int, float]] = {m: {} for m in models}
-    lams: dict[str, dict[int, float]] = {m: {} for m in models}
-    for name in models:
+    curves: dict[str, dict[int, float]] = {m: {} for m in MODELS}
+    lams: dict[str, dict[int, float]] = {m: {} for m in MODELS}
+    for name in MODELS:
         f_tr, f_va, f_te = feats(name, tr), feats(name, va), feats(name, te)
-        for n in sizes:
-            err, lam = ridge_path(f_tr[:n], tr[2][:n], f_va, va[2], f_te, te[2])
-            curves[name][n], lams[name][n] = err, lam
-
-    n_judge = 2048 if 2048 in sizes else max(sizes)
-    b, z, m = (curves[k][n_judge] for k in models)
-    if b < z and m >= 2 * b:
-        verdict = HOLDS
-    elif b >= z or m <= b:
-        verdict = DOES_NOT_HOLD
-    else:
-        verdict = INCONCLUSIVE
-
-    plots = []
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for name in models:
-            ax.plot(list(curves[name]), list(curves[name].values()), marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("training samples n")
-        ax.set_ylabel("normalised test MSE")
-        ax.set_title(f"P01: d=N={d}, {p} features, y = mean_i <x0,xi>^3", fontsize=9)
-        ax.legend()
-        fig.tight_layout()
-        path = ctx.path("random_features.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        plots.append(str(path))
-    except ImportError:
-        pass
-
+        for n in b["sizes"]:
+            curves[name][n], lams[name][n] = ridge_path(f_tr[:n], tr[2][:n], f_va, va[2], f_te, te[2])
+    n_judge = JUDGED_AT if JUDGED_AT in b["sizes"] else max(b["sizes"])
+    figures = {NMSE.format(m): curves[m][n_judge] for m in MODELS}
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    plot_lines(ax, curves, xlabel="training samples n", ylabel="normalised test MSE", logy=True, base=2,
+               title=f"P01: d=N={D}, {p} features, y = mean_i <x0,xi>^3")
+    ctx.save_plot(fig, "random_features.png", dpi=120)
     measured = {
-        "d": d,
-        "num_keys": num_keys,
-        "heads": heads,
-        "features": p,
-        "qk_bias": 1.0,
+        "d": D, "num_keys": NUM_KEYS, "heads": b["heads"], "features": p, "qk_bias": QK_BIAS,
         "test_nmse": {k: {str(n): round(v, 5) for n, v in c.items()} for k, c in curves.items()},
         "ridge_lambda": {k: {str(n): v for n, v in c.items()} for k, c in lams.items()},
-        "judged_at_n": n_judge,
+        "judged_at_n": n_judge, **figures,
     }
+    bi, z, m = (figures[k] for k in FIGURES)
     summary = (
-        f"Ridge-fitted readouts with {p} random features each, d=N={d}. At n={n_judge}: normalised test MSE "
-        f"biased RFA {b:.3f}, zero-mean RFA {z:.3f}, RF-MLP {m:.3f} (MLP / biased = {m / max(b, 1e-12):.1f}x). "
-        f"Rule: holds if biased < zero-mean and MLP >= 2x biased. Value input [x_i; 1] (a constant coordinate). M={heads} heads: far below the paper's scale."
+        f"Ridge-fitted readouts with {p} random features each, d=N={D}. At n={n_judge}: normalised test MSE "
+        f"biased RFA {bi:.3f}, zero-mean RFA {z:.3f}, RF-MLP {m:.3f} (MLP / biased = {m / max(bi, 1e-12):.1f}x). "
+        f"Rule: holds if biased < zero-mean and MLP >= 2x biased. Value input [x_i; 1] (a constant coordinate). "
+        f"M={b['heads']} heads: far below the paper's scale."
     )
-    return ReproOutcome(measured=measured, verdict=verdict, summary=summary, plots=plots)
+    return ReproOutcome(measured, summary)

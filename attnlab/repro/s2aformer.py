@@ -4,33 +4,33 @@ Arms: ``attnlab.models.ViT`` with ``strip_attention`` in every layer (16x16 toke
 keys/values reduced 2x2 -> 64 tokens by a depthwise stride-2 convolution; queries and
 keys compressed to d' = C/8 channels; one head) against the same ViT with dense
 softmax attention, width matched to equal parameters; trained on ``shapes`` and
-``digits`` (see ``attnlab.repro._mixer_vs_dense``). Only the token mixer changes: the
+``digits`` (see :mod:`attnlab.repro.harness.dense`). Only the token mixer changes: the
 Hybrid Perception Block around it (depthwise conv, local interaction module) belongs
 to the S2AFormer model, not to this comparison of attention mechanisms.
 
 Claimed margin: S2AFormer reports accuracy above efficient-ViT baselines at lower
 MACs and latency on GPU and CPU. At this scale we read that as "no more than 1 point
-below dense attention". Rule (``_mixer_vs_dense.judge``): holds if the strip-attention
-ViT trains faster (images/s) on both tasks and its accuracy, averaged over tasks and
-seeds, is at most 1 point below the dense ViT's; does not hold if it is not faster or
-is more than 1 point + seed noise below; inconclusive if the gap lies within noise or
-the dense ViT learned no task (tasks it did not learn, accuracy < chance + 10 points,
-are reported, not judged).
+below dense attention". Rule (:func:`attnlab.repro.harness.dense.judge` with a margin of
+1 point): holds if the strip-attention ViT trains faster (images/s) on both tasks and
+its accuracy, averaged over tasks and seeds, is at most 1 point below the dense ViT's;
+does not hold if it is not faster or is more than 1 point + seed noise below;
+inconclusive if the gap lies within noise or the dense ViT learned no task (tasks it
+did not learn, accuracy < chance + 10 points, are reported, not judged).
 """
 from __future__ import annotations
 
-from attnlab.repro._mixer_vs_dense import Budget, ceil_div, compare, dense_macs
-from attnlab.repro.base import ReproContext, ReproOutcome
+from attnlab.repro.harness import dense
+from attnlab.repro.harness.dense import ceil_div, dense_macs, efficient_vs_dense
 
 PAPER = "P09"
 CLAIM = ("Strip self-attention (keys/values spatially reduced, queries/keys channel-compressed) keeps the accuracy "
          "of full self-attention at a much lower cost in MACs and CPU/GPU latency.")
 
 SR_RATIO, HEADS = 2, 1
-QUICK = Budget(steps=8, batch_size=16, eval_batches=2, eval_batch_size=32, seeds=(0,), tasks=("shapes",),
-               bench_repeats=1)
-FULL = Budget(steps=250, batch_size=32, lr=2e-3, eval_batches=8, seeds=(0, 1), tasks=("shapes", "digits"),
-              task_seeds={"digits": (0,)}, bench_repeats=5)
+MARGIN_POINTS = 1.0
+QUICK, FULL = dense.quick_budget(), dense.full_budget(task_seeds={"digits": (0,)})
+FIGURES = dense.FIGURES
+judge = dense.rule(MARGIN_POINTS)
 
 
 def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:
@@ -40,10 +40,8 @@ def attn_macs(n: int, c: int, grid: tuple[int, int]) -> tuple[int, int]:
     return n * m * (d_qk + c) + n * c, dense_macs(n, c)
 
 
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train a strip-attention ViT and a dense ViT of equal parameters on shapes and digits; judge accuracy at cost."""
-    measured, verdict, summary, plots = compare(
-        ctx, label="strip ViT", mixer="strip_attention", mixer_kwargs={"sr_ratio": SR_RATIO, "num_heads": HEADS},
-        attn_macs=attn_macs, quick=QUICK, full=FULL, title="S2AFormer (strip attention) ViT vs dense ViT",
-    )
-    return ReproOutcome(measured, verdict, summary, plots)
+def run(ctx):
+    """Train a strip-attention ViT and a dense ViT of equal parameters; record the accuracy gap and the cost."""
+    return efficient_vs_dense(ctx, label="strip ViT", mixer="strip_attention", attn_macs=attn_macs,
+                              margin=MARGIN_POINTS, mixer_kwargs={"sr_ratio": SR_RATIO, "num_heads": HEADS},
+                              title="S2AFormer (strip attention) ViT vs dense ViT")

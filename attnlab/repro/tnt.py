@@ -7,53 +7,33 @@ both ``attnlab.models.ViT`` matched to TNT's parameter count.
 
 Rule (on ``shapes``, mean over seeds): holds if TNT's accuracy is at least
 ViT-p8's (the paper's comparison) plus 0.5 point; does not hold if it is more
-than 0.5 point below; inconclusive in between. ViT-p4 is reported as context.
+than 0.5 point below; inconclusive in between, or if no arm learned shapes.
+ViT-p4 is reported as context.
 """
 from __future__ import annotations
 
-from attnlab.repro._vision_common import (
-    Arm, flat_measured, format_table, full_budget, learned_guard, mean_acc, plot_bars, quick_budget, run_arms,
-    vit_matched,
+from attnlab.repro.harness.vision import (
+    SHAPES_LEARNED, design_vs_matched_vits, full_budget, image_model, margin_rule, quick_budget,
 )
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ReproContext, ReproOutcome
 
 PAPER = "P32"
 CLAIM = ("Modelling pixel-level words inside each patch with an inner transformer (TNT) improves on a ViT with the "
          "same patch size: TNT-S 81.5% vs DeiT-S 79.8% top-1 on ImageNet.")
-BAND = 0.005
 
-QUICK = quick_budget()
-FULL = full_budget(300)
+QUICK, FULL = quick_budget(), full_budget(300)
+#: the quick run's smaller TNT (over the tiny config)
+QUICK_CONFIG = dict(embed_dim=32, inner_dim=8, depth=1, num_heads_outer=2)
+
+MARGIN = "shapes: tnt - ViT-p8 (points)"
+FIGURES = (MARGIN, SHAPES_LEARNED)
+judge = margin_rule(MARGIN)
 
 
-def _arms(quick: bool) -> list[Arm]:
+def run(ctx):
+    """Train TNT and the matched ViTs; record TNT's margin over the same-patch ViT."""
     from attnlab.models.tnt import TNT, TNT_CONFIGS
 
-    cfg = dict(TNT_CONFIGS["tiny"])
-    if quick:
-        cfg.update(embed_dim=32, inner_dim=8, depth=1, num_heads_outer=2)
-    tnt = lambda img, ch, ncls: TNT(img_size=img, in_chans=ch, num_classes=ncls, **cfg)  # noqa: E731
-    target = lambda img, ch, ncls: sum(p.numel() for p in tnt(img, ch, ncls).parameters())  # noqa: E731
-    depth = 2 if quick else 4
-    return [
-        Arm("tnt", tnt),
-        Arm("ViT-p8", lambda img, ch, ncls: vit_matched(target(img, ch, ncls), img, ch, ncls, patch_size=8, depth=depth)),
-        Arm("ViT-p4", lambda img, ch, ncls: vit_matched(target(img, ch, ncls), img, ch, ncls, patch_size=4, depth=depth)),
-    ]
-
-
-def run(ctx: ReproContext) -> ReproOutcome:
-    """Train TNT and the matched ViTs; judge TNT against the same-patch ViT."""
-    budget = QUICK if ctx.quick else FULL
-    table = run_arms(_arms(ctx.quick), budget, progress=ctx.progress)
-    tnt, p8, p4 = (mean_acc(table, "shapes", a) for a in ("tnt", "ViT-p8", "ViT-p4"))
-    margin = tnt - p8
-    verdict = HOLDS if margin > BAND else DOES_NOT_HOLD if margin < -BAND else INCONCLUSIVE
-    measured = flat_measured(table)
-    measured["shapes: tnt - ViT-p8 (points)"] = 100 * margin
-    plots = [p for p in [plot_bars(table, ctx.path("tnt.png"), "TNT vs matched ViTs")] if p]
-    summary = (f"On shapes TNT {100 * tnt:.1f}% vs ViT-p8 {100 * p8:.1f}% (same patch grid, equal parameters; margin "
-               f"{100 * margin:+.1f} points, rule: > +0.5 holds, < -0.5 does not); ViT-p4 {100 * p4:.1f}%.\n\n"
-               f"{format_table(table)}")
-    verdict, summary = learned_guard(measured, verdict, summary, table)
-    return ReproOutcome(measured, verdict, summary, plots)
+    config = TNT_CONFIGS["tiny"] | (QUICK_CONFIG if ctx.quick else {})
+    return design_vs_matched_vits(ctx, "tnt", image_model(TNT, **config), patches=(8, 4), against=("ViT-p8",),
+                                  figure=MARGIN, judge=judge, title="TNT vs matched ViTs",
+                                  note="ViT-p8 has TNT's patch grid; ViT-p4 is context. ")

@@ -1,15 +1,16 @@
-"""Repro axial (P19): quick mode end to end (real axial and dense ViTs, shapes task, training), verdict by the stated rule."""
+"""Repro axial (P19): its MAC count and the quick run (its rule: tests/repro/harness/test_harness_dense.py)."""
 from __future__ import annotations
 
-from test_biformer import check_mixer_vs_dense_outcome
+import pytest
 
-from attnlab.repro.axial import attn_macs
+from attnlab.repro import axial
+from attnlab.repro.harness.dense import MACS_RATIO
 
 
 def test_attention_macs_of_the_two_passes():
-    axial, dense = attn_macs(256, 48, (16, 16))
-    assert axial == 2 * 256 * 32 * 48 and dense == 2 * 256 * 256 * 48  # (H + W) / N = 1/8
+    ax, dense = axial.attn_macs(256, 48, (16, 16))
+    assert ax == 2 * 256 * 32 * 48 and dense == 2 * 256 * 256 * 48  # (H + W) / N = 1/8
 
 
-def test_quick_run(tmp_path):
-    check_mixer_vs_dense_outcome("axial", tmp_path, macs_below=0.2)
+def test_quick_run_is_cheaper_in_macs(quick_run):
+    assert quick_run("axial").measured[MACS_RATIO] == pytest.approx(0.125)

@@ -1,40 +1,33 @@
-"""Repro combiner (P03): the quick mode runs for real; the verdict rule and the local stand-in."""
+"""Repro combiner (P03): the rule on hand-written figures (each outcome, every edge); the quick run's budget."""
 from __future__ import annotations
 
-import torch
+import pytest
 
-from attnlab.repro.base import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS, ReproContext
-from attnlab.repro.combiner import _BandLocal, judge, run
+from attnlab.repro import combiner as cb
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
-
-def test_quick_run(tmp_path):
-    out = run(ReproContext(quick=True, out_dir=tmp_path, progress=False))
-    assert out.verdict in VERDICTS
-    bpc = out.measured["final_bpc"]
-    assert set(bpc) == {"full attention", "local", "combiner_fixed", "combiner_axial"}
-    assert all(0.0 < v < 8.0 for v in bpc.values())
-    assert out.measured["logits_per_token"]["combiner_fixed"] == out.measured["logits_per_token"]["local"] == 16
-    assert (tmp_path / "combiner_bpc.png").exists()
-    assert out.verdict == judge(bpc)[0]
+M = cb.MARGIN
 
 
-def test_verdict_rule():
-    base = {"full attention": 2.0, "local": 2.2}
-    assert judge({**base, "combiner_fixed": 2.05, "combiner_axial": 2.1})[0] == HOLDS
-    assert judge({**base, "combiner_fixed": 2.05, "combiner_axial": 2.195})[0] == INCONCLUSIVE
-    assert judge({**base, "combiner_fixed": 2.3, "combiner_axial": 2.2})[0] == DOES_NOT_HOLD
-    # signed gaps: beating full attention counts as reaching it
-    assert judge({**base, "combiner_fixed": 1.9, "combiner_axial": 1.95})[0] == HOLDS
-    # full attention not ahead of local: the claim cannot be tested here
-    assert judge({"full attention": 2.0, "local": 1.9, "combiner_fixed": 1.8, "combiner_axial": 1.8})[0] == INCONCLUSIVE
+def _f(full=2.0, local=2.2, fixed=2.05, axial=2.1):
+    return {cb.FULL_ATTENTION: full, cb.LOCAL: local, cb.FIXED: fixed, cb.AXIAL: axial}
 
 
-def test_band_local_stand_in_sees_exactly_the_window():
-    torch.manual_seed(0)
-    m = _BandLocal(8, 2, window=3).double()
-    x = torch.randn(1, 10, 8, dtype=torch.float64)
-    y = m(x)
-    x2 = x.clone()
-    x2[:, 2] += 5.0  # token 2 is inside the windows of tokens 2, 3, 4 only
-    changed = (m(x2) - y).abs().amax(-1)[0] > 1e-12
-    assert changed.tolist() == [False, False, True, True, True, False, False, False, False, False]
+@pytest.mark.parametrize("figures, verdict", [
+    (_f(), HOLDS),
+    (_f(axial=2.195), INCONCLUSIVE),                    # one variant not closer by the margin
+    (_f(fixed=2.3, axial=2.2), DOES_NOT_HOLD),
+    (_f(fixed=1.9, axial=1.95), HOLDS),                 # signed gaps: beating full attention counts as reaching it
+    (_f(local=1.9, fixed=1.8, axial=1.8), INCONCLUSIVE),  # full attention not ahead of local: nothing to reach
+    (_f(local=2.0 + M * (1 - 1e-6), fixed=1.0, axial=1.0), INCONCLUSIVE),  # ... by less than the margin
+    (_f(local=2.0 + M * (1 + 1e-6), fixed=1.0, axial=1.0), HOLDS),
+    (_f(fixed=2.2 - M * (1 - 1e-6), axial=2.2 - M * (1 - 1e-6)), DOES_NOT_HOLD),  # closer, by less than the margin
+])
+def test_rule(figures, verdict):
+    assert cb.judge(figures) == verdict
+
+
+def test_quick_run_gives_local_and_combiner_the_same_budget(quick_run):
+    m = quick_run("combiner").measured
+    assert m["logits_per_token"]["combiner_fixed"] == m["logits_per_token"]["local"] == 16
+    assert all(0.0 < m[k] < 8.0 for k in cb.FIGURES) and m["local_implementation"] == "sliding_window"

@@ -1,0 +1,217 @@
+"""The runner behind ``attnlab repro <slug>``: one place for what every reproduction shares.
+
+A reproduction is a module registered in :data:`attnlab.repro.REPROS` that defines
+
+    PAPER = "P13"                                  # id from PAPERS.md
+    CLAIM = "the paper's key finding, as the paper states it"
+    QUICK, FULL = ..., ...                         # budgets; run() gets one as ctx.budget
+    MARGIN = "shapes: crossvit - best ViT (points)"    # the names of the figures the rule reads,
+    FIGURES = (MARGIN, ...)                        #   defined once, used to write and to read
+    def judge(figures) -> str: ...                 # the rule: a pure function of those figures
+    def run(ctx: ReproContext) -> ReproOutcome: ...    # measures; sets measured[MARGIN] = ...
+
+:func:`run_repro` owns the rest: it picks the budget (``--quick`` or full), pins torch's
+thread count, times the run (wall and CPU), hands ``run`` a context that saves plots, takes the
+figures named in ``FIGURES`` from what ``run`` measured, asks ``judge`` for the verdict (a module
+never states its verdict itself), and writes ``result.json`` and ``report.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnlab.repro.harness.plots import save_figure
+from attnlab.repro.harness.rules import QUICK_NOTE, VERDICTS
+from attnlab.utils.threads import torch_threads
+
+__all__ = ["ReproContext", "ReproOutcome", "ReproResult", "run_repro", "load_module", "load_result", "figures_of",
+           "format_value", "REQUIRED", "SCHEMA"]
+
+#: What a reproduction module must define.
+REQUIRED = ("PAPER", "CLAIM", "QUICK", "FULL", "FIGURES", "judge", "run")
+#: Version of the result.json layout (2: figures, per_seed, cpu_seconds, threads, budget added).
+SCHEMA = 2
+
+
+@dataclass
+class ReproContext:
+    """What ``run`` is given: quick or full, the budget for it, the output folder, the seed, progress bars on/off.
+
+    ``plots`` collects the paths written through :meth:`save_plot`, in order.
+    """
+
+    quick: bool
+    out_dir: Path
+    budget: Any = None
+    seed: int = 0
+    progress: bool = True
+    plots: list[str] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        """A file path inside the output folder (created on demand)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return self.out_dir / name
+
+    def save_plot(self, fig, name: str, *, dpi: int = 100) -> str:
+        """Save matplotlib figure ``fig`` as ``name`` in the output folder, close it, record it; returns the path."""
+        path = save_figure(fig, self.path(name), dpi=dpi)
+        self.plots.append(path)
+        return path
+
+
+@dataclass
+class ReproOutcome:
+    """What ``run`` returns.
+
+    Attributes:
+        measured: every figure measured (name -> number, bool, list or small table), JSON-able; holds the
+            figures the rule reads under the names in the module's ``FIGURES``.
+        summary: a few sentences: what was run, what was measured, how it compares with the claim,
+            and anything that differs from the paper's setup.
+        per_seed: for entries of ``measured`` that are means over seeds, the value of each seed
+            (name -> list, in seed order).
+    """
+
+    measured: dict
+    summary: str
+    per_seed: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReproResult:
+    """A finished reproduction: the claim, the figures, the verdict the rule gave, what else was measured.
+
+    ``seconds`` / ``cpu_seconds`` are the run's wall and CPU time (``cpu_seconds`` counts every
+    thread); ``threads`` is the torch thread count it ran with; ``budget`` the budget it used.
+    """
+
+    slug: str
+    paper: str
+    claim: str
+    quick: bool
+    verdict: str
+    figures: dict
+    measured: dict
+    summary: str
+    plots: list[str]
+    seconds: float
+    cpu_seconds: float
+    threads: int
+    seed: int
+    budget: Any = None
+    per_seed: dict = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @property
+    def verdict_line(self) -> str:
+        """The verdict as shown to a reader: a quick run's says it is a smoke test."""
+        return f"{self.verdict} ({QUICK_NOTE})" if self.quick else self.verdict
+
+    def to_markdown(self) -> str:
+        """A short Markdown report: claim, verdict, the figures the rule read, everything measured, plots."""
+        lines = [f"# `{self.slug}` ({self.paper}){' — ' + QUICK_NOTE if self.quick else ''}", "",
+                 f"**Claim.** {self.claim}", "", f"**Verdict: {self.verdict_line}.** {self.summary}", "",
+                 "| figure the rule reads | value |", "|---|---|"]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in self.figures.items()]
+        lines += ["", "| measured | value |", "|---|---|"]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in self.measured.items() if k not in self.figures]
+        lines += ["", f"Ran in {self.seconds:.1f} s wall, {self.cpu_seconds:.1f} s CPU, {self.threads} torch "
+                  f"thread(s), seed {self.seed}."]
+        lines += [f"![plot]({Path(p).name})" for p in self.plots]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        """The result as indented JSON (what ``result.json`` holds)."""
+        return json.dumps(_jsonable(asdict(self)), indent=2, default=float)
+
+
+def format_value(v) -> str:
+    """A measured value as report text: floats to 4 significant digits, short number lists inline, else JSON."""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+        return "[" + ", ".join(format_value(float(x)) for x in v) + "]"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def _jsonable(v):
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _jsonable(asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def load_module(slug: str):
+    """Import the reproduction module for ``slug`` and check it defines :data:`REQUIRED`.
+
+    KeyError listing the slugs (and close matches) if ``slug`` is unknown; TypeError naming what is missing.
+    """
+    from attnlab.repro import REPROS
+
+    if slug not in REPROS:
+        close = difflib.get_close_matches(str(slug), list(REPROS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise KeyError(f"slug: expected one of {sorted(REPROS)}, received {slug!r}{hint}")
+    mod = importlib.import_module(REPROS[slug])
+    missing = [name for name in REQUIRED if not hasattr(mod, name)]
+    if missing:
+        raise TypeError(f"{mod.__name__}: expected a reproduction module defining {list(REQUIRED)}, missing {missing}")
+    return mod
+
+
+def figures_of(mod, measured: dict) -> dict:
+    """The figures ``mod``'s rule reads (its ``FIGURES``), taken from ``measured``; KeyError naming any missing."""
+    missing = [k for k in mod.FIGURES if k not in measured]
+    if missing:
+        raise KeyError(f"{mod.__name__}.run: expected the figures {list(mod.FIGURES)} in measured, missing {missing}")
+    return {k: measured[k] for k in mod.FIGURES}
+
+
+def run_repro(slug: str, *, quick: bool = False, out_dir: str | Path | None = None, seed: int = 0,
+              progress: bool = True, threads: int | None = 1) -> ReproResult:
+    """Run reproduction ``slug``; write result.json, report.md and the plots into ``out_dir``; return the result.
+
+    ``out_dir`` defaults to ``runs/repro/<slug>[-quick]``. ``threads``: torch intra-op threads for the run
+    (default 1: faster for these small models on a shared machine; None or 0 keeps torch's setting).
+    """
+    mod = load_module(slug)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / "repro" / (slug + ("-quick" if quick else ""))
+    ctx = ReproContext(quick=quick, out_dir=out, budget=mod.QUICK if quick else mod.FULL, seed=seed, progress=progress)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch_threads(threads or None):
+        used_threads = torch.get_num_threads()
+        outcome = mod.run(ctx)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    if not isinstance(outcome, ReproOutcome):
+        raise TypeError(f"{mod.__name__}.run: expected a ReproOutcome, received {type(outcome).__name__}")
+    figures = figures_of(mod, outcome.measured)
+    verdict = mod.judge(figures)
+    if verdict not in VERDICTS:
+        raise ValueError(f"{mod.__name__}.judge: expected one of {VERDICTS}, received {verdict!r}")
+    result = ReproResult(slug=slug, paper=mod.PAPER, claim=mod.CLAIM, quick=quick, verdict=verdict, figures=figures,
+                         measured=outcome.measured, summary=outcome.summary, plots=list(ctx.plots), seconds=seconds,
+                         cpu_seconds=cpu_seconds, threads=used_threads, seed=seed, budget=_jsonable(ctx.budget),
+                         per_seed=outcome.per_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(result.to_json())
+    (out / "report.md").write_text(result.to_markdown())
+    return result
+
+
+def load_result(path: str | Path) -> ReproResult:
+    """A :class:`ReproResult` read back from a ``result.json`` (or the folder holding one)."""
+    path = Path(path)
+    data = json.loads((path / "result.json" if path.is_dir() else path).read_text())
+    return ReproResult(**data)

@@ -1,0 +1,13 @@
+"""Repro tnt (P32): the margin the rule judges, in the quick run
+(the rule itself: tests/repro/harness/test_harness_vision.py)."""
+from __future__ import annotations
+
+import pytest
+
+from attnlab.repro import tnt
+
+
+def test_quick_run_judges_tnt_against_the_same_patch_vit_only(quick_run):
+    m = quick_run("tnt").measured
+    assert m[tnt.MARGIN] == pytest.approx(100 * (m["shapes/tnt accuracy"] - m["shapes/ViT-p8 accuracy"]))
+    assert "shapes/ViT-p4 accuracy" in m  # context, not judged
