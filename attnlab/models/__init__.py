@@ -10,7 +10,8 @@ import it from here.
 """
 from attnlab.models.registry import available, count_parameters, create, register_model  # noqa: I001
 
-from attnlab.models.blocks import MixerBlock, resolve_mixers  # noqa: E402
+from attnlab.layers import MixerBlock  # noqa: E402
+from attnlab.models.mixer_pattern import resolve_mixers  # noqa: E402
 from attnlab.models.factory import build_for_task  # noqa: E402
 from attnlab.models.icl_attention import ICLAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402

@@ -22,7 +22,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.hierarchy import DWConvPos, HierarchicalBackbone, check_stages
 
 __all__ = ["BiFormerBlock", "BiFormer", "biformer_tiny", "biformer_small"]

@@ -24,7 +24,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.hierarchy import HierarchicalBackbone, check_stages
 
 __all__ = ["DiNATBlock", "DiNAT", "dinat_tiny", "dinat_small", "nat_tiny"]

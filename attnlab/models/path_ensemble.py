@@ -31,7 +31,7 @@ from torch import nn
 
 from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.vit import ViT
 
 __all__ = ["block_paths", "PathEnsembleViT", "path_ensemble_tiny", "path_ensemble_small"]

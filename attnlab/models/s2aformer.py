@@ -24,7 +24,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.models import register_model
 from attnlab.models.hierarchy import DWConvPos, HierarchicalBackbone, check_stages, to_map, to_tokens
-from attnlab.models.layers import DropPath, Mlp
+from attnlab.layers import DropPath, Mlp
 
 __all__ = ["LocalInteraction", "HybridPerceptionBlock", "S2AFormer", "s2aformer_tiny", "s2aformer_small"]
 

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.ops.recording import is_recording, record
 
-__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask"]
+__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv"]
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Validate attention inputs q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv): ranks, matching sizes, one dtype."""
     check_tensor("q", q, ndim=4, floating=True)
     check_tensor("k", k, ndim=4, floating=True)
     check_tensor("v", v, ndim=4, floating=True)
@@ -71,7 +72,7 @@ def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float | None = Non
 
 
 def _validate(q, k, v, key_padding_mask, scale):
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     if key_padding_mask is not None:
         check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], k.shape[2])
     if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):

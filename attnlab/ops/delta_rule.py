@@ -31,7 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
-__all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step"]
+__all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step", "unit_lower_inverse"]
 
 
 def _check(q, k, v, beta, initial_state):
@@ -109,7 +109,7 @@ def _masks(c, dtype, device):
     return lower, strict
 
 
-def _unit_lower_inverse(strict_l, leaf=16):
+def unit_lower_inverse(strict_l, leaf=16):
     """T = (I + L)^-1 for strictly lower-triangular L (..., C, C), any C.
 
     Batched LAPACK triangular solves of 64 x 64 cost ~5x their flops here, so T is built from
@@ -171,7 +171,7 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         kt = k.transpose(-1, -2)
         kb = k * beta
         vb = v * beta
-        tmat = _unit_lower_inverse((kb @ kt) * strict)
+        tmat = unit_lower_inverse((kb @ kt) * strict)
         wu = tmat @ torch.cat([kb, vb], -1)
         w, u = wu[..., :dk], wu[..., dk:]
         states = q.new_empty(nc + 1, bh, dk, dv)

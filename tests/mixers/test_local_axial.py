@@ -12,7 +12,7 @@ import torch
 from einops import rearrange
 
 import attnlab.mixers as mixers
-from attnlab.mixers.local import fit_window
+from attnlab.mixers.neighborhood import fit_window
 from attnlab.ops.axial import axial_attention_reference
 from attnlab.ops.neighborhood import neighborhood_attention_reference
 from attnlab.ops.sliding_window import sliding_window_attention_reference

@@ -10,7 +10,8 @@ import torch
 
 import attnlab.mixers as mixers
 from attnlab.mixers import hyena as hyena_mod
-from attnlab.mixers import ssm as ssm_mod
+from attnlab.mixers import hyena_nd as hyena_nd_mod
+from attnlab.mixers import mamba2d as ssm_mod
 from attnlab.ops.fft_conv import fft_long_conv_nd_reference, fft_long_conv_reference
 from attnlab.ops.selective_scan import selective_scan_reference
 
@@ -163,7 +164,7 @@ def test_hyena_nd_fft_equals_direct_and_geometry(mode, kernel, monkeypatch):
     else:
         # quadrant filters look up-left only; the 3x3 short conv adds one row/column below/right
         assert seen[:2, :2].all() and not seen[2:].any() and not seen[:, 2:].any()
-    monkeypatch.setattr(hyena_mod, "fft_long_conv_nd", fft_long_conv_nd_reference)
+    monkeypatch.setattr(hyena_nd_mod, "fft_long_conv_nd", fft_long_conv_nd_reference)
     torch.testing.assert_close(m(x, grid=grid), y, **F64)
 
 

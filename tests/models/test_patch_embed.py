@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attnlab.models.layers import PatchEmbed
+from attnlab.layers import PatchEmbed
 
 
 @pytest.mark.parametrize("img, patch, chans, dim", [(32, 4, 3, 48), ((16, 24), 8, 1, 20), (12, 3, 2, 7)])

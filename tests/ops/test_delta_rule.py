@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.ops.delta_rule import _unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
+from attnlab.ops.delta_rule import unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 
@@ -83,14 +83,14 @@ def test_gradcheck_float64_block_doubling_chunk():
 
 
 @pytest.mark.parametrize("c", [1, 2, 5, 16, 17, 48, 64, 100])
-def test_unit_lower_inverse_equals_triangular_solve(c):
+def testunit_lower_inverse_equals_triangular_solve(c):
     g = torch.Generator().manual_seed(c)
     k = F.normalize(torch.randn(3, 2, c, 8, generator=g, dtype=torch.float64), dim=-1)
     beta = torch.rand(3, 2, c, 1, generator=g, dtype=torch.float64)
     strict = ((beta * k) @ k.transpose(-1, -2)).tril(-1)
     eye = torch.eye(c, dtype=torch.float64)
     want = torch.linalg.solve_triangular(eye + strict, eye.expand_as(strict), upper=False, unitriangular=True)
-    torch.testing.assert_close(_unit_lower_inverse(strict), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(unit_lower_inverse(strict), want, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("use", ["output", "state"])

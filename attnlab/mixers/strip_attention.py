@@ -8,7 +8,7 @@ from einops import rearrange
 from torch import nn
 
 from attnlab.utils.checks import check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention
 
@@ -56,9 +56,7 @@ class StripAttention(TokenMixer):
     def __init__(self, dim: int, num_heads: int = 1, sr_ratio: int = 4, qk_dim: int | None = None,
                  qkv_bias: bool = True):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.sr_ratio = check_positive_int("sr_ratio", sr_ratio)
         if qk_dim is None:
             qk_dim = math.ceil(max(dim // 8, num_heads) / num_heads) * num_heads

@@ -6,25 +6,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.layers import RMSNorm, ShortConv
+from attnlab.utils.checks import check_positive_int
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
-from attnlab.ops.short_conv import ShortConv
 
 __all__ = ["DeltaNet"]
-
-
-class _RMSNorm(nn.Module):
-    """RMSNorm over the last dim with a learnable gain (the per-head output norm of the DeltaNet layer)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 @register("deltanet", test_kwargs={"num_heads": 2, "chunk_size": 4, "use_gate": True})
@@ -67,9 +55,7 @@ class DeltaNet(TokenMixer):
         norm_eps: float = 1e-5,
     ):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
@@ -85,7 +71,7 @@ class DeltaNet(TokenMixer):
             self.v_conv = ShortConv(dim, conv_size, "silu")
         if use_gate:
             self.g_proj = nn.Linear(dim, dim, bias=False)
-        self.o_norm = _RMSNorm(self.head_dim, norm_eps)
+        self.o_norm = RMSNorm(self.head_dim, norm_eps)
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
     def _qkvb(self, q, k, v, x):

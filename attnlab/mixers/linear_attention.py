@@ -6,7 +6,7 @@ from einops import rearrange
 from torch import nn
 
 from attnlab.utils.checks import check_choice, check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.linear_attention import FEATURE_MAPS, linear_attention, linear_attention_step
 
@@ -47,9 +47,7 @@ class LinearAttention(TokenMixer):
         qkv_bias: bool = False,
     ):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         check_choice("feature_map", feature_map, FEATURE_MAPS)
         if feature_map == "identity" and normalize:
             fail("normalize", "False with feature_map='identity' (the normaliser can be zero or negative)", True)

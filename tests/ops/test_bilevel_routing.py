@@ -8,7 +8,7 @@ import torch
 
 from attnlab.ops.attention import attention_reference
 from attnlab.ops.recording import record_attention
-from attnlab.ops.routing import bilevel_routing_attention, bilevel_routing_attention_reference, region_ids
+from attnlab.ops.bilevel_routing import bilevel_routing_attention, bilevel_routing_attention_reference, region_ids
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 

@@ -5,9 +5,9 @@ from einops import rearrange
 from torch import nn
 
 from attnlab.utils.checks import check_positive_int, describe, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
-from attnlab.ops.routing import bilevel_routing_attention
+from attnlab.ops.bilevel_routing import bilevel_routing_attention
 
 __all__ = ["BiLevelRoutingAttention"]
 
@@ -24,7 +24,7 @@ class BiLevelRoutingAttention(TokenMixer):
     region routes to the ``topk`` key regions with the highest affinity of region-mean
     queries and keys (hard, non-differentiable routing shared by the heads); every token
     then attends (multi-head softmax) to all tokens of its routed regions
-    (``attnlab.ops.routing``; the N x N matrix is never formed). Local context
+    (``attnlab.ops.bilevel_routing``; the N x N matrix is never formed). Local context
     enhancement (LCE) adds a depthwise ``lce_kernel x lce_kernel`` convolution of V,
     as in BiFormer; then the output projection.
 
@@ -62,9 +62,7 @@ class BiLevelRoutingAttention(TokenMixer):
         qk_scale: float | None = None,
     ):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.num_heads = num_heads
         self.n_win = check_positive_int("n_win", n_win)
         self.topk = check_positive_int("topk", topk)

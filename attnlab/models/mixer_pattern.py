@@ -1,4 +1,4 @@
-"""Per-layer mixer patterns and the pre-norm block the backbones stack.
+"""Per-layer mixer patterns: ``resolve_mixers`` expands a backbone's ``mixer`` argument, ``build_mixer`` builds one layer.
 
 A backbone takes ``mixer`` as
   - one registered name (every layer), e.g. ``"softmax"``;
@@ -12,16 +12,11 @@ its keys are mixer names of the pattern.
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
-
-import torch
-from torch import nn
 
 from attnlab import mixers
 from attnlab.utils.checks import describe, fail
-from attnlab.models.layers import DropPath, make_ffn, make_norm
 
-__all__ = ["LayerSpec", "resolve_mixers", "build_mixer", "MixerBlock"]
+__all__ = ["LayerSpec", "resolve_mixers", "build_mixer"]
 
 LayerSpec = tuple[str, dict]
 
@@ -84,32 +79,3 @@ def build_mixer(name: str, dim: int, kwargs: dict, num_heads: int | None) -> mix
         if "num_heads" in params:
             kw["num_heads"] = num_heads
     return mixers.create(name, dim, **kw)
-
-
-class MixerBlock(nn.Module):
-    """Pre-norm block: x + mixer(norm1 x), then x + ffn(norm2 x); x (B, N, C) -> (B, N, C).
-
-    ``grid``, ``causal`` and ``key_padding_mask`` are passed to the mixer (the grid
-    only when the mixer uses geometry). ``ffn`` is ``"mlp"``, ``"glu"`` or ``"none"``.
-    """
-
-    def __init__(self, dim: int, mixer: nn.Module, *, ffn: str = "mlp", mlp_ratio: float = 4.0,
-                 norm: str = "layernorm", dropout: float = 0.0, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = make_norm(norm, dim)
-        self.mixer = mixer
-        self.uses_grid = mixer.capabilities.grid != "none"
-        self.ffn = make_ffn(ffn, dim, mlp_ratio, dropout)
-        self.norm2 = make_norm(norm, dim) if self.ffn is not None else None
-        self.drop = nn.Dropout(dropout)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, *, grid: Sequence[int] | None = None, causal: bool = False,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, C) -> (B, N, C)."""
-        h = self.mixer(self.norm1(x), grid=tuple(grid) if (grid is not None and self.uses_grid) else None,
-                       causal=causal, key_padding_mask=key_padding_mask)
-        x = x + self.drop_path(self.drop(h))
-        if self.ffn is not None:
-            x = x + self.drop_path(self.ffn(self.norm2(x)))
-        return x

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attnlab.ops.attention import attention_reference
-from attnlab.ops.subsample import sample_keys, subsampled_attention, subsampled_attention_reference
+from attnlab.ops.subsampled_attention import sample_keys, subsampled_attention, subsampled_attention_reference
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 
