@@ -97,13 +97,13 @@ ACTIVATOR_CONFIGS = {
 }
 
 
-@register_model("activator_tiny")
+@register_model("activator_tiny", paper="P07")
 def activator_tiny(**kwargs) -> Activator:
     """Activator tiny for 32 px: width 64, 4 blocks, GLU x2 and channel MLP x2."""
     return Activator(**{**ACTIVATOR_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("activator_small")
+@register_model("activator_small", paper="P07")
 def activator_small(**kwargs) -> Activator:
     """Activator small for 32 px: width 128, 6 blocks."""
     return Activator(**{**ACTIVATOR_CONFIGS["small"], **kwargs})

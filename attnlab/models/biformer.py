@@ -80,13 +80,13 @@ BIFORMER_CONFIGS = {
 }
 
 
-@register_model("biformer_tiny")
+@register_model("biformer_tiny", paper="P10")
 def biformer_tiny(**kwargs) -> BiFormer:
     """BiFormer tiny for 32 px: widths 32/64/128 (head dim 32), 2 blocks per stage, 8x8 -> 4x4 -> 2x2 tokens."""
     return BiFormer(**{**BIFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("biformer_small")
+@register_model("biformer_small", paper="P10")
 def biformer_small(**kwargs) -> BiFormer:
     """BiFormer small for 32 px: widths 48/96/192 (head dim 32), depths 2/4/2."""
     return BiFormer(**{**BIFORMER_CONFIGS["small"], **kwargs})

@@ -105,13 +105,13 @@ CONVIT_CONFIGS = {
 }
 
 
-@register_model("convit_tiny")
+@register_model("convit_tiny", paper="P11")
 def convit_tiny(**kwargs) -> ConViT:
     """ConViT tiny for 32 px CPU runs (~0.7 M parameters): 6 blocks, 4 GPSA, width 96, 4 heads."""
     return ConViT(**{**CONVIT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("convit_small")
+@register_model("convit_small", paper="P11")
 def convit_small(**kwargs) -> ConViT:
     """ConViT small for 32 px CPU runs: 8 blocks, 6 GPSA, width 144, 9 heads."""
     return ConViT(**{**CONVIT_CONFIGS["small"], **kwargs})

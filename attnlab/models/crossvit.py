@@ -192,13 +192,13 @@ CROSSVIT_CONFIGS = {
 }
 
 
-@register_model("crossvit_tiny")
+@register_model("crossvit_tiny", paper="P13")
 def crossvit_tiny(**kwargs) -> CrossViT:
     """CrossViT tiny for 32 px CPU runs: patches 4 and 8, widths 48/96, 2 multi-scale blocks."""
     return CrossViT(**{**CROSSVIT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("crossvit_small")
+@register_model("crossvit_small", paper="P13")
 def crossvit_small(**kwargs) -> CrossViT:
     """CrossViT small for 32 px CPU runs: patches 4 and 8, widths 64/128, 3 multi-scale blocks."""
     return CrossViT(**{**CROSSVIT_CONFIGS["small"], **kwargs})

@@ -84,19 +84,19 @@ DINAT_CONFIGS = {
 }
 
 
-@register_model("dinat_tiny")
+@register_model("dinat_tiny", paper="P26")
 def dinat_tiny(**kwargs) -> DiNAT:
     """DiNAT tiny for 32 px: widths 32/64/128, k = 3, stage 1 alternates NA and DiNA (d = 2) on 8x8 tokens."""
     return DiNAT(**{**DINAT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("dinat_small")
+@register_model("dinat_small", paper="P26")
 def dinat_small(**kwargs) -> DiNAT:
     """DiNAT small for 32 px: widths 48/96/192, depths 2/4/2, k = 3."""
     return DiNAT(**{**DINAT_CONFIGS["small"], **kwargs})
 
 
-@register_model("nat_tiny")
+@register_model("nat_tiny", paper="P26")
 def nat_tiny(**kwargs) -> DiNAT:
     """NAT tiny (the no-dilation ablation of DiNAT): the dinat_tiny network with every dilation 1."""
     return DiNAT(**{**DINAT_CONFIGS["tiny"], "dilations": ((1,), (1,), (1,)), **kwargs})

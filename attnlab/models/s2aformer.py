@@ -103,13 +103,13 @@ S2AFORMER_CONFIGS = {
 }
 
 
-@register_model("s2aformer_tiny")
+@register_model("s2aformer_tiny", paper="P09")
 def s2aformer_tiny(**kwargs) -> S2AFormer:
     """S2AFormer tiny for 32 px: widths 32/64/128, 2 HPBs per stage, K/V reduced 4x/2x/1x per side."""
     return S2AFormer(**{**S2AFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("s2aformer_small")
+@register_model("s2aformer_small", paper="P09")
 def s2aformer_small(**kwargs) -> S2AFormer:
     """S2AFormer small for 32 px: widths 48/96/192, depths 2/4/2."""
     return S2AFormer(**{**S2AFORMER_CONFIGS["small"], **kwargs})

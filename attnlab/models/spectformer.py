@@ -101,13 +101,13 @@ SPECTFORMER_CONFIGS = {
 }
 
 
-@register_model("spectformer_tiny")
+@register_model("spectformer_tiny", paper="P04")
 def spectformer_tiny(**kwargs) -> SpectFormer:
     """SpectFormer tiny for 32 px: width 64, 4 blocks (2 spectral, then 2 attention)."""
     return SpectFormer(**{**SPECTFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("spectformer_small")
+@register_model("spectformer_small", paper="P04")
 def spectformer_small(**kwargs) -> SpectFormer:
     """SpectFormer small for 32 px: width 128, 6 blocks (2 spectral, then 4 attention)."""
     return SpectFormer(**{**SPECTFORMER_CONFIGS["small"], **kwargs})

@@ -192,13 +192,13 @@ TNT_CONFIGS = {
 }
 
 
-@register_model("tnt_tiny")
+@register_model("tnt_tiny", paper="P32")
 def tnt_tiny(**kwargs) -> TNT:
     """TNT tiny for 32 px CPU runs: 16 patches x 16 words, widths 96/12, 4 blocks."""
     return TNT(**{**TNT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("tnt_small")
+@register_model("tnt_small", paper="P32")
 def tnt_small(**kwargs) -> TNT:
     """TNT small for 32 px CPU runs: 16 patches x 16 words, widths 128/16, 6 blocks."""
     return TNT(**{**TNT_CONFIGS["small"], **kwargs})
