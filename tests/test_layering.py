@@ -243,3 +243,13 @@ _ORIGINAL_READ = Path.read_text
 
 def _read(path: Path) -> str:
     return _ORIGINAL_READ(path)
+
+
+@pytest.mark.parametrize("area", ["ops", "layers", "mixers", "models"])
+def test_every_module_has_its_test_file(area):
+    """tests/<area>/ mirrors attnlab/<area>/ one to one: test_<module>.py per module (the mixers' base and
+    registry included; their registry-wide contract tests live in test_contract.py)."""
+    modules = sorted(p.stem for p in (PKG / area).glob("*.py") if p.stem != "__init__")
+    tests = PKG.parent / "tests" / area
+    missing = [f"tests/{area}/test_{m}.py" for m in modules if not (tests / f"test_{m}.py").exists()]
+    assert not missing, f"attnlab/{area}/ modules without their test file: {missing}"

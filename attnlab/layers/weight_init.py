@@ -11,11 +11,12 @@ __all__ = ["trunc_normal_init_"]
 
 @torch.no_grad()
 def trunc_normal_init_(model: nn.Module, params: Iterable[torch.Tensor] = (), std: float = 0.02) -> nn.Module:
-    """Truncated-normal init (std ``std``) of ``params`` (position embeddings, class tokens), in the order given,
-    then of every ``nn.Linear`` weight of ``model`` in module order, with zero biases. Returns ``model``.
+    """Truncated-normal init of ``params`` (position embeddings, class tokens) in the order given, then of
+    every ``nn.Linear`` weight of ``model`` in module order, with zero biases. Returns ``model``.
 
-    The order is part of the result: the draws come from torch's global RNG one tensor after
-    the other, as in timm's ViT, ConViT, CrossViT and TNT (seeded runs depend on it).
+    Std ``std``, cut at torch's absolute bounds [-2, 2] (as timm's init). The order is part of the
+    result: the draws come from torch's global RNG one tensor after the other, as in timm's ViT,
+    ConViT, CrossViT and TNT (seeded runs depend on it).
     """
     for p in params:
         nn.init.trunc_normal_(p, std=std)

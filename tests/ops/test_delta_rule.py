@@ -83,7 +83,7 @@ def test_gradcheck_float64_block_doubling_chunk():
 
 
 @pytest.mark.parametrize("c", [1, 2, 5, 16, 17, 48, 64, 100])
-def testunit_lower_inverse_equals_triangular_solve(c):
+def test_unit_lower_inverse_equals_triangular_solve(c):
     g = torch.Generator().manual_seed(c)
     k = F.normalize(torch.randn(3, 2, c, 8, generator=g, dtype=torch.float64), dim=-1)
     beta = torch.rand(3, 2, c, 1, generator=g, dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""PatchEmbed computes the stride-p convolution of its Conv2d weights as one GEMM: same values, contiguous tokens."""
+"""attnlab.layers.patch_embed: PatchEmbed computes the stride-p convolution of its Conv2d weights as one GEMM
+(same values, contiguous tokens); check_img_patch."""
 import pytest
 import torch
 
@@ -26,3 +27,11 @@ def test_wrong_image_size_is_refused_with_the_expected_shape():
     pe = PatchEmbed(img_size=32, patch_size=4, in_chans=3, embed_dim=8)
     with pytest.raises(ValueError, match=r"x: expected images of shape \(B, 3, 32, 32\)"):
         pe(torch.randn(1, 3, 28, 28))
+
+
+def test_check_img_patch_gives_the_grid_and_names_a_bad_patch_size():
+    from attnlab.layers.patch_embed import check_img_patch
+
+    assert check_img_patch(32, 8) == (4, 4)
+    with pytest.raises(ValueError, match=r"patch_size: expected a divisor of img_size=32, received 5"):
+        check_img_patch(32, 5)

@@ -1,4 +1,5 @@
-"""Mixers linear_attention, deltanet, random_features: decoding = parallel forward, references, P01 functional form."""
+"""The random_features mixer and functional form (P01): the loop reference, the sampling of the frozen QK
+matrices, ridge regression of the readout, and the mixer against explicit attention."""
 from __future__ import annotations
 
 import pytest
@@ -12,59 +13,6 @@ from attnlab.mixers.random_features import (
     ridge_fit,
     sample_qk_matrices,
 )
-
-
-def _decode(m, x):
-    state = m.init_state(x.shape[0], dtype=x.dtype)
-    sizes = None
-    outs = []
-    for x_t in x.unbind(1):
-        y_t, state = m.step(x_t, state)
-        flat = [t for t in (state.values() if isinstance(state, dict) else [state])]
-        now = sum(t.numel() for t in flat)
-        assert sizes is None or now == sizes, "decoding state grew with t"
-        sizes = now
-        outs.append(y_t)
-    return torch.stack(outs, 1)
-
-
-@pytest.mark.parametrize(
-    "name,kw",
-    [
-        ("linear_attention", dict(num_heads=2, chunk_size=5)),
-        ("linear_attention", dict(num_heads=2, feature_map="identity", normalize=False)),
-        ("deltanet", dict(num_heads=2, chunk_size=4)),
-        ("deltanet", dict(num_heads=2, chunk_size=4, use_gate=True, use_short_conv=False)),
-    ],
-)
-def test_step_decoding_equals_causal_forward(name, kw):
-    torch.manual_seed(0)
-    m = mixers.create(name, 16, **kw).double().eval()
-    x = torch.randn(2, 19, 16, dtype=torch.float64)
-    torch.testing.assert_close(_decode(m, x), m(x, causal=True), atol=1e-10, rtol=1e-10)
-
-
-def test_deltanet_chunkwise_equals_recurrent_reference_in_the_layer():
-    torch.manual_seed(0)
-    m = mixers.create("deltanet", 32, num_heads=4, chunk_size=8)
-    x = torch.randn(2, 37, 32, requires_grad=True)
-    y = m(x, causal=True)
-    y_ref = m.mix(x, grid=None, causal=True, key_padding_mask=None, reference=True)
-    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
-    g = torch.randn_like(y)
-    (gx,) = torch.autograd.grad(y, x, g)
-    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
-    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
-
-
-def test_deltanet_is_causal_only():
-    m = mixers.create("deltanet", 8, num_heads=2)
-    assert not m.capabilities.bidirectional
-    with pytest.raises(ValueError, match="causal: expected True"):
-        m(torch.randn(1, 4, 8), causal=False)
-
-
-# ---- random-feature attention (P01) ----------------------------------------
 
 
 @pytest.mark.parametrize("sigma", ["relu", "exp", "softmax"])

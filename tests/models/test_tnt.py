@@ -1,6 +1,6 @@
-"""TNT's inner attention (`ShortSequenceAttention`, an explicit-product fast path for short sequences)
-equals attnlab's softmax mixer with the same weights, forward and backward; the paths it hands back
-to the parent (causal, key padding, recording) are the parent's exactly."""
+"""TNT (P32): the inner words reach the patch tokens but not the class token; the inner attention
+(`ShortSequenceAttention`, an explicit-product fast path for short sequences) equals attnlab's softmax mixer
+with the same weights, forward and backward, and hands causal, key-padding and recorded calls to the parent."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,25 @@ import torch
 
 from attnlab import record_attention
 from attnlab.mixers.softmax import MultiHeadAttention
-from attnlab.models.tnt import ShortSequenceAttention
+from attnlab.models.tnt import TNT, ShortSequenceAttention
+
+
+def test_tnt_inner_words_reach_the_patch_tokens_not_the_class_token():
+    torch.manual_seed(0)
+    model = TNT(img_size=16, patch_size=8, embed_dim=16, inner_dim=4, depth=1, num_heads_inner=2,
+                num_heads_outer=2, num_classes=3).eval()
+    blk = model.blocks[0]
+    pixel = torch.randn(2 * 4, 16, 4)
+    patch = torch.randn(2, 5, 16)
+    blk.attn_out.proj.weight.data.zero_()
+    blk.attn_out.proj.bias.data.zero_()
+    blk.mlp.fc2.weight.data.zero_()
+    blk.mlp.fc2.bias.data.zero_()
+    # With the outer residual branches silenced, the output is patch + word projection exactly.
+    new_pixel, new_patch = blk(pixel, patch)
+    words = blk.norm2_proj(blk.proj(blk.norm1_proj(new_pixel.reshape(2, 4, -1))))
+    assert torch.equal(new_patch[:, 0], patch[:, 0])
+    assert torch.allclose(new_patch[:, 1:], patch[:, 1:] + words, atol=1e-6)
 
 
 def _pair(dim, heads, dtype, qk_norm=False):
