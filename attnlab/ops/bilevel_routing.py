@@ -21,7 +21,7 @@ O(N * topk * N / n_win^2) and the N x N matrix is never formed.
 :func:`bilevel_routing_attention_reference` builds the token-level N x N mask implied by
 the routing and runs masked softmax attention over all tokens. Local context
 enhancement (the depthwise convolution on V) lives in the mixer
-(``attnlab.mixers.routing``), not here.
+(``attnlab.mixers.bilevel_routing``), not here.
 
 Reference: Zhu et al., "BiFormer: Vision Transformer with Bi-Level Routing Attention", CVPR 2023.
 """
