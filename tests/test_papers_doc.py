@@ -64,3 +64,21 @@ def test_papers_not_built_say_so():
     built |= {pid for pid, p in PAPERS.items() if p.slug in REPROS}
     for pid in sorted(set(PAPERS) - built):
         assert "not built yet" in sections[pid].lower(), pid
+
+
+def test_readme_mixer_table_names_each_mixers_file_and_existing_ops():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| mixer | paper |"):]
+    table = table[: table.index("\n\n")].splitlines()[2:]
+    infos = {i.name: i for i in mixers.available()}
+    seen = set()
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`([a-z0-9_]+)`", cells[0])
+        mixer_file, _, ops = cells[-1].partition(" ops ")
+        for name in names:
+            assert f"`{_file(infos[name].module).removeprefix('attnlab/mixers/')}`" == mixer_file.rstrip(","), name
+            seen.add(name)
+        for op in re.findall(r"`([a-z_]+\.py)`", ops):
+            assert (ROOT / "attnlab" / "ops" / op).exists(), (names, op)
+    assert seen == set(infos), f"mixers missing from the README table: {sorted(set(infos) - seen)}"
