@@ -1,7 +1,6 @@
 """Registry of token mixers: ``create(name, dim, **kw)`` and ``available()``."""
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -9,6 +8,7 @@ from typing import Any, Callable
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.papers import PAPERS
 from attnlab.utils.checks import check_positive_int
+from attnlab.utils.names import lookup
 
 __all__ = ["MixerInfo", "register", "create", "available", "get_info"]
 
@@ -92,11 +92,7 @@ def register(
 
 def get_info(name: str) -> MixerInfo:
     """Registry entry for ``name``; KeyError with close matches if unknown."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"mixer name: expected one of {sorted(_REGISTRY)}, received {name!r}{hint}")
-    return _REGISTRY[name]
+    return lookup(_REGISTRY, name, "mixer")
 
 
 def create(name: str, dim: int, **kwargs: Any) -> TokenMixer:

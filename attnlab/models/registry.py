@@ -8,7 +8,6 @@ unknown. Each entry records the module that defines it and the id of its paper
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,6 +15,7 @@ from typing import Any, Callable
 from torch import nn
 
 from attnlab.papers import PAPERS
+from attnlab.utils.names import lookup
 
 __all__ = ["ModelInfo", "register_model", "create", "available", "available_info", "get_info", "count_parameters"]
 
@@ -59,11 +59,7 @@ def register_model(name: str, *, paper: str) -> Callable[[Callable[..., nn.Modul
 
 def get_info(name: str) -> ModelInfo:
     """Registry entry of model ``name``; KeyError with close matches if unknown."""
-    if name not in _MODELS:
-        close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"model name: expected one of {sorted(_MODELS)}, received {name!r}{hint}")
-    return _MODELS[name]
+    return lookup(_MODELS, name, "model")
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:

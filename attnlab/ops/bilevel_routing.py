@@ -33,24 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
-from attnlab.ops.attention import attention, attention_reference
+from attnlab.ops.attention import attention, attention_reference, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
     "bilevel_routing_attention", "bilevel_routing_attention_reference", "route_regions", "region_ids", "gather_rows",
 ]
-
-
-def check_self_qkv(q, k, v) -> None:
-    """Self-attention inputs: q, k (B, H, N, D) of one shape, v (B, H, N, Dv), one floating dtype."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, ndim=4, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"the shape of q {tuple(q.shape)} (self-attention)", describe(k))
-    if v.shape[:3] != q.shape[:3]:
-        fail("v", f"shape (B, H, N, Dv) with (B, H, N) = {tuple(q.shape[:3])}", describe(v))
-    if not (q.dtype == k.dtype == v.dtype):
-        fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
 
 
 def _check(q, k, v, grid, n_win, topk, key_padding_mask, index):

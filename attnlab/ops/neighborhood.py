@@ -42,7 +42,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.utils.checks import check_tensor, describe, fail
+from attnlab.ops.attention import check_attention_options
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
@@ -472,10 +473,7 @@ def check_local_qkv(q, k, v, key_padding_mask, scale) -> None:
         fail("k", f"head dim D = {q.shape[-1]} (as q)", describe(k))
     if not (q.dtype == k.dtype == v.dtype):
         fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
-    if key_padding_mask is not None:
-        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], q.shape[2])
-    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
-        fail("scale", "a finite float or None", describe(scale), TypeError)
+    check_attention_options(q, q.shape[2], key_padding_mask, scale)
 
 
 def _check_na_args(q, k, v, kernel_size, grid, dilation, causal, rpb, key_padding_mask, scale):

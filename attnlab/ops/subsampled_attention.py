@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
-from attnlab.ops.attention import attention, attention_reference
+from attnlab.ops.attention import attention, attention_reference, check_self_qkv
 from attnlab.ops.recording import is_recording, record
-from attnlab.ops.bilevel_routing import check_self_qkv, gather_rows
+from attnlab.ops.bilevel_routing import gather_rows
 
 __all__ = ["sample_keys", "subsampled_attention", "subsampled_attention_reference", "MODES"]
 
