@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list papers, mixers, models, tasks, reproductions, benchmark cases, suites")
-    s.add_argument("what", nargs="?", default="all", choices=["all", "papers", "mixers", "models", "tasks", "repros", "bench", "suites"])
+    s.add_argument("what", nargs="?", default="all",
+                   choices=["all", "papers", "mixers", "models", "tasks", "repros", "bench", "suites"])
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("train", help="train one model on one task (checkpoints, resume)")

@@ -215,7 +215,8 @@ def test_tasks_may_not_import_ops(monkeypatch):
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "import attnlab.ops.attention\n" if self == fake
                         else _read(self))
     (v,) = _layer_violations(fake)
-    assert v == "attnlab/tasks/base.py:1: tasks may import only ['papers', 'tasks', 'utils'], imports attnlab.ops.attention"
+    assert v == ("attnlab/tasks/base.py:1: tasks may import only ['papers', 'tasks', 'utils'], "
+                 "imports attnlab.ops.attention")
 
 
 @pytest.mark.parametrize("src, line, name", [

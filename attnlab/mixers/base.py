@@ -53,7 +53,10 @@ class Capabilities:
 
 
 def check_num_heads(dim: int, num_heads: object) -> int:
-    """``num_heads`` as a positive int dividing the width ``dim`` (head dim ``dim // num_heads``); clear error otherwise."""
+    """``num_heads`` as a positive int dividing the width ``dim`` (head dim ``dim // num_heads``).
+
+    Raises the standard ValueError / TypeError naming ``num_heads`` otherwise.
+    """
     check_positive_int("num_heads", num_heads)
     if dim % num_heads:
         fail("num_heads", f"a divisor of dim={dim}", num_heads)

@@ -107,7 +107,10 @@ def check_order(order: object) -> int:
 
 
 class HyenaBase(TokenMixer):
-    """Shared parts of ``hyena`` and ``hyena_nd``: projections, gates, recurrence of long convs (subclasses supply conv + filters)."""
+    """Shared parts of ``hyena`` and ``hyena_nd``: projections, gates, the recurrence of long convolutions.
+
+    Subclasses supply the short convolution and the filters.
+    """
 
     def _init_common(self, dim, order, short_conv_bias=True):
         self.order = check_order(order)

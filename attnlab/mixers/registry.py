@@ -70,7 +70,8 @@ def register(
             raise ValueError(f"register: mixer name {name!r} is already registered by {_REGISTRY[name].cls.__name__}")
         paper = cls.capabilities.paper
         if paper and paper not in PAPERS:
-            raise ValueError(f"register({name!r}): capabilities.paper: expected an id P01..P32 or '', received {paper!r}")
+            raise ValueError(f"register({name!r}): capabilities.paper: expected an id P01..P32 or '', "
+                             f"received {paper!r}")
         doc = inspect.getdoc(cls) or ""
         _REGISTRY[name] = MixerInfo(
             name=name,

@@ -1,4 +1,4 @@
-"""Per-layer mixer patterns: ``resolve_mixers`` expands a backbone's ``mixer`` argument, ``build_mixer`` builds one layer.
+"""Per-layer mixer patterns: ``resolve_mixers`` expands a backbone's ``mixer``, ``build_mixer`` builds one layer.
 
 A backbone takes ``mixer`` as
   - one registered name (every layer), e.g. ``"softmax"``;

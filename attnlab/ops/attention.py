@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.ops.recording import is_recording, record
 
-__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv", "check_self_qkv",
-           "check_attention_options"]
+__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
+           "check_self_qkv", "check_attention_options"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -60,7 +60,8 @@ def check_attention_options(q: torch.Tensor, n_keys: int, key_padding_mask: torc
     ``scale`` a finite float or None. Returns the logit scale to use (``D ** -0.5`` for None)."""
     if key_padding_mask is not None:
         check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], n_keys)
-    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale)):
         fail("scale", "a finite float or None", describe(scale), TypeError)
     return q.shape[-1] ** -0.5 if scale is None else float(scale)
 

@@ -87,7 +87,7 @@ def recorded_causal_maps():
 
 @pytest.fixture
 def period2_lm_losses():
-    """``period2_lm_losses(mixer, mixer_kwargs) -> [loss per step]``: 20 Adam steps of a 1-layer LM on period-2 sequences."""
+    """``period2_lm_losses(mixer, mixer_kwargs) -> [loss per step]``: 20 Adam steps of a 1-layer LM, period-2 data."""
 
     def run(name, mixer_kwargs):
         from attnlab.models import SequenceModel

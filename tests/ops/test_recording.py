@@ -25,7 +25,8 @@ def test_recording_gives_probabilities_that_reproduce_the_output():
 
 
 def test_recording_labels_maps_by_mixer_module():
-    model = torch.nn.Sequential(mixers.create("softmax", 8, num_heads=2), mixers.create("softmax_qknorm", 8, num_heads=2))
+    model = torch.nn.Sequential(mixers.create("softmax", 8, num_heads=2),
+                                mixers.create("softmax_qknorm", 8, num_heads=2))
     with record_attention(model) as rec:
         model(torch.randn(1, 5, 8))
     assert sorted(rec.maps) == ["0", "1"]
