@@ -21,8 +21,8 @@ import torch
 
 from attnlab.bench_cases import make_thunk, register_case
 from attnlab.ops.attention import attention, attention_reference
-from attnlab.ops.routing import bilevel_routing_attention, bilevel_routing_attention_reference
-from attnlab.ops.subsample import sample_keys, subsampled_attention
+from attnlab.ops.bilevel_routing import bilevel_routing_attention, bilevel_routing_attention_reference
+from attnlab.ops.subsampled_attention import sample_keys, subsampled_attention
 
 
 def _side(n: int) -> int:

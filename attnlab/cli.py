@@ -45,14 +45,34 @@ def _parse_kv(items: list[str], arg: str) -> dict:
 # ---- list ------------------------------------------------------------------
 
 
+def _module_file(module: str) -> str:
+    """``attnlab.mixers.deltanet`` -> ``mixers/deltanet.py``: where to open the code (paths below attnlab/)."""
+    return module.removeprefix("attnlab.").replace(".", "/") + ".py"
+
+
+def _fit_last_column(header: list[str], rows: list[list[str]]) -> list[list[str]]:
+    """Shorten the last column at word boundaries so that every row fits on one line of the table."""
+    from rich.console import Console
+
+    width = max(120, Console().width)  # as _table
+    others = [max(len(str(c)) for c in col) for col in zip(header[:-1], *[r[:-1] for r in rows])]
+    room = max(width - sum(others) - 3 * len(header) - 1, 20)
+    return [r[:-1] + [textwrap.shorten(str(r[-1]), room, placeholder=" …")] for r in rows]
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     what = args.what
+    if what in ("papers", "all"):
+        from attnlab.papers import PAPERS
+
+        header = ["id", "slug", "title"]
+        rows = _fit_last_column(header, [[p.id, p.slug, p.title] for p in PAPERS.values()])
+        _table("papers (docs/papers.md maps each to its files)", header, rows)
     if what in ("mixers", "all"):
-        import torch
-
         import attnlab.mixers as mixers
+        from attnlab.papers import paper_label
 
-        rows = []
+        where, caps = [], []
         for info in mixers.available():
             c = info.capabilities
             try:
@@ -61,22 +81,26 @@ def cmd_list(args: argparse.Namespace) -> None:
             except (TypeError, ValueError) as e:  # e.g. needs a kwarg that has no default at dim 64
                 params = f"n/a ({e})"
             modes = "/".join(x for x, ok in (("causal", c.causal), ("bidir", c.bidirectional)) if ok)
-            rows.append([info.name, c.paper or "-", modes, c.grid, "yes" if c.key_padding_mask else "no",
-                         "yes" if c.recurrent else "no", c.complexity, params, info.summary[:70]])
-        del torch
-        _table("mixers (params at dim=64)", ["name", "paper", "modes", "grid", "pad mask", "decode", "cost",
-                                              "params", "summary"], rows)
+            where.append([info.name, paper_label(info.paper), _module_file(info.module), info.summary])
+            caps.append([info.name, modes, c.grid, "yes" if c.key_padding_mask else "no",
+                         "yes" if c.recurrent else "no", c.complexity, params])
+        header = ["name", "paper", "file (in attnlab/)", "summary"]
+        _table("mixers: paper and code", header, _fit_last_column(header, where))
+        _table("mixers: capabilities (params at dim=64)", ["name", "modes", "grid", "pad mask", "decode", "cost",
+                                                           "params"], caps)
     if what in ("models", "all"):
         import attnlab.models as models
+        from attnlab.papers import paper_label
 
         rows = []
-        for name, entry in models.available().items():
+        for info in models.available_info():
             try:
-                params = f"{models.count_parameters(models.create(name)):,}"
+                params = f"{models.count_parameters(models.create(info.name)):,}"
             except Exception as e:  # noqa: BLE001 - listing must not die on one model
                 params = f"n/a ({type(e).__name__})"
-            rows.append([name, params, _doc_line(entry)])
-        _table("models (default config)", ["name", "params", "summary"], rows)
+            rows.append([info.name, paper_label(info.paper), _module_file(info.module), params, info.summary])
+        header = ["name", "paper", "file (in attnlab/)", "params", "summary"]
+        _table("models (params of the default config)", header, _fit_last_column(header, rows))
     if what in ("tasks", "all"):
         import attnlab.tasks as tasks
 
@@ -237,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attnlab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="list mixers, models, tasks, reproductions, benchmark cases, suites")
-    s.add_argument("what", nargs="?", default="all", choices=["all", "mixers", "models", "tasks", "repros", "bench", "suites"])
+    s = sub.add_parser("list", help="list papers, mixers, models, tasks, reproductions, benchmark cases, suites")
+    s.add_argument("what", nargs="?", default="all",
+                   choices=["all", "papers", "mixers", "models", "tasks", "repros", "bench", "suites"])
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("train", help="train one model on one task (checkpoints, resume)")

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from attnlab.utils.checks import fail
-from attnlab.ops.attention import _check_qkv
+from attnlab.ops.attention import check_qkv
 
 __all__ = ["ring_attention", "shard_sequence", "gather_sequence"]
 
@@ -141,7 +141,7 @@ def ring_attention(
     """
     if not dist.is_available() or not dist.is_initialized():
         fail("group", "an initialised torch.distributed process group (call init_process_group first)", "none")
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     if k.shape[2] != q.shape[2]:
         fail("k", f"as many tokens per rank as q ({q.shape[2]}): ring attention shards one sequence", tuple(k.shape))
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)

@@ -10,20 +10,24 @@ from attnlab.mixers.registry import MixerInfo, available, create, get_info, regi
 # Families (importing a module registers its mixers). Add one line per module.
 from attnlab.mixers import identity  # noqa: E402,F401
 from attnlab.mixers import softmax  # noqa: E402,F401
-from attnlab.mixers import spectral  # noqa: E402,F401
-from attnlab.mixers import glu_mixer  # noqa: E402,F401
+from attnlab.mixers import spectral_gating  # noqa: E402,F401
+from attnlab.mixers import activator_glu  # noqa: E402,F401
 from attnlab.mixers import gpsa  # noqa: E402,F401
-from attnlab.mixers import linear  # noqa: E402,F401
-from attnlab.mixers import delta  # noqa: E402,F401
+from attnlab.mixers import linear_attention  # noqa: E402,F401
+from attnlab.mixers import deltanet  # noqa: E402,F401
 from attnlab.mixers import random_features  # noqa: E402,F401
-from attnlab.mixers import routing  # noqa: E402,F401
-from attnlab.mixers import strip  # noqa: E402,F401
+from attnlab.mixers import bilevel_routing  # noqa: E402,F401
+from attnlab.mixers import strip_attention  # noqa: E402,F401
 from attnlab.mixers import ssa  # noqa: E402,F401
 from attnlab.mixers import hyena  # noqa: E402,F401
-from attnlab.mixers import ssm  # noqa: E402,F401
+from attnlab.mixers import hyena_nd  # noqa: E402,F401
+from attnlab.mixers import mamba  # noqa: E402,F401
+from attnlab.mixers import s4d  # noqa: E402,F401
+from attnlab.mixers import mamba2d  # noqa: E402,F401
 from attnlab.mixers import combiner  # noqa: E402,F401
 from attnlab.mixers import sea  # noqa: E402,F401
-from attnlab.mixers import local  # noqa: E402,F401
+from attnlab.mixers import neighborhood  # noqa: E402,F401
+from attnlab.mixers import sliding_window  # noqa: E402,F401
 from attnlab.mixers import axial  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_positive_int, describe, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.utils.checks import describe, fail
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.axial import axial_attention
 
@@ -58,9 +58,7 @@ class AxialAttention(TokenMixer):
     def __init__(self, dim: int, num_heads: int = 4, axis: int | None = None, qkv_bias: bool = False,
                  proj_drop: float = 0.0):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         if axis is not None and (isinstance(axis, bool) or axis not in (0, 1)):
             fail("axis", "None (all axes in turn), 0 (columns) or 1 (rows)", describe(axis))
         self.num_heads = num_heads

@@ -17,7 +17,7 @@ from torch import nn
 
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 
-__all__ = ["Capabilities", "TokenMixer"]
+__all__ = ["Capabilities", "TokenMixer", "check_num_heads"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,17 @@ class Capabilities:
     def as_dict(self) -> dict:
         """Plain dict (for tables and JSON)."""
         return asdict(self)
+
+
+def check_num_heads(dim: int, num_heads: object) -> int:
+    """``num_heads`` as a positive int dividing the width ``dim`` (head dim ``dim // num_heads``).
+
+    Raises the standard ValueError / TypeError naming ``num_heads`` otherwise.
+    """
+    check_positive_int("num_heads", num_heads)
+    if dim % num_heads:
+        fail("num_heads", f"a divisor of dim={dim}", num_heads)
+    return num_heads
 
 
 class TokenMixer(nn.Module):

@@ -6,8 +6,8 @@ import math
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_choice, check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.utils.checks import check_choice, check_positive_int
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.combiner import combiner_axial, combiner_fixed
 
@@ -42,9 +42,7 @@ class Combiner(TokenMixer):
     def __init__(self, dim: int, num_heads: int = 4, pattern: str = "fixed", block_size: int | None = None,
                  qkv_bias: bool = False):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         check_choice("pattern", pattern, tuple(PATTERNS))
         if block_size is not None:
             check_positive_int("block_size", block_size)

@@ -25,8 +25,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_positive_int, describe, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.utils.checks import describe, fail
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.recording import is_recording, record
@@ -82,9 +82,7 @@ class GatedPositionalSelfAttention(TokenMixer):
         proj_drop: float = 0.0,
     ):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         if isinstance(locality_strength, bool) or not isinstance(locality_strength, (int, float)) or locality_strength <= 0:
             fail("locality_strength", "a positive float", describe(locality_strength))
         self.num_heads = num_heads

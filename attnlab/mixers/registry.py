@@ -1,13 +1,14 @@
 """Registry of token mixers: ``create(name, dim, **kw)`` and ``available()``."""
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from attnlab.utils.checks import check_positive_int
 from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.papers import PAPERS
+from attnlab.utils.checks import check_positive_int
+from attnlab.utils.names import lookup
 
 __all__ = ["MixerInfo", "register", "create", "available", "get_info"]
 
@@ -16,6 +17,9 @@ __all__ = ["MixerInfo", "register", "create", "available", "get_info"]
 class MixerInfo:
     """One registry entry.
 
+    ``module`` is the module that defines the mixer (``"attnlab.mixers.deltanet"``) and
+    ``paper`` the id of the paper it comes from (``"P12"``, ``""`` for a baseline of no
+    paper; :attr:`paper_slug` gives its slug, see :mod:`attnlab.papers`).
     ``test_kwargs`` is a tiny configuration used by the registry-wide tests
     (gradcheck, causality, bad input); ``test_grid`` a grid to test it on when
     the mixer uses geometry (N = prod(test_grid)); ``test_len`` the sequence
@@ -31,6 +35,13 @@ class MixerInfo:
     test_grid: tuple[int, ...] | None = None
     test_len: int = 9
     test_dim: int = 8
+    module: str = ""
+    paper: str = ""
+
+    @property
+    def paper_slug(self) -> str:
+        """Slug of :attr:`paper` (``"deltanet"`` for P12), ``""`` for no paper."""
+        return PAPERS[self.paper].slug if self.paper else ""
 
 
 _REGISTRY: dict[str, MixerInfo] = {}
@@ -48,7 +59,8 @@ def register(
     """Class decorator adding a :class:`TokenMixer` subclass to the registry.
 
     The same class may be registered under several names with different
-    ``default_kwargs`` (e.g. ``softmax`` and ``softmax_qknorm``).
+    ``default_kwargs`` (e.g. ``softmax`` and ``softmax_qknorm``). The entry records the
+    class's module and the paper id its capabilities declare (an id of :mod:`attnlab.papers`).
     """
 
     def deco(cls: type) -> type:
@@ -56,6 +68,10 @@ def register(
             raise TypeError(f"register({name!r}): expected a TokenMixer subclass, received {cls!r}")
         if name in _REGISTRY:
             raise ValueError(f"register: mixer name {name!r} is already registered by {_REGISTRY[name].cls.__name__}")
+        paper = cls.capabilities.paper
+        if paper and paper not in PAPERS:
+            raise ValueError(f"register({name!r}): capabilities.paper: expected an id P01..P32 or '', "
+                             f"received {paper!r}")
         doc = inspect.getdoc(cls) or ""
         _REGISTRY[name] = MixerInfo(
             name=name,
@@ -67,6 +83,8 @@ def register(
             test_grid=test_grid,
             test_len=test_len,
             test_dim=test_dim,
+            module=cls.__module__,
+            paper=paper,
         )
         return cls
 
@@ -75,11 +93,7 @@ def register(
 
 def get_info(name: str) -> MixerInfo:
     """Registry entry for ``name``; KeyError with close matches if unknown."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"mixer name: expected one of {sorted(_REGISTRY)}, received {name!r}{hint}")
-    return _REGISTRY[name]
+    return lookup(_REGISTRY, name, "mixer")
 
 
 def create(name: str, dim: int, **kwargs: Any) -> TokenMixer:

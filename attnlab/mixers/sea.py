@@ -7,8 +7,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.utils.checks import check_positive_int
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.sea import favor_projection, sea_attention, sea_estimate
 
@@ -48,9 +48,7 @@ class SEA(TokenMixer):
     def __init__(self, dim: int, num_heads: int = 4, top_k: int = 32, t_m: int = 64, num_features: int | None = None,
                  block: int = 64, average_mix: bool = True, seed: int = 0, qkv_bias: bool = False):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.top_k = check_positive_int("top_k", top_k)

@@ -1,12 +1,10 @@
 """Multi-head softmax self-attention, with optional qk-layernorm (P02)."""
 from __future__ import annotations
 
-import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab.utils.checks import check_positive_int, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention
 
@@ -47,9 +45,7 @@ class MultiHeadAttention(TokenMixer):
         proj_bias: bool = True,
     ):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)

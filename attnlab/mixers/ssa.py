@@ -9,10 +9,10 @@ from einops import rearrange
 from torch import nn
 
 from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
-from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention
-from attnlab.ops.subsample import MODES, sample_keys, subsampled_attention
+from attnlab.ops.subsampled_attention import MODES, sample_keys, subsampled_attention
 
 __all__ = ["SubsampledAttention", "subsampled_inference"]
 
@@ -22,7 +22,7 @@ class SubsampledAttention(TokenMixer):
     """Multi-head softmax attention whose keys are stochastically subsampled in training (SSA, P28).
 
     x (B, N, C) -> (B, N, C). In ``train()`` mode every forward draws new key sets
-    (``attnlab.ops.subsample.sample_keys``, from torch's global RNG, so
+    (``attnlab.ops.subsampled_attention.sample_keys``, from torch's global RNG, so
     ``torch.manual_seed`` makes runs reproducible) and each query attends only to the
     keys sampled for its block: about 1/``rate`` of the attention cost, never an N x N
     matrix. In ``eval()`` mode it is ordinary dense attention (deterministic), unless
@@ -57,9 +57,7 @@ class SubsampledAttention(TokenMixer):
                  block: int | None = None, locality: float | None = None, ensemble: int = 0, ensemble_seed: int = 0,
                  qkv_bias: bool = False):
         super().__init__(dim)
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 1:
             fail("rate", "a number >= 1", describe(rate))
         check_choice("mode", mode, MODES)

@@ -8,9 +8,12 @@
 ``register_model`` is defined before the design modules are imported: they
 import it from here.
 """
-from attnlab.models.registry import available, count_parameters, create, register_model  # noqa: I001
+from attnlab.models.registry import (  # noqa: I001
+    ModelInfo, available, available_info, count_parameters, create, get_info, register_model,
+)
 
-from attnlab.models.blocks import MixerBlock, resolve_mixers  # noqa: E402
+from attnlab.layers import MixerBlock  # noqa: E402
+from attnlab.models.mixer_pattern import resolve_mixers  # noqa: E402
 from attnlab.models.factory import build_for_task  # noqa: E402
 from attnlab.models.icl_attention import ICLAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402
@@ -31,5 +34,5 @@ from attnlab.models import dinat  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers",
-    "create", "available", "register_model", "count_parameters",
+    "create", "available", "available_info", "get_info", "ModelInfo", "register_model", "count_parameters",
 ]

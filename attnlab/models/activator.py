@@ -18,8 +18,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import check_positive_int
 from attnlab.models import register_model
-from attnlab.models.convit import check_img_patch
-from attnlab.models.layers import DropPath, Mlp, PatchEmbed
+from attnlab.layers import DropPath, Mlp, PatchEmbed, check_img_patch, drop_path_rates
 
 __all__ = ["ActivatorBlock", "Activator", "activator_tiny", "activator_small"]
 
@@ -73,7 +72,7 @@ class Activator(nn.Module):
         check_positive_int("depth", depth)
         check_positive_int("num_classes", num_classes)
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             ActivatorBlock(embed_dim, hidden_ratio, channel_mlp, mlp_ratio, drop, dp) for dp in dpr
         )
@@ -98,13 +97,13 @@ ACTIVATOR_CONFIGS = {
 }
 
 
-@register_model("activator_tiny")
+@register_model("activator_tiny", paper="P07")
 def activator_tiny(**kwargs) -> Activator:
     """Activator tiny for 32 px: width 64, 4 blocks, GLU x2 and channel MLP x2."""
     return Activator(**{**ACTIVATOR_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("activator_small")
+@register_model("activator_small", paper="P07")
 def activator_small(**kwargs) -> Activator:
     """Activator small for 32 px: width 128, 6 blocks."""
     return Activator(**{**ACTIVATOR_CONFIGS["small"], **kwargs})

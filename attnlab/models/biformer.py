@@ -22,7 +22,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.hierarchy import DWConvPos, HierarchicalBackbone, check_stages
 
 __all__ = ["BiFormerBlock", "BiFormer", "biformer_tiny", "biformer_small"]
@@ -80,13 +80,13 @@ BIFORMER_CONFIGS = {
 }
 
 
-@register_model("biformer_tiny")
+@register_model("biformer_tiny", paper="P10")
 def biformer_tiny(**kwargs) -> BiFormer:
     """BiFormer tiny for 32 px: widths 32/64/128 (head dim 32), 2 blocks per stage, 8x8 -> 4x4 -> 2x2 tokens."""
     return BiFormer(**{**BIFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("biformer_small")
+@register_model("biformer_small", paper="P10")
 def biformer_small(**kwargs) -> BiFormer:
     """BiFormer small for 32 px: widths 48/96/192 (head dim 32), depths 2/4/2."""
     return BiFormer(**{**BIFORMER_CONFIGS["small"], **kwargs})

@@ -5,8 +5,8 @@ Patches get a learned position embedding (no class token yet) and pass through
 initialised to behave like a convolution. The class token is concatenated
 just before the first plain multi-head self-attention block; the head reads it
 after a final LayerNorm. Module names follow timm's ``ConVit`` so timm weights
-load with an identity key mapping (see ``timm_compat``). The generic pre-norm
-:class:`Block` defined here is reused by the other vision designs.
+load with an identity key mapping (see ``timm_compat``). The pre-norm block is
+:class:`attnlab.layers.Block`, shared with the other timm-named vision designs.
 """
 from __future__ import annotations
 
@@ -16,62 +16,9 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 from attnlab.models import register_model
-from attnlab.models.layers import DropPath, Mlp, PatchEmbed
+from attnlab.layers import Block, PatchEmbed, check_img_patch, drop_path_rates, trunc_normal_init_
 
-__all__ = ["Block", "ConViT", "convit_tiny", "convit_small"]
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1 x), then x + mlp(norm2 x); x (B, N, C) -> (B, N, C).
-
-    ``attn`` is any attnlab token mixer; ``grid`` is passed to it only when its
-    capabilities use geometry (a sequence with a class token has no grid).
-
-    Args:
-        dim: width C.
-        attn: the token mixer module.
-        mlp_ratio: hidden width of the MLP over C (0 drops the MLP sub-block).
-        drop_path: stochastic-depth rate on both residual branches.
-        norm_eps: LayerNorm epsilon (timm's vision models use 1e-6).
-        act_layer: activation of the MLP.
-    """
-
-    def __init__(
-        self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
-        act_layer: type[nn.Module] = nn.GELU,
-    ):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = attn
-        self.uses_grid = getattr(getattr(attn, "capabilities", None), "grid", "none") != "none"
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        if mlp_ratio > 0:
-            self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-            self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer)
-        else:
-            self.norm2 = self.mlp = None
-
-    def forward(self, x: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
-        """x (B, N, C) -> (B, N, C); ``grid`` (H, W) of the tokens if they form one."""
-        h = self.norm1(x)
-        h = self.attn(h, grid=grid) if (self.uses_grid and grid is not None) else self.attn(h)
-        x = x + self.drop_path(h)
-        if self.mlp is not None:
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
-
-
-def _dpr(rate: float, depth: int) -> list[float]:
-    return [rate * i / max(depth - 1, 1) for i in range(depth)]
-
-
-def check_img_patch(img_size: int, patch_size: int) -> tuple[int, int]:
-    """Validate an (img_size, patch_size) pair; returns the patch grid (H/p, W/p)."""
-    check_positive_int("img_size", img_size)
-    check_positive_int("patch_size", patch_size)
-    if img_size % patch_size:
-        fail("patch_size", f"a divisor of img_size={img_size}", patch_size)
-    return img_size // patch_size, img_size // patch_size
+__all__ = ["ConViT", "convit_tiny", "convit_small"]
 
 
 class ConViT(nn.Module):
@@ -111,7 +58,7 @@ class ConViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim))
         blocks = []
-        for i, dp in enumerate(_dpr(drop_path_rate, depth)):
+        for i, dp in enumerate(drop_path_rates(drop_path_rate, depth)):
             if i < local_up_to_layer:
                 attn = mixers.create("gpsa", embed_dim, num_heads=num_heads, qkv_bias=qkv_bias,
                                      locality_strength=locality_strength, local_init=False)
@@ -125,13 +72,7 @@ class ConViT(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        trunc_normal_init_(self, [self.pos_embed, self.cls_token])
         for blk in self.blocks[: self.local_up_to_layer]:
             blk.attn.local_init()  # after the generic init, as in the paper
 
@@ -164,13 +105,13 @@ CONVIT_CONFIGS = {
 }
 
 
-@register_model("convit_tiny")
+@register_model("convit_tiny", paper="P11")
 def convit_tiny(**kwargs) -> ConViT:
     """ConViT tiny for 32 px CPU runs (~0.7 M parameters): 6 blocks, 4 GPSA, width 96, 4 heads."""
     return ConViT(**{**CONVIT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("convit_small")
+@register_model("convit_small", paper="P11")
 def convit_small(**kwargs) -> ConViT:
     """ConViT small for 32 px CPU runs: 8 blocks, 6 GPSA, width 144, 9 heads."""
     return ConViT(**{**CONVIT_CONFIGS["small"], **kwargs})

@@ -17,9 +17,9 @@ from torch import nn
 
 from attnlab import mixers
 from attnlab.utils.checks import check_positive_int, describe, fail
+from attnlab.mixers.base import check_num_heads
 from attnlab.models import register_model
-from attnlab.models.convit import Block, check_img_patch
-from attnlab.models.layers import DropPath, PatchEmbed
+from attnlab.layers import Block, DropPath, PatchEmbed, check_img_patch, drop_path_rates, trunc_normal_init_
 from attnlab.ops.attention import attention
 
 __all__ = ["CrossAttention", "CrossAttentionBlock", "MultiScaleBlock", "CrossViT", "crossvit_tiny", "crossvit_small"]
@@ -34,9 +34,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False):
         super().__init__()
-        check_positive_int("num_heads", num_heads)
-        if dim % num_heads:
-            fail("num_heads", f"a divisor of dim={dim}", num_heads)
+        check_num_heads(dim, num_heads)
         self.num_heads = num_heads
         self.wq = nn.Linear(dim, dim, bias=qkv_bias)
         self.wk = nn.Linear(dim, dim, bias=qkv_bias)
@@ -149,7 +147,7 @@ class CrossViT(nn.Module):
             setattr(self, f"pos_embed_{i}", nn.Parameter(torch.zeros(1, 1 + g[0] * g[1], d)))
             setattr(self, f"cls_token_{i}", nn.Parameter(torch.zeros(1, 1, d)))
         total = sum(max(d[:2]) + d[2] for d in depth)
-        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        dpr = drop_path_rates(drop_path_rate, total)
         blocks, ptr = [], 0
         for cfg in depth:
             cur = max(cfg[:2]) + cfg[2]
@@ -160,16 +158,9 @@ class CrossViT(nn.Module):
         self.head = nn.ModuleList(nn.Linear(d, num_classes) for d in embed_dim)
         self._init_weights()
 
-    @torch.no_grad()
     def _init_weights(self) -> None:
-        for i in range(self.num_branches):
-            nn.init.trunc_normal_(getattr(self, f"pos_embed_{i}"), std=0.02)
-            nn.init.trunc_normal_(getattr(self, f"cls_token_{i}"), std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        trunc_normal_init_(self, [getattr(self, f"{kind}_{i}") for i in range(self.num_branches)
+                                  for kind in ("pos_embed", "cls_token")])
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not decay: per-branch position embeddings and class tokens (timm convention)."""
@@ -201,13 +192,13 @@ CROSSVIT_CONFIGS = {
 }
 
 
-@register_model("crossvit_tiny")
+@register_model("crossvit_tiny", paper="P13")
 def crossvit_tiny(**kwargs) -> CrossViT:
     """CrossViT tiny for 32 px CPU runs: patches 4 and 8, widths 48/96, 2 multi-scale blocks."""
     return CrossViT(**{**CROSSVIT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("crossvit_small")
+@register_model("crossvit_small", paper="P13")
 def crossvit_small(**kwargs) -> CrossViT:
     """CrossViT small for 32 px CPU runs: patches 4 and 8, widths 64/128, 3 multi-scale blocks."""
     return CrossViT(**{**CROSSVIT_CONFIGS["small"], **kwargs})

@@ -24,7 +24,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.hierarchy import HierarchicalBackbone, check_stages
 
 __all__ = ["DiNATBlock", "DiNAT", "dinat_tiny", "dinat_small", "nat_tiny"]
@@ -84,19 +84,19 @@ DINAT_CONFIGS = {
 }
 
 
-@register_model("dinat_tiny")
+@register_model("dinat_tiny", paper="P26")
 def dinat_tiny(**kwargs) -> DiNAT:
     """DiNAT tiny for 32 px: widths 32/64/128, k = 3, stage 1 alternates NA and DiNA (d = 2) on 8x8 tokens."""
     return DiNAT(**{**DINAT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("dinat_small")
+@register_model("dinat_small", paper="P26")
 def dinat_small(**kwargs) -> DiNAT:
     """DiNAT small for 32 px: widths 48/96/192, depths 2/4/2, k = 3."""
     return DiNAT(**{**DINAT_CONFIGS["small"], **kwargs})
 
 
-@register_model("nat_tiny")
+@register_model("nat_tiny", paper="P26")
 def nat_tiny(**kwargs) -> DiNAT:
     """NAT tiny (the no-dilation ablation of DiNAT): the dinat_tiny network with every dilation 1."""
     return DiNAT(**{**DINAT_CONFIGS["tiny"], "dilations": ((1,), (1,), (1,)), **kwargs})

@@ -15,6 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from attnlab.layers import ChannelLayerNorm, drop_path_rates
 from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 
 __all__ = ["ConvNorm", "ConvStem", "Downsample", "DWConvPos", "HierarchicalBackbone", "to_tokens", "to_map",
@@ -29,14 +30,6 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 def to_map(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """(B, h*w, C) -> (B, C, h, w)."""
     return rearrange(x, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, h, w) map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) -> same, normalised over C."""
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def _norm2d(kind: str, ch: int) -> nn.Module:
@@ -125,7 +118,7 @@ class HierarchicalBackbone(nn.Module):
         self.in_chans = in_chans
         self.stem = ConvStem(in_chans, dims[0], norm=norm, mid_stride1=stem_mid_stride1)
         total = sum(depths)
-        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        rates = drop_path_rates(drop_path_rate, total)
         self.downsamples = nn.ModuleList(
             [nn.Identity()] + [Downsample(dims[i - 1], dims[i], norm=norm) for i in range(1, len(dims))])
         k = 0

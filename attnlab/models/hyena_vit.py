@@ -46,25 +46,25 @@ HYENA_CONFIGS = {
 }
 
 
-@register_model("hyena_vit_tiny")
+@register_model("hyena_vit_tiny", paper="P15")
 def hyena_vit_tiny(**kwargs) -> HyenaViT:
     """Attention-free Hyena N-D ViT for 32 px: width 64, 4 Hyena blocks, patch 4 (8x8 grid)."""
     return HyenaViT(**{**HYENA_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("hyena_hybrid_tiny")
+@register_model("hyena_hybrid_tiny", paper="P15")
 def hyena_hybrid_tiny(**kwargs) -> HyenaViT:
     """Hybrid for 32 px: width 64, 2 Hyena N-D blocks then 2 attention blocks."""
     return HyenaViT(**{**HYENA_CONFIGS["tiny"], "num_hyena": 2, **kwargs})
 
 
-@register_model("hyena_vit_small")
+@register_model("hyena_vit_small", paper="P15")
 def hyena_vit_small(**kwargs) -> HyenaViT:
     """Attention-free Hyena N-D ViT: width 128, 6 blocks."""
     return HyenaViT(**{**HYENA_CONFIGS["small"], **kwargs})
 
 
-@register_model("hyena_hybrid_small")
+@register_model("hyena_hybrid_small", paper="P15")
 def hyena_hybrid_small(**kwargs) -> HyenaViT:
     """Hybrid: width 128, 3 Hyena N-D blocks then 3 attention blocks."""
     return HyenaViT(**{**HYENA_CONFIGS["small"], "num_hyena": 3, **kwargs})

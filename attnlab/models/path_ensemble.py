@@ -31,7 +31,7 @@ from torch import nn
 
 from attnlab.utils.checks import describe, fail
 from attnlab.models import register_model
-from attnlab.models.blocks import MixerBlock
+from attnlab.layers import MixerBlock
 from attnlab.models.vit import ViT
 
 __all__ = ["block_paths", "PathEnsembleViT", "path_ensemble_tiny", "path_ensemble_small"]
@@ -148,13 +148,13 @@ PATH_ENSEMBLE_CONFIGS = {
 }
 
 
-@register_model("path_ensemble_tiny")
+@register_model("path_ensemble_tiny", paper="P31")
 def path_ensemble_tiny(**kwargs) -> PathEnsembleViT:
     """Path-ensemble ViT tiny for 32 px: width 64, 6 blocks (13 paths), 4 heads, EnsembleScale on."""
     return PathEnsembleViT(**{**PATH_ENSEMBLE_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("path_ensemble_small")
+@register_model("path_ensemble_small", paper="P31")
 def path_ensemble_small(**kwargs) -> PathEnsembleViT:
     """Path-ensemble ViT small for 32 px: width 128, 8 blocks (17 paths), 4 heads, EnsembleScale on."""
     return PathEnsembleViT(**{**PATH_ENSEMBLE_CONFIGS["small"], **kwargs})

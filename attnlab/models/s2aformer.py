@@ -24,7 +24,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.models import register_model
 from attnlab.models.hierarchy import DWConvPos, HierarchicalBackbone, check_stages, to_map, to_tokens
-from attnlab.models.layers import DropPath, Mlp
+from attnlab.layers import DropPath, Mlp
 
 __all__ = ["LocalInteraction", "HybridPerceptionBlock", "S2AFormer", "s2aformer_tiny", "s2aformer_small"]
 
@@ -103,13 +103,13 @@ S2AFORMER_CONFIGS = {
 }
 
 
-@register_model("s2aformer_tiny")
+@register_model("s2aformer_tiny", paper="P09")
 def s2aformer_tiny(**kwargs) -> S2AFormer:
     """S2AFormer tiny for 32 px: widths 32/64/128, 2 HPBs per stage, K/V reduced 4x/2x/1x per side."""
     return S2AFormer(**{**S2AFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("s2aformer_small")
+@register_model("s2aformer_small", paper="P09")
 def s2aformer_small(**kwargs) -> S2AFormer:
     """S2AFormer small for 32 px: widths 48/96/192, depths 2/4/2."""
     return S2AFormer(**{**S2AFORMER_CONFIGS["small"], **kwargs})

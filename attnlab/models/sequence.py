@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
-from attnlab.models.blocks import MixerBlock, build_mixer, resolve_mixers
-from attnlab.models.layers import make_norm
+from attnlab.layers import MixerBlock, drop_path_rates, make_norm
+from attnlab.models.mixer_pattern import build_mixer, resolve_mixers
 
 __all__ = ["SequenceModel", "sinusoidal_positions"]
 
@@ -40,7 +40,7 @@ class SequenceModel(nn.Module):
     Args:
         vocab_size / in_dim: exactly one of them (token or continuous input).
         dim, depth, num_heads: width, layers, heads (passed to mixers that take it).
-        mixer: a name, comma pattern (cycled over depth) or list; see ``attnlab.models.blocks``.
+        mixer: a name, comma pattern (cycled over depth) or list; see ``attnlab.models.mixer_pattern``.
         mixer_kwargs: one dict for all layers or ``{mixer_name: dict}``.
         ffn: ``"mlp"``, ``"glu"`` or ``"none"``; mlp_ratio its hidden width over dim.
         max_len: longest sequence (size of the learned position table).
@@ -84,7 +84,7 @@ class SequenceModel(nn.Module):
         else:
             self.pos_embed = None
         self.layer_mixers = resolve_mixers(mixer, depth, mixer_kwargs)
-        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList(
             MixerBlock(dim, build_mixer(name, dim, kw, num_heads), ffn=ffn, mlp_ratio=mlp_ratio, norm=norm,
                        dropout=dropout, drop_path=r)

@@ -246,13 +246,13 @@ SHVIT_CONFIGS = {
 }
 
 
-@register_model("shvit_tiny")
+@register_model("shvit_tiny", paper="P29")
 def shvit_tiny(**kwargs) -> SHViT:
     """SHViT tiny for 32 px CPU runs: 4x stem, widths 32/48/64, SHSA on a quarter of the channels."""
     return SHViT(**{**SHVIT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("shvit_small")
+@register_model("shvit_small", paper="P29")
 def shvit_small(**kwargs) -> SHViT:
     """SHViT small for 32 px CPU runs: 4x stem, widths 48/96/128."""
     return SHViT(**{**SHVIT_CONFIGS["small"], **kwargs})

@@ -15,8 +15,7 @@ from torch import nn
 from attnlab import mixers
 from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.models import register_model
-from attnlab.models.convit import Block, check_img_patch
-from attnlab.models.layers import DropPath, Mlp, PatchEmbed
+from attnlab.layers import Block, DropPath, Mlp, PatchEmbed, check_img_patch, drop_path_rates, trunc_normal_init_
 
 __all__ = ["SpectralBlock", "SpectFormer", "spectformer_tiny", "spectformer_small"]
 
@@ -69,7 +68,7 @@ class SpectFormer(nn.Module):
         self.layers = layers
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             SpectralBlock(embed_dim, self.grid, mlp_ratio, dp) if kind == "s"
             else Block(embed_dim, mixers.create("softmax", embed_dim, num_heads=num_heads, qkv_bias=True),
@@ -78,12 +77,7 @@ class SpectFormer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        trunc_normal_init_(self, [self.pos_embed])
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not decay (position embedding; timm's convention, read by attnlab.train)."""
@@ -107,13 +101,13 @@ SPECTFORMER_CONFIGS = {
 }
 
 
-@register_model("spectformer_tiny")
+@register_model("spectformer_tiny", paper="P04")
 def spectformer_tiny(**kwargs) -> SpectFormer:
     """SpectFormer tiny for 32 px: width 64, 4 blocks (2 spectral, then 2 attention)."""
     return SpectFormer(**{**SPECTFORMER_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("spectformer_small")
+@register_model("spectformer_small", paper="P04")
 def spectformer_small(**kwargs) -> SpectFormer:
     """SpectFormer small for 32 px: width 128, 6 blocks (2 spectral, then 4 attention)."""
     return SpectFormer(**{**SPECTFORMER_CONFIGS["small"], **kwargs})

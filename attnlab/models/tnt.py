@@ -19,8 +19,7 @@ from attnlab import mixers
 from attnlab.utils.checks import check_positive_int, fail
 from attnlab.mixers.softmax import MultiHeadAttention
 from attnlab.models import register_model
-from attnlab.models.convit import check_img_patch
-from attnlab.models.layers import DropPath, Mlp
+from attnlab.layers import DropPath, Mlp, check_img_patch, drop_path_rates, trunc_normal_init_
 from attnlab.ops.recording import is_recording
 
 __all__ = ["ShortSequenceAttention", "PixelEmbed", "TNTBlock", "TNT", "tnt_tiny", "tnt_small"]
@@ -154,7 +153,7 @@ class TNT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.patch_pos = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.pixel_pos = nn.Parameter(torch.zeros(1, inner_dim, w, w))
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             TNTBlock(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio, qkv_bias, dp)
             for dp in dpr
@@ -163,15 +162,8 @@ class TNT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
         self._init_weights()
 
-    @torch.no_grad()
     def _init_weights(self) -> None:
-        for p in (self.cls_token, self.patch_pos, self.pixel_pos):
-            nn.init.trunc_normal_(p, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        trunc_normal_init_(self, [self.cls_token, self.patch_pos, self.pixel_pos])
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not decay (position embeddings, class token; timm's convention, read by attnlab.train)."""
@@ -200,13 +192,13 @@ TNT_CONFIGS = {
 }
 
 
-@register_model("tnt_tiny")
+@register_model("tnt_tiny", paper="P32")
 def tnt_tiny(**kwargs) -> TNT:
     """TNT tiny for 32 px CPU runs: 16 patches x 16 words, widths 96/12, 4 blocks."""
     return TNT(**{**TNT_CONFIGS["tiny"], **kwargs})
 
 
-@register_model("tnt_small")
+@register_model("tnt_small", paper="P32")
 def tnt_small(**kwargs) -> TNT:
     """TNT small for 32 px CPU runs: 16 patches x 16 words, widths 128/16, 6 blocks."""
     return TNT(**{**TNT_CONFIGS["small"], **kwargs})

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import check_choice, check_positive_int, fail
-from attnlab.models.blocks import MixerBlock, build_mixer, resolve_mixers
-from attnlab.models.layers import PatchEmbed, make_norm
+from attnlab.layers import MixerBlock, PatchEmbed, drop_path_rates, make_norm
+from attnlab.models.mixer_pattern import build_mixer, resolve_mixers
 
 __all__ = ["ViT"]
 
@@ -23,7 +23,7 @@ class ViT(nn.Module):
     Args:
         img_size, patch_size, in_chans, num_classes: input and output.
         dim, depth, num_heads: width, blocks, heads (for mixers that take ``num_heads``).
-        mixer, mixer_kwargs: per-layer mixer pattern (see ``attnlab.models.blocks``).
+        mixer, mixer_kwargs: per-layer mixer pattern (see ``attnlab.models.mixer_pattern``).
         ffn, mlp_ratio: channel MLP of each block (``"mlp"``, ``"glu"``, ``"none"``).
         pos: ``"learned"`` or ``"none"`` position embedding.
         pool: ``"mean"`` or ``"cls"``.
@@ -60,7 +60,7 @@ class ViT(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.pos_embed = None
-        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList(
             MixerBlock(dim, build_mixer(name, dim, kw, num_heads), ffn=ffn, mlp_ratio=mlp_ratio, norm=norm,
                        drop_path=r)

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.ops.recording import is_recording, record
 
-__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask"]
+__all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
+           "check_self_qkv", "check_attention_options"]
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Validate attention inputs q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv): ranks, matching sizes, one dtype."""
     check_tensor("q", q, ndim=4, floating=True)
     check_tensor("k", k, ndim=4, floating=True)
     check_tensor("v", v, ndim=4, floating=True)
@@ -33,6 +35,35 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         fail("v", f"the same number of keys M = {k.shape[2]} as k", describe(v))
     if not (q.dtype == k.dtype == v.dtype):
         fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
+
+
+def check_self_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> None:
+    """Validate self-attention inputs: q, k (B, H, N, D) of one shape, v (B, H, N, Dv) when given, one dtype.
+
+    Shared by the ops whose keys are the queries' tokens (routing, subsampling, Combiner, SEA,
+    linear attention, the delta rule).
+    """
+    named = [("q", q), ("k", k)] + ([("v", v)] if v is not None else [])
+    for name, t in named:
+        check_tensor(name, t, ndim=4, floating=True)
+    if k.shape != q.shape:
+        fail("k", f"the shape of q {tuple(q.shape)} (self-attention)", describe(k))
+    if v is not None and v.shape[:3] != q.shape[:3]:
+        fail("v", f"shape (B, H, N, Dv) with (B, H, N) = {tuple(q.shape[:3])}", describe(v))
+    if any(t.dtype != q.dtype for _, t in named):
+        fail(", ".join(n for n, _ in named), "one dtype", ", ".join(str(t.dtype) for _, t in named), TypeError)
+
+
+def check_attention_options(q: torch.Tensor, n_keys: int, key_padding_mask: torch.Tensor | None,
+                            scale: object) -> float:
+    """Validate the options every attention op takes: ``key_padding_mask`` (B, n_keys) bool or None and
+    ``scale`` a finite float or None. Returns the logit scale to use (``D ** -0.5`` for None)."""
+    if key_padding_mask is not None:
+        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], n_keys)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale)):
+        fail("scale", "a finite float or None", describe(scale), TypeError)
+    return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
 def build_attention_mask(
@@ -71,11 +102,8 @@ def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float | None = Non
 
 
 def _validate(q, k, v, key_padding_mask, scale):
-    _check_qkv(q, k, v)
-    if key_padding_mask is not None:
-        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], k.shape[2])
-    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
-        fail("scale", "a finite float or None", describe(scale), TypeError)
+    check_qkv(q, k, v)
+    check_attention_options(q, k.shape[2], key_padding_mask, scale)
 
 
 def attention_reference(

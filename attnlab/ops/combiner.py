@@ -49,7 +49,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab.utils.checks import check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.checks import check_positive_int
+from attnlab.ops.attention import check_attention_options, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
@@ -69,20 +70,9 @@ def combiner_budget(n: int, block_size: int) -> int:
 
 
 def _check(q, k, v, block_size, key_padding_mask, scale):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, ndim=4, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"shape {tuple(q.shape)} (as q; Combiner is self-attention)", describe(k))
-    if v.shape[:3] != q.shape[:3]:
-        fail("v", f"shape {tuple(q.shape[:3])} + (Dv,)", describe(v))
-    if not (q.dtype == k.dtype == v.dtype):
-        fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
+    check_self_qkv(q, k, v)
     check_positive_int("block_size", block_size)
-    if key_padding_mask is not None:
-        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], q.shape[2])
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)):
-        fail("scale", "a finite float or None", describe(scale), TypeError)
-    return q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return check_attention_options(q, q.shape[2], key_padding_mask, scale)
 
 
 def _to_blocks(q, k, v, s, key_padding_mask):

@@ -30,24 +30,18 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
+from attnlab.ops.attention import check_self_qkv
 
-__all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step"]
+__all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step", "unit_lower_inverse"]
 
 
 def _check(q, k, v, beta, initial_state):
-    q = check_tensor("q", q, ndim=4, floating=True)
-    k = check_tensor("k", k, ndim=4, floating=True)
-    v = check_tensor("v", v, ndim=4, floating=True)
+    check_self_qkv(q, k, v)
     beta = check_tensor("beta", beta, ndim=3, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"shape {tuple(q.shape)} (as q)", describe(k))
-    if v.shape[:3] != q.shape[:3]:
-        fail("v", f"shape {tuple(q.shape[:3])} + (Dv,) (as q in B, H, N)", describe(v))
     if beta.shape != q.shape[:3]:
         fail("beta", f"shape (B, H, N) = {tuple(q.shape[:3])}", describe(beta))
-    for name, t in (("k", k), ("v", v), ("beta", beta)):
-        if t.dtype != q.dtype:
-            fail(name, f"dtype {q.dtype} (as q)", describe(t), TypeError)
+    if beta.dtype != q.dtype:
+        fail("beta", f"dtype {q.dtype} (as q)", describe(beta), TypeError)
     if initial_state is not None:
         want = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
         initial_state = check_tensor("initial_state", initial_state, ndim=4, floating=True)
@@ -109,7 +103,7 @@ def _masks(c, dtype, device):
     return lower, strict
 
 
-def _unit_lower_inverse(strict_l, leaf=16):
+def unit_lower_inverse(strict_l, leaf=16):
     """T = (I + L)^-1 for strictly lower-triangular L (..., C, C), any C.
 
     Batched LAPACK triangular solves of 64 x 64 cost ~5x their flops here, so T is built from
@@ -171,7 +165,7 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         kt = k.transpose(-1, -2)
         kb = k * beta
         vb = v * beta
-        tmat = _unit_lower_inverse((kb @ kt) * strict)
+        tmat = unit_lower_inverse((kb @ kt) * strict)
         wu = tmat @ torch.cat([kb, vb], -1)
         w, u = wu[..., :dk], wu[..., dk:]
         states = q.new_empty(nc + 1, bh, dk, dv)

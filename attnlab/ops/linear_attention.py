@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_choice, check_positive_int, check_tensor, describe, fail
+from attnlab.ops.attention import check_self_qkv
 
 __all__ = [
     "FEATURE_MAPS",
@@ -46,19 +47,6 @@ def feature_map(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "relu":
         return F.relu(x)
     return x
-
-
-def _check_qkv(q, k, v):
-    q = check_tensor("q", q, ndim=4, floating=True)
-    k = check_tensor("k", k, ndim=4, floating=True)
-    v = check_tensor("v", v, ndim=4, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"shape {tuple(q.shape)} (as q)", describe(k))
-    if v.shape[:3] != q.shape[:3]:
-        fail("v", f"shape {tuple(q.shape[:3])} + (Dv,) (as q in B, H, N)", describe(v))
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        fail("k, v", f"dtype {q.dtype} (as q)", f"{k.dtype}, {v.dtype}", TypeError)
-    return q, k, v
 
 
 def _prepare(q, k, v, fmap, normalize, scale, key_mask):
@@ -102,7 +90,7 @@ def linear_attention(
     ``key_mask`` (B, N) bool, True = real key: padded keys are ignored.
     N need not be a multiple of ``chunk_size`` (padded inside with zero keys).
     """
-    q, k, v = _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     check_positive_int("chunk_size", chunk_size)
     fmap = feature_map
     q, k, v = _prepare(q, k, v, fmap, normalize, scale, key_mask)
@@ -144,7 +132,7 @@ def linear_attention_recurrent(
     Non-causal is the sum over all tokens followed by one read-out per query.
     Same arguments and result as :func:`linear_attention`.
     """
-    q, k, v = _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     q, k, v = _prepare(q, k, v, feature_map, normalize, scale, key_mask)
     b, h, n, d = q.shape
     state = q.new_zeros(b, h, d, v.shape[-1])
@@ -170,7 +158,7 @@ def linear_attention_quadratic(
     key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reference: the O(N^2) form (phi(Q) phi(K)^T, causally masked) V. Same result as :func:`linear_attention`."""
-    q, k, v = _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     q, k, v = _prepare(q, k, v, feature_map, normalize, scale, key_mask)
     a = q @ k.transpose(-1, -2)
     if causal:

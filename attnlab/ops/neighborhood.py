@@ -42,7 +42,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.utils.checks import check_tensor, describe, fail
+from attnlab.ops.attention import check_attention_options
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "neighborhood_mask",
     "neighborhood_rpb_index",
     "window_bounds",
+    "grid_mask_and_rel",
     "dinat_dilation",
     "dense_local_attention",
     "DENSE_MAX_N",
@@ -404,7 +406,7 @@ BACKENDS = ("auto", "tiled", "dense")
 
 @functools.lru_cache(maxsize=64)
 def _dense_mask_and_rel(grid: tuple[int, ...], windows: tuple[AxisWindow, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    return _grid_mask_and_rel(grid, windows)
+    return grid_mask_and_rel(grid, windows)
 
 
 def dense_local_attention(q, k, v, grid, windows, *, scale, rpb=None, key_padding_mask=None) -> torch.Tensor:
@@ -471,10 +473,7 @@ def check_local_qkv(q, k, v, key_padding_mask, scale) -> None:
         fail("k", f"head dim D = {q.shape[-1]} (as q)", describe(k))
     if not (q.dtype == k.dtype == v.dtype):
         fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
-    if key_padding_mask is not None:
-        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], q.shape[2])
-    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
-        fail("scale", "a finite float or None", describe(scale), TypeError)
+    check_attention_options(q, q.shape[2], key_padding_mask, scale)
 
 
 def _check_na_args(q, k, v, kernel_size, grid, dilation, causal, rpb, key_padding_mask, scale):
@@ -606,8 +605,11 @@ def _axis_mask_and_rel(L: int, w: AxisWindow) -> tuple[torch.Tensor, torch.Tenso
     return allowed, rel
 
 
-def _grid_mask_and_rel(grid: Sequence[int], windows: Sequence[AxisWindow]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, N) allowed and flat rel index on a grid: the product of the per-axis windows."""
+def grid_mask_and_rel(grid: Sequence[int], windows: Sequence[AxisWindow]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, N) allowed mask and flat relative-position index on ``grid``: the product of the per-axis windows.
+
+    The definition the tiled op is tested against (shared with :mod:`attnlab.ops.sliding_window`).
+    """
     mask = torch.ones((1, 1), dtype=torch.bool)
     idx = torch.zeros((1, 1), dtype=torch.long)
     for L, w in zip(grid, windows):
@@ -622,14 +624,14 @@ def neighborhood_mask(grid: Sequence[int], kernel_size, dilation=1, causal=False
     """(N, N) bool mask of (dilated) neighbourhoods on ``grid`` (True = may attend), P26."""
     nd = len(grid)
     ks, dl, cz = _per_axis("kernel_size", kernel_size, nd), _per_axis("dilation", dilation, nd), _per_axis("causal", causal, nd, bool)
-    return _grid_mask_and_rel(grid, [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)])[0]
+    return grid_mask_and_rel(grid, [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)])[0]
 
 
 def neighborhood_rpb_index(grid: Sequence[int], kernel_size, dilation=1, causal=False) -> torch.Tensor:
     """(N, N) flat index into an (H, 2k1-1, ...) rpb table's per-head part (valid where the mask is True)."""
     nd = len(grid)
     ks, dl, cz = _per_axis("kernel_size", kernel_size, nd), _per_axis("dilation", dilation, nd), _per_axis("causal", causal, nd, bool)
-    return _grid_mask_and_rel(grid, [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)])[1]
+    return grid_mask_and_rel(grid, [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)])[1]
 
 
 def masked_dense_attention(q, k, v, mask, *, bias=None, key_padding_mask=None, scale, return_probs=False):
@@ -674,7 +676,7 @@ def neighborhood_attention_reference(
     grid, ks, dl, cz = _check_na_args(q, k, v, kernel_size, grid, dilation, causal, rpb, key_padding_mask, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     windows = [AxisWindow("na", kernel=kk, causal=c, dilation=d) for kk, c, d in zip(ks, cz, dl)]
-    mask, idx = _grid_mask_and_rel(grid, windows)
+    mask, idx = grid_mask_and_rel(grid, windows)
     bias = rpb.reshape(rpb.shape[0], -1)[:, idx.to(q.device)] if rpb is not None else None
     return masked_dense_attention(q, k, v, mask.to(q.device), bias=bias, key_padding_mask=key_padding_mask,
                                   scale=scale, return_probs=return_probs)

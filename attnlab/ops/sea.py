@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_key_padding_mask, check_positive_int, check_tensor, describe, fail
-from attnlab.ops.attention import attention_reference
+from attnlab.ops.attention import attention_reference, check_attention_options, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
@@ -123,31 +123,12 @@ def _bins_per_query(n: int, t_m: int, top_k: int, causal: bool, block: int, devi
 # ---------------------------------------------------------------------------- checks
 
 
-def _check_qkv(q, k, v=None):
-    check_tensor("q", q, ndim=4, floating=True)
-    check_tensor("k", k, ndim=4, floating=True)
-    if k.shape != q.shape:
-        fail("k", f"shape {tuple(q.shape)} (as q; SEA is self-attention)", describe(k))
-    if v is not None:
-        check_tensor("v", v, ndim=4, floating=True)
-        if v.shape[:3] != q.shape[:3]:
-            fail("v", f"shape {tuple(q.shape[:3])} + (Dv,)", describe(v))
-        if v.dtype != q.dtype:
-            fail("q, k, v", "one dtype", f"{q.dtype}, {k.dtype}, {v.dtype}", TypeError)
-    if k.dtype != q.dtype:
-        fail("q, k", "one dtype", f"{q.dtype}, {k.dtype}", TypeError)
-
-
 def _check_est_args(q, proj, t_m, key_padding_mask, scale):
     check_tensor("proj", proj, ndim=2, floating=True)
     if proj.shape[1] != q.shape[-1]:
         fail("proj", f"shape (F, D={q.shape[-1]})", describe(proj))
     check_positive_int("t_m", t_m)
-    if key_padding_mask is not None:
-        check_key_padding_mask("key_padding_mask", key_padding_mask, q.shape[0], q.shape[2])
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)):
-        fail("scale", "a finite float or None", describe(scale), TypeError)
-    return q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return check_attention_options(q, q.shape[2], key_padding_mask, scale)
 
 
 def _features(q, k, proj, scale, key_padding_mask):
@@ -185,7 +166,7 @@ def sea_estimate(
     query whose keys are all padded). ``proj`` (F, D) from :func:`favor_projection`.
     Time O(N t_m F) as batched matmuls; memory O(N t_m + (N / block) t_m F).
     """
-    _check_qkv(q, k)
+    check_self_qkv(q, k)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     check_positive_int("block", block)
     phi_q, phi_k = _features(q, k, proj, scale, key_padding_mask)
@@ -224,7 +205,7 @@ def sea_estimate_reference(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Reference for :func:`sea_estimate`: the (B, H, N, N) Performer matrix, binned query by query."""
-    _check_qkv(q, k)
+    check_self_qkv(q, k)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     phi_q, phi_k = _features(q, k, proj, scale, key_padding_mask)
     n = q.shape[2]
@@ -420,7 +401,7 @@ def sparse_gather_attention(
 
     Memory O(N K) besides the inputs: the backward recomputes the gathered keys and values.
     """
-    _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     check_tensor("idx", idx, ndim=4)
     if idx.dtype != torch.long or valid.dtype != torch.bool or valid.shape != idx.shape or idx.shape[:3] != q.shape[:3]:
         fail("idx, valid", f"long / bool tensors of one shape {tuple(q.shape[:3])} + (K,)",
@@ -457,7 +438,7 @@ def sea_attention(
     it from a teacher). Inside ``attnlab.record_attention`` the dense sparse attention
     matrix (B, H, N, N) is recorded.
     """
-    _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     opts = dict(causal=causal, block=block, key_padding_mask=key_padding_mask)
     with torch.set_grad_enabled(estimate_grad and torch.is_grad_enabled()):
@@ -488,7 +469,7 @@ def sea_attention_reference(
     return_probs: bool = False,
 ):
     """Dense reference for :func:`sea_attention`: explicit estimate, row-by-row mask, masked softmax."""
-    _check_qkv(q, k, v)
+    check_self_qkv(q, k, v)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     opts = dict(causal=causal, block=block, key_padding_mask=key_padding_mask)
     est = sea_estimate_reference(q, k, proj, t_m=t_m, scale=scale, **opts)

@@ -18,7 +18,7 @@ import torch
 from attnlab.utils.checks import check_positive_int, describe, fail
 from attnlab.ops.neighborhood import (
     AxisWindow,
-    _grid_mask_and_rel,
+    grid_mask_and_rel,
     check_backend,
     check_local_qkv,
     default_tile,
@@ -43,7 +43,7 @@ def sw_window(window: int, causal: bool) -> AxisWindow:
 
 def sliding_window_mask(n: int, window: int, causal: bool = False) -> torch.Tensor:
     """(N, N) bool mask of the sliding window (True = may attend)."""
-    return _grid_mask_and_rel((n,), [sw_window(window, causal)])[0]
+    return grid_mask_and_rel((n,), [sw_window(window, causal)])[0]
 
 
 def sliding_window_attention(

@@ -1,11 +1,11 @@
 """Registry of tasks: ``create(name, **kw)`` and ``available()``."""
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Callable
 
 from attnlab.tasks.base import Task
+from attnlab.utils.names import lookup
 
 __all__ = ["register", "create", "available"]
 
@@ -27,11 +27,7 @@ def register(name: str) -> Callable[[type[Task]], type[Task]]:
 
 def create(name: str, **kwargs: Any) -> Task:
     """Build the task registered as ``name``; unknown names/kwargs raise clear errors."""
-    if name not in _TASKS:
-        close = difflib.get_close_matches(str(name), list(_TASKS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"task name: expected one of {sorted(_TASKS)}, received {name!r}{hint}")
-    cls = _TASKS[name]
+    cls = lookup(_TASKS, name, "task")
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = [k for k in kwargs if k not in allowed]
     if unknown:

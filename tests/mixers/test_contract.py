@@ -180,12 +180,3 @@ def test_bad_input_gets_a_clear_error(name):
     else:
         with pytest.raises(ValueError, match=r"key_padding_mask: expected None"):
             m(x, grid=grid, causal=causal, key_padding_mask=mask)
-
-
-def test_unknown_mixer_and_kwargs_are_named():
-    with pytest.raises(KeyError, match=r"did you mean softmax"):
-        mixers.create("softmx", 8)
-    with pytest.raises(TypeError, match=r"mixer 'softmax' kwargs: .*unknown \['heads'\]"):
-        mixers.create("softmax", 8, heads=2)
-    with pytest.raises(ValueError, match=r"num_heads: expected a divisor of dim=8"):
-        mixers.create("softmax", 8, num_heads=3)

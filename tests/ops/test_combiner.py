@@ -224,7 +224,7 @@ def test_bad_input_is_named():
     q, k, v = (t.detach() for t in _inputs(1, 1, 8, 4, 4, torch.float32))
     with pytest.raises(ValueError, match=r"block_size: expected a positive int"):
         combiner_fixed(q, k, v, block_size=0)
-    with pytest.raises(ValueError, match=r"k: expected shape"):
+    with pytest.raises(ValueError, match=r"k: expected the shape of q"):
         combiner_axial(q, k[:, :, :5], v, block_size=2)
     with pytest.raises(TypeError, match=r"q, k, v: expected one dtype"):
         combiner_fixed(q, k.double(), v, block_size=2)

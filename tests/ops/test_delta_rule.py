@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.ops.delta_rule import _unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
+from attnlab.ops.delta_rule import unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 
@@ -90,7 +90,7 @@ def test_unit_lower_inverse_equals_triangular_solve(c):
     strict = ((beta * k) @ k.transpose(-1, -2)).tril(-1)
     eye = torch.eye(c, dtype=torch.float64)
     want = torch.linalg.solve_triangular(eye + strict, eye.expand_as(strict), upper=False, unitriangular=True)
-    torch.testing.assert_close(_unit_lower_inverse(strict), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(unit_lower_inverse(strict), want, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("use", ["output", "state"])

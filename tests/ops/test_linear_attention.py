@@ -89,7 +89,7 @@ def test_causal_future_does_not_leak():
 
 def test_bad_input_errors():
     q = torch.randn(1, 2, 5, 4)
-    with pytest.raises(ValueError, match="k: expected shape"):
+    with pytest.raises(ValueError, match="k: expected the shape of q"):
         linear_attention(q, torch.randn(1, 2, 6, 4), torch.randn(1, 2, 5, 4))
     with pytest.raises(ValueError, match="feature_map: expected one of"):
         linear_attention(q, q, q, feature_map="cos")

@@ -1,0 +1,57 @@
+"""The softmax / softmax_qknorm mixers (the baseline and P02's qk-layernorm) against the formula written out:
+softmax(q k^T / sqrt(d_h)) v per head, with LayerNorm over each head's d_h on q and k for softmax_qknorm."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attnlab.mixers as mixers
+
+
+def _explicit(m, x, causal, kpm, qk_norm):
+    """Per-head loop over the formula (fp64), independent of the op and of einops."""
+    b, n, c = x.shape
+    h, d = m.num_heads, c // m.num_heads
+    qkv = x @ m.qkv.weight.T + (m.qkv.bias if m.qkv.bias is not None else 0)
+    q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
+    heads = []
+    for i in range(h):
+        qi, ki, vi = (t[..., i * d:(i + 1) * d] for t in (q, k, v))
+        if qk_norm:
+            qi = F.layer_norm(qi, (d,), m.q_norm.weight, m.q_norm.bias, m.q_norm.eps)
+            ki = F.layer_norm(ki, (d,), m.k_norm.weight, m.k_norm.bias, m.k_norm.eps)
+        logits = qi @ ki.transpose(-1, -2) / d ** 0.5
+        allowed = torch.ones(n, n, dtype=torch.bool)
+        if causal:
+            allowed = allowed.tril()
+        allowed = allowed & kpm[:, None, :]
+        heads.append(logits.masked_fill(~allowed, float("-inf")).softmax(-1) @ vi)
+    return torch.cat(heads, -1) @ m.proj.weight.T + m.proj.bias
+
+
+@pytest.mark.parametrize("name", ["softmax", "softmax_qknorm"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_mixer_equals_the_formula_per_head(name, causal):
+    torch.manual_seed(0)
+    m = mixers.create(name, 12, num_heads=3, qkv_bias=True).double().eval()
+    if name == "softmax_qknorm":
+        with torch.no_grad():  # a visible, non-trivial norm
+            for norm in (m.q_norm, m.k_norm):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.normal_()
+    x = torch.randn(2, 11, 12, dtype=torch.float64)
+    kpm = torch.ones(2, 11, dtype=torch.bool)
+    kpm[1, 8:] = False
+    want = _explicit(m, x, causal, kpm, qk_norm=name == "softmax_qknorm")
+    torch.testing.assert_close(m(x, causal=causal, key_padding_mask=kpm), want, atol=1e-12, rtol=1e-10)
+
+
+def test_qknorm_is_per_head_and_differs_from_plain_softmax():
+    torch.manual_seed(0)
+    plain = mixers.create("softmax", 16, num_heads=4).double().eval()
+    normed = mixers.create("softmax_qknorm", 16, num_heads=4).double().eval()
+    assert tuple(normed.q_norm.weight.shape) == (4,)  # over d_h = 16 / 4, not over C
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    x = 3 * torch.randn(1, 9, 16, dtype=torch.float64)
+    assert (normed(x) - plain(x)).abs().max() > 1e-3

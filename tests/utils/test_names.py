@@ -1,0 +1,18 @@
+"""attnlab.utils.names.lookup: the value of a known name; for an unknown one a KeyError naming the kind, the
+known names, what was received and the closest matches."""
+from __future__ import annotations
+
+import pytest
+
+from attnlab.utils.names import lookup
+
+
+def test_known_name_gives_its_value_and_unknown_names_are_explained():
+    table = {"softmax": 1, "softmax_qknorm": 2, "identity": 3}
+    assert lookup(table, "identity", "mixer") == 3
+    with pytest.raises(KeyError, match=r"mixer name: expected one of \['identity', 'softmax', 'softmax_qknorm'\], "
+                                       r"received 'softmx' \(did you mean softmax, softmax_qknorm\?\)"):
+        lookup(table, "softmx", "mixer")
+    with pytest.raises(KeyError) as err:
+        lookup(table, 7, "task")
+    assert "received 7" in str(err.value) and "did you mean" not in str(err.value)
