@@ -44,10 +44,6 @@ TASK_IMPORTS = {"utils", "papers", "tasks"}
 #: the package root re-exports ``record_attention`` from ops and may import nothing higher.
 ROOT_LEVEL = LEVELS["ops"]
 
-#: Private imports owned by another branch of issue 10 (the reproduction harness makes
-#: ``repro.base._fmt`` public); allowed here so that this branch stays green, and to be deleted
-#: when that branch is merged.
-PENDING_PRIVATE = {("cli.py", "attnlab.repro.base._fmt")}
 
 
 def _top(module: str) -> str:
@@ -165,7 +161,7 @@ def _private_violations(path: Path) -> list[str]:
             full = f"{target}.{n}"
             if _is_module(full):
                 aliases[alias or n] = full
-            elif _private(n) and target != module and (str(rel), full) not in PENDING_PRIVATE:
+            elif _private(n) and target != module:
                 out.append(f"attnlab/{rel}:{line}: imports the private name {full}")
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Attribute) and _private(node.attr)):
@@ -177,7 +173,7 @@ def _private_violations(path: Path) -> list[str]:
         if head not in aliases:
             continue
         owner = aliases[head] + (f".{rest}" if rest else "")
-        if _is_module(owner) and owner != module and (str(rel), f"{owner}.{node.attr}") not in PENDING_PRIVATE:
+        if _is_module(owner) and owner != module:
             out.append(f"attnlab/{rel}:{node.lineno}: uses the private name {owner}.{node.attr}")
     return out
 
