@@ -95,7 +95,7 @@ def cmd_list(args: argparse.Namespace) -> None:
             rows.append([slug, m.PAPER, textwrap.shorten(m.CLAIM, 160, placeholder=" …")])
         _table("reproductions (attnlab repro <slug>)", ["slug", "paper", "claim"], rows)
     if what in ("bench", "all"):
-        from attnlab.bench_cases import available_cases
+        from attnlab.bench.registry import available_cases
 
         rows = [[c.name, c.reference, ",".join(map(str, c.sizes)), textwrap.shorten(c.description, 110, placeholder=" …")]
                 for c in available_cases().values()]
@@ -188,8 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from attnlab.bench import rows_to_markdown, run_bench, write_outputs
-    from attnlab.bench_cases import get_case
+    from attnlab.bench.runner import rows_to_markdown, run_bench, write_outputs
+    from attnlab.bench.registry import get_case
 
     case = get_case(args.case)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None

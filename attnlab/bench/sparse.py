@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 from attnlab.ops.attention import attention
 from attnlab.ops.combiner import combiner_axial, combiner_fixed, combiner_fixed_reference
 from attnlab.ops.sea import favor_projection, sea_attention, sea_estimate, sea_select, selection_to_mask

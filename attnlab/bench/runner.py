@@ -1,6 +1,6 @@
 """``attnlab bench``: time and peak memory against sequence length.
 
-Each size runs in its own subprocess (``python -m attnlab.bench --worker``), with
+Each size runs in its own subprocess (``python -m attnlab.bench.runner --worker``), with
 the implementations side by side in that process; peak memory is the rise of
 the process's resident set (VmHWM, reset before each implementation through
 ``/proc/self/clear_refs``) above its level before the call. Results: a table,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from attnlab.bench_cases import available_cases, get_case
+from attnlab.bench.registry import available_cases, get_case
 
 __all__ = ["BenchRow", "run_bench", "write_outputs"]
 
@@ -134,7 +134,7 @@ def run_bench(
     from tqdm import tqdm
 
     for n in tqdm(sizes, desc=f"bench {case} {mode}", disable=not progress):
-        cmd = [sys.executable, "-m", "attnlab.bench", "--worker", "--case", case, "--n", str(n), "--mode", mode,
+        cmd = [sys.executable, "-m", "attnlab.bench.runner", "--worker", "--case", case, "--n", str(n), "--mode", mode,
                "--dtype", dtype, "--repeats", str(repeats), "--params", json.dumps(params or {}),
                "--mem-limit-gib", str(mem_limit_gib)]
         if impls:
@@ -200,8 +200,8 @@ def write_outputs(rows: list[BenchRow], out_dir: Path, case: str, reference: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry point: ``python -m attnlab.bench --worker ...`` prints one JSON line of rows."""
-    p = argparse.ArgumentParser(prog="python -m attnlab.bench")
+    """Worker entry point: ``python -m attnlab.bench.runner --worker ...`` prints one JSON line of rows."""
+    p = argparse.ArgumentParser(prog="python -m attnlab.bench.runner")
     p.add_argument("--worker", action="store_true", required=True)
     p.add_argument("--case", required=True)
     p.add_argument("--n", type=int, required=True)

@@ -10,7 +10,7 @@
 * ``ssm_mixers``: ``mamba``, ``s4d``, ``hyena`` against ``softmax`` (SDPA), causal, dim 256.
 
 :func:`decode_step_seconds` times one recurrent decoding step after t tokens
-(``python -m attnlab.bench_linear``), to show the O(1) per-token cost.
+(``python -m attnlab.bench.linear``), to show the O(1) per-token cost.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
 from attnlab.ops.selective_scan import selective_scan, selective_scan_reference
 

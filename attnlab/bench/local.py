@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 from attnlab.ops.axial import axial_attention
 from attnlab.ops.neighborhood import neighborhood_attention, neighborhood_attention_reference, neighborhood_mask
 from attnlab.ops.sliding_window import sliding_window_attention, sliding_window_attention_reference, sliding_window_mask

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 from attnlab.ops.attention import attention, attention_reference
 
 

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.routing import bilevel_routing_attention, bilevel_routing_attention_reference
 from attnlab.ops.subsample import sample_keys, subsampled_attention

@@ -1,6 +1,6 @@
 """Training throughput of the vision designs (P04, P07, P09, P10, P11, P13, P15, P26, P29, P31, P32), attnlab vs timm.
 
-``python -m attnlab.bench_vision`` times forward + backward (cross-entropy,
+``python -m attnlab.bench.vision`` times forward + backward (cross-entropy,
 fp32, batch 32 by default) of each design at its tiny configuration and of
 timm's model of the same configuration and weights layout (ConViT, CrossViT,
 TNT, SHViT; the other designs have no timm counterpart and are timed alone),
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attnlab.train.throughput import classifier_step_seconds
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import make_thunk, register_case
 
 __all__ = ["PAIRS", "build_pair", "run", "main"]
 
@@ -140,7 +140,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m attnlab.bench_vision [--designs convit_tiny tnt_tiny] [--batch 32] [--repeats 7]``."""
+    """CLI: ``python -m attnlab.bench.vision [--designs convit_tiny tnt_tiny] [--batch 32] [--repeats 7]``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--designs", nargs="*", default=None, choices=sorted(PAIRS))
     p.add_argument("--batch", type=int, default=32)

@@ -21,12 +21,12 @@ import torch
 __all__ = ["BenchCase", "register_case", "get_case", "available_cases", "CASE_MODULES"]
 
 CASE_MODULES = [
-    "attnlab.bench_attention",
-    "attnlab.bench_linear",
-    "attnlab.bench_vision",
-    "attnlab.bench_routed",
-    "attnlab.bench_sparse",
-    "attnlab.bench_local",
+    "attnlab.bench.attention",
+    "attnlab.bench.linear",
+    "attnlab.bench.vision",
+    "attnlab.bench.routed",
+    "attnlab.bench.sparse",
+    "attnlab.bench.local",
 ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from attnlab.bench import run_bench, rows_to_markdown
+from attnlab.bench.runner import run_bench, rows_to_markdown
 
 
 def _load() -> str:
@@ -96,7 +96,7 @@ def main() -> None:
             rows += run_bench("ssm_mixers", sizes=[4096, 16384], repeats=args.repeats, impls=[name], progress=False)
         _table("mixers at dim 256, causal, B=1, fp32 fwd+bwd", rows, "softmax")
     if "decode" in only:
-        from attnlab.bench_linear import decode_step_seconds
+        from attnlab.bench.linear import decode_step_seconds
 
         print(f"\n### decoding: one step after t tokens (dim 256), median of 50; load {_load()}\n")
         for name in ("mamba", "deltanet", "linear_attention"):

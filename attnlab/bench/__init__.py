@@ -1,0 +1,1 @@
+"""Benchmarks: the runner, the case registry, one module of cases per ops family, vision throughput."""
