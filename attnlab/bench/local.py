@@ -13,13 +13,15 @@ Implementations side by side in one process per size:
 """
 from __future__ import annotations
 
-import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from attnlab.bench.registry import make_thunk, register_case
-from attnlab.ops.axial import axial_attention
+from attnlab.bench.inputs import grid_side, random_qkv
+from attnlab.bench.registry import register_case
+from attnlab.bench.thunks import Impls
+from attnlab.ops.axial import axial_attention, axial_attention_reference
 from attnlab.ops.neighborhood import neighborhood_attention, neighborhood_attention_reference, neighborhood_mask
 from attnlab.ops.sliding_window import sliding_window_attention, sliding_window_attention_reference, sliding_window_mask
 
@@ -29,37 +31,35 @@ REFERENCE_MAX_N = 4096
 MASK_MAX_N = 16384
 
 
-def _qkv(n, dtype, mode, heads, head_dim, batch=1):
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
-            for _ in range(3)]
-
-
-def _flex(q, k, v, mask_mod, n, mode, impls, skipped):
+def _add_flex(impls: Impls, qkv: list[torch.Tensor], mask_mod: Callable, n: int) -> None:
     """Add the compiled FlexAttention forward (block mask built here, compiled in the warm-up call)."""
-    if mode != "fwd":
-        skipped["flex"] = "FlexAttention has no backward on CPU"
+    if impls.mode != "fwd":
+        impls.skip("flex", "FlexAttention has no backward on CPU")
         return
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError as e:  # pragma: no cover - torch without flex
-        skipped["flex"] = f"unavailable: {e}"
+        impls.skip("flex", f"unavailable: {e}")
         return
     block_mask = create_block_mask(mask_mod, None, None, n, n, device="cpu")
     compiled = torch.compile(flex_attention, dynamic=False)
-    impls["flex"] = make_thunk(lambda: compiled(q, k, v, block_mask=block_mask), [q, k, v], mode)
+    q, k, v = qkv
+    impls.add("flex", lambda: compiled(q, k, v, block_mask=block_mask), qkv)
 
 
-def _dense_rows(n, impls, skipped, fwd_reference, mask_fn, q, k, v, mode):
+def _add_dense(impls: Impls, qkv: list[torch.Tensor], n: int, reference: Callable, mask: Callable) -> None:
+    """Add dense SDPA with the explicit (N, N) bool ``mask()`` and the explicit ``reference()``, where they fit."""
+    q, k, v = qkv
     if n <= MASK_MAX_N:
-        mask = mask_fn()
-        impls["sdpa_mask"] = make_thunk(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), [q, k, v], mode)
+        m = mask()
+        impls.add("sdpa_mask", lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=m), qkv)
     else:
-        skipped["sdpa_mask"] = f"N > {MASK_MAX_N}: the (N, N) mask alone is too big"
-    if n <= REFERENCE_MAX_N:
-        impls["reference"] = make_thunk(fwd_reference, [q, k, v], mode)
-    else:
-        skipped["reference"] = f"N > {REFERENCE_MAX_N}: the explicit N x N matrix with backward does not fit"
+        impls.skip("sdpa_mask", f"N > {MASK_MAX_N}: the (N, N) mask alone is too big")
+    impls.add_up_to("reference", n, REFERENCE_MAX_N, "the explicit N x N matrix with backward does not fit",
+                    reference, qkv)
+
+
+_LOCAL = dict(reference="sdpa_mask", oracle="reference", agree=("attnlab", "flex", "sdpa_mask"))
 
 
 @register_case(
@@ -67,24 +67,26 @@ def _dense_rows(n, impls, skipped, fwd_reference, mask_fn, q, k, v, mode):
     description="sliding-window attention (B=1, H=8, D=64, window 256, causal): attnlab tiled vs compiled Flex "
                 "(block mask, fwd only) vs dense SDPA with the bool mask vs explicit reference",
     sizes=(1024, 4096, 16384),
-    reference="sdpa_mask",
-    params={"heads": 8, "head_dim": 64, "window": 256, "causal": True},
+    ops=("attnlab.ops.sliding_window.sliding_window_attention",),
+    tests=("tests/ops/test_sliding_window.py",),
+    tiny=(70, {"heads": 2, "head_dim": 8, "window": 16}),
+    params={"batch": 1, "heads": 8, "head_dim": 64, "window": 256, "causal": True},
+    **_LOCAL,
 )
-def setup_sliding_window(n, dtype, mode, *, heads, head_dim, window, causal):
-    """Inputs (1, H, n, D); impls attnlab / flex / sdpa_mask / reference."""
-    q, k, v = _qkv(n, dtype, mode, heads, head_dim)
-    impls = {"attnlab": make_thunk(lambda: sliding_window_attention(q, k, v, window, causal=causal, backend="tiled"),
-                                   [q, k, v], mode)}
-    skipped: dict[str, str] = {}
+def setup_sliding_window(n, dtype, mode, *, batch, heads, head_dim, window, causal) -> Impls:
+    """Inputs (B, H, n, D); impls attnlab / flex / sdpa_mask / reference."""
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    impls = Impls(mode)
+    impls.add("attnlab", lambda: sliding_window_attention(q, k, v, window, causal=causal, backend="tiled"), qkv)
 
     def sw(b, h, qi, ki):
         d = qi - ki
         return ((d >= 0) if causal else (d > -window)) & (d < window)
 
-    _flex(q, k, v, sw, n, mode, impls, skipped)
-    _dense_rows(n, impls, skipped, lambda: sliding_window_attention_reference(q, k, v, window, causal=causal),
-                lambda: sliding_window_mask(n, window, causal), q, k, v, mode)
-    return impls, skipped
+    _add_flex(impls, qkv, sw, n)
+    _add_dense(impls, qkv, n, lambda: sliding_window_attention_reference(q, k, v, window, causal=causal),
+               lambda: sliding_window_mask(n, window, causal))
+    return impls
 
 
 @register_case(
@@ -92,15 +94,17 @@ def setup_sliding_window(n, dtype, mode, *, heads, head_dim, window, causal):
     description="1D neighborhood attention (B=1, H=8, D=64, kernel 257, clamped windows): attnlab tiled vs compiled "
                 "Flex (block mask, fwd only) vs dense SDPA with the bool mask vs explicit reference",
     sizes=(1024, 4096, 16384),
-    reference="sdpa_mask",
-    params={"heads": 8, "head_dim": 64, "kernel": 257, "dilation": 1},
+    ops=("attnlab.ops.neighborhood.neighborhood_attention",),
+    tests=("tests/ops/test_neighborhood.py",),
+    tiny=(70, {"heads": 2, "head_dim": 8, "kernel": 9, "dilation": 2}),
+    params={"batch": 1, "heads": 8, "head_dim": 64, "kernel": 257, "dilation": 1},
+    **_LOCAL,
 )
-def setup_na1d(n, dtype, mode, *, heads, head_dim, kernel, dilation):
-    """Inputs (1, H, n, D); impls attnlab / flex / sdpa_mask / reference."""
-    q, k, v = _qkv(n, dtype, mode, heads, head_dim)
-    impls = {"attnlab": make_thunk(lambda: neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="tiled"),
-                                   [q, k, v], mode)}
-    skipped: dict[str, str] = {}
+def setup_na1d(n, dtype, mode, *, batch, heads, head_dim, kernel, dilation) -> Impls:
+    """Inputs (B, H, n, D); impls attnlab / flex / sdpa_mask / reference."""
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    impls = Impls(mode)
+    impls.add("attnlab", lambda: neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="tiled"), qkv)
 
     def na(b, h, qi, ki):  # NATTEN's clamped window inside the subsequence i mod d
         qa, ka = qi // dilation, ki // dilation
@@ -108,10 +112,10 @@ def setup_na1d(n, dtype, mode, *, heads, head_dim, kernel, dilation):
         start = torch.clamp(torch.minimum(qa - kernel // 2, lr - kernel), min=0)
         return (qi % dilation == ki % dilation) & (ka >= start) & (ka < start + kernel)
 
-    _flex(q, k, v, na, n, mode, impls, skipped)
-    _dense_rows(n, impls, skipped, lambda: neighborhood_attention_reference(q, k, v, kernel, dilation=dilation),
-                lambda: neighborhood_mask((n,), kernel, dilation), q, k, v, mode)
-    return impls, skipped
+    _add_flex(impls, qkv, na, n)
+    _add_dense(impls, qkv, n, lambda: neighborhood_attention_reference(q, k, v, kernel, dilation=dilation),
+               lambda: neighborhood_mask((n,), kernel, dilation))
+    return impls
 
 
 @register_case(
@@ -120,32 +124,37 @@ def setup_na1d(n, dtype, mode, *, heads, head_dim, kernel, dilation):
                 "dense SDPA with the bool mask vs explicit reference vs NATTEN (fwd only, when installed)",
     sizes=(1024, 4096, 16384),
     reference="reference",
-    params={"heads": 4, "head_dim": 32, "kernel": 7, "dilation": 1},
+    ops=("attnlab.ops.neighborhood.neighborhood_attention",),
+    tests=("tests/ops/test_neighborhood.py",),
+    tiny=(81, {"heads": 2, "head_dim": 8, "kernel": 5}),
+    oracle="reference",
+    agree=("attnlab", "sdpa_mask", "natten"),
+    size_rule="square",
+    params={"batch": 1, "heads": 4, "head_dim": 32, "kernel": 7, "dilation": 1},
 )
-def setup_na2d(n, dtype, mode, *, heads, head_dim, kernel, dilation):
-    """Inputs (1, H, n, D) on the square grid; impls attnlab / sdpa_mask / reference / natten."""
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"n: expected a square number of tokens for the 2D grid, received {n}")
+def setup_na2d(n, dtype, mode, *, batch, heads, head_dim, kernel, dilation) -> Impls:
+    """Inputs (B, H, n, D) on the square grid; impls attnlab / sdpa_mask / reference / natten."""
+    side = grid_side(n)
     grid = (side, side)
-    q, k, v = _qkv(n, dtype, mode, heads, head_dim)
-    impls = {"attnlab": make_thunk(lambda: neighborhood_attention(q, k, v, kernel, grid=grid, dilation=dilation,
-                                                                  backend="tiled"), [q, k, v], mode)}
-    skipped: dict[str, str] = {}
-    _dense_rows(n, impls, skipped,
-                lambda: neighborhood_attention_reference(q, k, v, kernel, grid=grid, dilation=dilation),
-                lambda: neighborhood_mask(grid, kernel, dilation), q, k, v, mode)
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    impls = Impls(mode)
+    impls.add("attnlab", lambda: neighborhood_attention(q, k, v, kernel, grid=grid, dilation=dilation,
+                                                        backend="tiled"), qkv)
+    _add_dense(impls, qkv, n, lambda: neighborhood_attention_reference(q, k, v, kernel, grid=grid, dilation=dilation),
+               lambda: neighborhood_mask(grid, kernel, dilation))
     try:
         import natten
     except ImportError:
-        skipped["natten"] = "not installed (pip install --no-build-isolation --no-deps natten==0.21.7)"
-    else:
-        if mode != "fwd":
-            skipped["natten"] = "NATTEN's CPU path (eager Flex) has no backward"
-        else:
-            qn, kn, vn = (x.detach().reshape(1, heads, side, side, head_dim).movedim(1, -2).contiguous() for x in (q, k, v))
-            impls["natten"] = make_thunk(lambda: natten.na2d(qn, kn, vn, kernel_size=kernel, dilation=dilation), [], mode)
-    return impls, skipped
+        impls.skip("natten", "not installed (pip install --no-build-isolation --no-deps natten==0.21.7)")
+        return impls
+    if mode != "fwd":
+        impls.skip("natten", "NATTEN's CPU path (eager Flex) has no backward")
+        return impls
+    # NATTEN's layout is (B, side, side, H, D)
+    qn, kn, vn = (x.detach().reshape(batch, heads, side, side, head_dim).movedim(1, -2).contiguous() for x in qkv)
+    impls.add("natten", lambda: natten.na2d(qn, kn, vn, kernel_size=kernel, dilation=dilation), [],
+              to_bhnd=lambda o: o.movedim(-2, 1).reshape(batch, heads, n, head_dim))
+    return impls
 
 
 @register_case(
@@ -154,19 +163,23 @@ def setup_na2d(n, dtype, mode, *, heads, head_dim, kernel, dilation):
                 "vs full dense SDPA over all N tokens",
     sizes=(1024, 4096, 16384),
     reference="sdpa_dense",
-    params={"heads": 8, "head_dim": 64, "causal": False},
+    ops=("attnlab.ops.axial.axial_attention",),
+    tests=("tests/ops/test_axial.py",),
+    tiny=(49, {"heads": 2, "head_dim": 8}),
+    oracle="reference",
+    agree=("attnlab",),
+    size_rule="square",
+    params={"batch": 1, "heads": 8, "head_dim": 64, "causal": False},
 )
-def setup_axial(n, dtype, mode, *, heads, head_dim, causal):
-    """Inputs (1, H, n, D); impls attnlab (two axial passes) / sdpa_dense."""
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"n: expected a square number of tokens for the 2D grid, received {n}")
-    grid = (side, side)
-    q, k, v = _qkv(n, dtype, mode, heads, head_dim)
-
-    def two_passes():
-        return axial_attention(q, k, axial_attention(q, k, v, grid, 1, causal=causal), grid, 0, causal=causal)
-
-    impls = {"attnlab": make_thunk(two_passes, [q, k, v], mode),
-             "sdpa_dense": make_thunk(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v], mode)}
-    return impls, {}
+def setup_axial(n, dtype, mode, *, batch, heads, head_dim, causal) -> Impls:
+    """Inputs (B, H, n, D); impls attnlab (two axial passes) / sdpa_dense / reference (the dense masked passes)."""
+    grid = (grid_side(n),) * 2
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    impls = Impls(mode)
+    impls.add("attnlab", lambda: axial_attention(q, k, axial_attention(q, k, v, grid, 1, causal=causal), grid, 0,
+                                                 causal=causal), qkv)
+    impls.add("sdpa_dense", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), qkv)
+    impls.add_up_to("reference", n, REFERENCE_MAX_N, "two explicit N x N matrices with backward",
+                    lambda: axial_attention_reference(
+                        q, k, axial_attention_reference(q, k, v, grid, 1, causal=causal), grid, 0, causal=causal), qkv)
+    return impls

@@ -9,27 +9,18 @@
 * ``ssa``: the subsampled-attention op, causal LM layout (B=1, H=4, D=64, rate 4,
   query blocks of 64, unstructured and locally biased), against dense causal SDPA.
 
-Every case takes ``threads`` (default 1): the worker sets ``torch.set_num_threads``. On this
-shared 2-core machine one thread gives stable numbers (with two, the many small ops of the
-routed paths wait on the busy second core); ``--param threads=2`` uses both cores.
+Every case declares ``threads`` (default 1), which the worker applies: on this shared
+2-core machine one thread gives stable numbers (with two, the many small ops of the
+routed paths wait on the busy second core); ``--threads 2`` uses both cores.
 """
 from __future__ import annotations
 
-import math
-
-import torch
-
-from attnlab.bench.registry import make_thunk, register_case
+from attnlab.bench.inputs import grid_side, mixer_impls, random_qkv
+from attnlab.bench.registry import register_case
+from attnlab.bench.thunks import Impls
 from attnlab.ops.attention import attention, attention_reference
 from attnlab.ops.routing import bilevel_routing_attention, bilevel_routing_attention_reference
 from attnlab.ops.subsample import sample_keys, subsampled_attention
-
-
-def _side(n: int) -> int:
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"n: expected a square number of tokens (grid side x side), received {n}")
-    return side
 
 
 @register_case(
@@ -38,27 +29,24 @@ def _side(n: int) -> int:
     "and the dense-masked reference; N = side^2",
     sizes=(784, 3136),
     reference="dense_sdpa",
+    ops=("attnlab.ops.routing.bilevel_routing_attention",),
+    tests=("tests/ops/test_routing.py",),
+    tiny=(196, {"batch": 2, "heads": 2, "head_dim": 8, "n_win": 7, "topk": 2}),
+    oracle="reference",
+    agree=("bra",),
+    size_rule="square",
     params={"batch": 4, "heads": 2, "head_dim": 32, "n_win": 7, "topk": 4, "max_reference": 4096, "threads": 1},
 )
-def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk, max_reference, threads):
+def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk, max_reference) -> Impls:
     """Impls ``bra`` (gather fast path), ``dense_sdpa`` (full attention), ``reference`` (N x N mask)."""
-    torch.set_num_threads(threads)
-    side = _side(n)
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
-               for _ in range(3))
-    kw = dict(n_win=n_win, topk=topk)
-    impls = {
-        "bra": make_thunk(lambda: bilevel_routing_attention(q, k, v, (side, side), **kw), [q, k, v], mode),
-        "dense_sdpa": make_thunk(lambda: attention(q, k, v), [q, k, v], mode),
-    }
-    skipped = {}
-    if n <= max_reference:
-        impls["reference"] = make_thunk(
-            lambda: bilevel_routing_attention_reference(q, k, v, (side, side), **kw), [q, k, v], mode)
-    else:
-        skipped["reference"] = f"N > max_reference={max_reference} (N x N mask and probabilities)"
-    return impls, skipped
+    grid = (grid_side(n),) * 2
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    impls = Impls(mode)
+    impls.add("bra", lambda: bilevel_routing_attention(q, k, v, grid, n_win=n_win, topk=topk), qkv)
+    impls.add("dense_sdpa", lambda: attention(q, k, v), qkv)
+    impls.add_up_to("reference", n, max_reference, "the N x N mask and probabilities",
+                    lambda: bilevel_routing_attention_reference(q, k, v, grid, n_win=n_win, topk=topk), qkv)
+    return impls
 
 
 @register_case(
@@ -67,27 +55,24 @@ def setup_bilevel_routing(n, dtype, mode, *, batch, heads, head_dim, n_win, topk
     "d'=8), ssa (train mode, rate 4) vs softmax (SDPA); N = side^2",
     sizes=(784, 3136),
     reference="softmax",
+    ops=("attnlab.mixers.routing.BiLevelRoutingAttention", "attnlab.mixers.strip.StripAttention",
+         "attnlab.mixers.ssa.SubsampledAttention", "attnlab.mixers.softmax.MultiHeadAttention"),
+    tests=("tests/mixers/test_routed.py", "tests/mixers/test_contract.py"),
+    tiny=(196, {"batch": 2, "dim": 16}),
+    size_rule="square",
     params={"batch": 4, "dim": 64, "threads": 1},
 )
-def setup_routed_mixers(n, dtype, mode, *, batch, dim, threads):
-    """Impls ``softmax``, ``bilevel_routing``, ``strip_attention``, ``ssa`` (each its own weights)."""
-    torch.set_num_threads(threads)
-    from attnlab.mixers import create
-
-    side = _side(n)
-    torch.manual_seed(0)
+def setup_routed_mixers(n, dtype, mode, *, batch, dim) -> Impls:
+    """Impls ``softmax``, ``bilevel_routing``, ``strip_attention``, ``ssa`` (each its own weights; ssa subsamples
+    in training mode)."""
     specs = {
         "softmax": ("softmax", {"num_heads": 2}),
         "bilevel_routing": ("bilevel_routing", {"num_heads": 2, "n_win": 7, "topk": 4}),
         "strip_attention": ("strip_attention", {"num_heads": 1, "sr_ratio": 4, "qk_dim": 8}),
         "ssa": ("ssa", {"num_heads": 2, "rate": 4.0}),
     }
-    x = torch.randn(batch, n, dim, dtype=dtype, requires_grad=mode == "fwdbwd")
-    impls = {}
-    for impl, (name, kw) in specs.items():
-        m = create(name, dim, **kw).to(dtype).train()  # ssa subsamples in training mode
-        impls[impl] = make_thunk(lambda m=m: m(x, grid=(side, side)), [x], mode)
-    return impls, {}
+    side = grid_side(n)
+    return mixer_impls(specs, n, dtype, mode, batch=batch, dim=dim, grid=(side, side))
 
 
 @register_case(
@@ -96,14 +81,20 @@ def setup_routed_mixers(n, dtype, mode, *, batch, dim, threads):
     "vs dense causal SDPA and the dense reference",
     sizes=(1024, 4096),
     reference="dense_sdpa",
+    ops=("attnlab.ops.subsample.subsampled_attention", "attnlab.ops.subsample.sample_keys"),
+    tests=("tests/ops/test_subsample.py",),
+    tiny=(70, {"heads": 2, "head_dim": 8, "block": 16}),
+    oracle="reference",
+    agree=("dense_sdpa",),
     params={"batch": 1, "heads": 4, "head_dim": 64, "rate": 4.0, "block": 64, "max_reference": 4096, "threads": 1},
 )
-def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_reference, threads):
-    """Impls ``ssa_unstructured``, ``ssa_local`` (sampling included), ``dense_sdpa``, ``reference``."""
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
-               for _ in range(3))
+def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_reference) -> Impls:
+    """Impls ``ssa_unstructured``, ``ssa_local`` (sampling included), ``dense_sdpa``, ``reference``.
+
+    The subsampled impls draw new keys every call (as in training), so only ``dense_sdpa`` is checked
+    against the reference; the sampled paths are checked in their op's tests.
+    """
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
 
     def ssa(sampling: str):
         def run():
@@ -111,14 +102,10 @@ def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_refere
             return subsampled_attention(q, k, v, idx, val, block=block, causal=True)
         return run
 
-    impls = {
-        "ssa_unstructured": make_thunk(ssa("unstructured"), [q, k, v], mode),
-        "ssa_local": make_thunk(ssa("local"), [q, k, v], mode),
-        "dense_sdpa": make_thunk(lambda: attention(q, k, v, causal=True), [q, k, v], mode),
-    }
-    skipped = {}
-    if n <= max_reference:
-        impls["reference"] = make_thunk(lambda: attention_reference(q, k, v, causal=True), [q, k, v], mode)
-    else:
-        skipped["reference"] = f"N > max_reference={max_reference}"
-    return impls, skipped
+    impls = Impls(mode)
+    impls.add("ssa_unstructured", ssa("unstructured"), qkv)
+    impls.add("ssa_local", ssa("local"), qkv)
+    impls.add("dense_sdpa", lambda: attention(q, k, v, causal=True), qkv)
+    impls.add_up_to("reference", n, max_reference, "max_reference", lambda: attention_reference(q, k, v, causal=True),
+                    qkv)
+    return impls

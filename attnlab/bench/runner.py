@@ -1,10 +1,12 @@
 """``attnlab bench``: time and peak memory against sequence length.
 
-Each size runs in its own subprocess (``python -m attnlab.bench.runner --worker``), with
-the implementations side by side in that process; peak memory is the rise of
-the process's resident set (VmHWM, reset before each implementation through
-``/proc/self/clear_refs``) above its level before the call. Results: a table,
-JSON, a Markdown table and a PNG plot (time and memory vs N, log-log).
+Each size runs in its own subprocess (``python -m attnlab.bench.runner --worker``), with the
+implementations side by side in that process. In the worker, each implementation first runs
+once untimed (the warm-up, which also compiles what compiles); peak memory is the rise of the
+process's resident set during that call (VmHWM, reset through ``/proc/self/clear_refs``) above
+its level before the call. Then the implementations are timed round-robin, repeat by repeat,
+so that the load of a shared machine hits all of them alike; a row reports the median.
+Every row records the case params, dtype, mode and torch's intra-op thread count it ran with.
 """
 from __future__ import annotations
 
@@ -13,25 +15,29 @@ import gc
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-from attnlab.bench.registry import available_cases, get_case
+from attnlab.bench.registry import RUNNER_PARAMS, get_case, validate_sizes
+from attnlab.bench.thunks import Impls, Thunk
+from attnlab.utils.checks import check_positive_int, fail
+from attnlab.utils.timing import interleaved_median_seconds
 
-__all__ = ["BenchRow", "run_bench", "write_outputs"]
+__all__ = ["BenchRow", "run_bench", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 @dataclass
 class BenchRow:
-    """One measurement: case, impl, N, mode, dtype, median seconds, peak extra MiB (or error/skip)."""
+    """One measurement: case, impl, N, mode, dtype, median seconds, peak extra MiB (or error/skip), and the setting.
+
+    ``threads`` is torch's intra-op thread count during the measurement (None when the worker did not
+    report, e.g. it was killed); ``params`` the case params it ran with.
+    """
 
     case: str
     impl: str
@@ -41,14 +47,16 @@ class BenchRow:
     seconds: float | None
     peak_mib: float | None
     status: str  # "ok", "skipped: ...", "error: ..."
+    threads: int | None = None
+    params: dict = field(default_factory=dict)
 
 
-def _proc_status_kib(field: str) -> int:
+def _proc_status_kib(field_name: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
 def _reset_peak() -> bool:
@@ -60,54 +68,87 @@ def _reset_peak() -> bool:
         return False
 
 
-def _measure(thunk, repeats: int) -> tuple[float, float]:
+def _warm_up_peak_mib(thunk: Thunk) -> float:
+    """Run ``thunk`` once (the untimed warm-up) and return its peak resident memory above the level before it."""
     gc.collect()
     _reset_peak()
     base = _proc_status_kib("VmRSS")
-    thunk()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        thunk()
-        times.append(time.perf_counter() - t0)
-    peak = _proc_status_kib("VmHWM")
-    return statistics.median(times), max(peak - base, 0) / 1024
+    thunk()
+    return max(_proc_status_kib("VmHWM") - base, 0) / 1024
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def measure_impls(impls: Impls, wanted: list[str], repeats: int) -> dict[str, tuple[float | None, float | None, str]]:
+    """{impl: (median seconds, peak extra MiB, status)} for each name in ``wanted``.
+
+    Each available impl is warmed up alone (its memory is measured then), the survivors are timed
+    round-robin over ``repeats`` rounds; an impl that is skipped, unknown or fails gets its status.
+    """
+    out: dict[str, tuple[float | None, float | None, str]] = {}
+    peaks: dict[str, float] = {}
+    for name in wanted:
+        if name in impls.skipped:
+            out[name] = (None, None, f"skipped: {impls.skipped[name]}")
+        elif name not in impls.thunks:
+            out[name] = (None, None, "skipped: not available here")
+        else:
+            try:
+                peaks[name] = _warm_up_peak_mib(impls.thunks[name])
+            except (RuntimeError, MemoryError, NotImplementedError, ValueError) as e:
+                out[name] = (None, None, f"error: {_first_line(e)}")
+    running: list[str] = []
+
+    def tracked(name: str):
+        def run() -> None:
+            running[:] = [name]
+            impls.thunks[name]()
+        return run
+
+    seconds: dict[str, float] = {}
+    try:
+        if peaks:
+            seconds = interleaved_median_seconds({n: tracked(n) for n in peaks}, repeats, warmup=0)
+    except (RuntimeError, MemoryError, NotImplementedError, ValueError) as e:
+        for name in peaks:  # the round-robin stopped: nothing was timed to the end
+            why = _first_line(e) if name == running[0] else f"not timed: {running[0]} failed in the timed rounds"
+            out[name] = (None, None, f"error: {why}")
+    for name in wanted:
+        if name in seconds:
+            out[name] = (seconds[name], peaks[name], "ok")
+    return out
 
 
 def _worker(args: argparse.Namespace) -> None:
     case = get_case(args.case)
-    params = {**case.params, **json.loads(args.params)}
+    overrides = json.loads(args.params)
+    threads = overrides.get("threads", case.params.get("threads"))
+    if threads is not None:
+        torch.set_num_threads(check_positive_int("threads", threads))
+    params = {**case.params, **overrides}
     try:
         limit = int(args.mem_limit_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ValueError, OSError):
         pass
     torch.manual_seed(0)
-    rows = []
+
+    def row(impl: str, seconds=None, peak=None, status="ok") -> dict:
+        return asdict(BenchRow(case.name, impl, args.n, args.mode, args.dtype, seconds, peak, status,
+                               torch.get_num_threads(), params))
+
     try:
-        setup = case.setup(args.n, DTYPES[args.dtype], args.mode, **params)
-        impls, skipped = setup if isinstance(setup, tuple) else (setup, {})
-    except Exception as e:  # report, do not crash the whole sweep
-        print(json.dumps([asdict(BenchRow(case.name, "*", args.n, args.mode, args.dtype, None, None, f"error: {e}"))]))
+        impls = case.setup(args.n, DTYPES[args.dtype], args.mode, **case.setup_params(overrides))
+    except Exception as e:  # noqa: BLE001 - report, do not crash the whole sweep
+        print(json.dumps([row("*", status=f"error: {_first_line(e)}")]))
         return
-    wanted = args.impls.split(",") if args.impls else list(impls)
-    for name in wanted:
-        if name in skipped:
-            rows.append(BenchRow(case.name, name, args.n, args.mode, args.dtype, None, None, f"skipped: {skipped[name]}"))
-            continue
-        if name not in impls:
-            rows.append(BenchRow(case.name, name, args.n, args.mode, args.dtype, None, None, "skipped: not available here"))
-            continue
-        try:
-            sec, mib = _measure(impls[name], args.repeats)
-            rows.append(BenchRow(case.name, name, args.n, args.mode, args.dtype, sec, mib, "ok"))
-        except (RuntimeError, MemoryError, NotImplementedError) as e:
-            rows.append(BenchRow(case.name, name, args.n, args.mode, args.dtype, None, None, f"error: {str(e).splitlines()[0][:200]}"))
-        gc.collect()
-    for name, why in skipped.items():
-        if name not in wanted:
-            rows.append(BenchRow(case.name, name, args.n, args.mode, args.dtype, None, None, f"skipped: {why}"))
-    print(json.dumps([asdict(r) for r in rows]))
+    wanted = args.impls.split(",") if args.impls else list(impls.thunks)
+    results = measure_impls(impls, wanted, args.repeats)
+    rows = [row(name, *results[name]) for name in wanted]
+    rows += [row(name, status=f"skipped: {why}") for name, why in impls.skipped.items() if name not in wanted]
+    print(json.dumps(rows))
 
 
 def run_bench(
@@ -119,84 +160,50 @@ def run_bench(
     repeats: int = 3,
     impls: list[str] | None = None,
     params: dict | None = None,
+    threads: int | None = None,
     timeout: float = 900.0,
     mem_limit_gib: float = 20.0,
     progress: bool = True,
 ) -> list[BenchRow]:
-    """Run ``case`` for each N in ``sizes`` (one subprocess per N); returns the rows."""
+    """Run ``case`` for each N in ``sizes`` (default: the case's; one subprocess per N); returns the rows.
+
+    ``threads`` sets torch's intra-op threads in the worker (default: the case's ``threads`` param if it
+    has one, else torch's default, which ``OMP_NUM_THREADS`` sets).
+    """
     c = get_case(case)
     if mode not in c.modes:
-        raise ValueError(f"mode: expected one of {c.modes}, received {mode!r}")
+        fail("mode", f"one of {c.modes}", repr(mode))
     if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {list(DTYPES)}, received {dtype!r}")
+        fail("dtype", f"one of {list(DTYPES)}", repr(dtype))
+    check_positive_int("repeats", repeats)
+    sizes = validate_sizes(c, c.sizes if sizes is None else sizes)
+    params = dict(params or {})
+    if threads is not None:
+        params["threads"] = check_positive_int("threads", threads)
+    c.setup_params(params)  # unknown keys fail here, before any subprocess
     rows: list[BenchRow] = []
-    sizes = list(sizes or c.sizes)
     from tqdm import tqdm
 
     for n in tqdm(sizes, desc=f"bench {case} {mode}", disable=not progress):
         cmd = [sys.executable, "-m", "attnlab.bench.runner", "--worker", "--case", case, "--n", str(n), "--mode", mode,
-               "--dtype", dtype, "--repeats", str(repeats), "--params", json.dumps(params or {}),
+               "--dtype", dtype, "--repeats", str(repeats), "--params", json.dumps(params),
                "--mem-limit-gib", str(mem_limit_gib)]
         if impls:
             cmd += ["--impls", ",".join(impls)]
+        failed = dict(case=case, impl="*", n=n, mode=mode, dtype=dtype, seconds=None, peak_mib=None,
+                      params={**c.params, **params})
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
         except subprocess.TimeoutExpired:
-            rows.append(BenchRow(case, "*", n, mode, dtype, None, None, f"error: timed out after {timeout:.0f} s"))
+            rows.append(BenchRow(**failed, status=f"error: timed out after {timeout:.0f} s"))
             continue
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
         if proc.returncode != 0 or not lines:
             err = (proc.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]
-            rows.append(BenchRow(case, "*", n, mode, dtype, None, None, f"error: {err[:200]}"))
+            rows.append(BenchRow(**failed, status=f"error: {err[:200]}"))
             continue
         rows.extend(BenchRow(**r) for r in json.loads(lines[-1]))
     return rows
-
-
-def rows_to_markdown(rows: list[BenchRow], reference: str) -> str:
-    """Markdown table: per N and impl, time, peak memory and time ratio against ``reference``."""
-    ref = {(r.n, r.mode): r.seconds for r in rows if r.impl == reference and r.seconds}
-    out = ["| N | impl | mode | dtype | time (ms) | peak extra (MiB) | time / " + reference + " |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r.n, r.impl)):
-        if r.seconds is None:
-            out.append(f"| {r.n} | {r.impl} | {r.mode} | {r.dtype} | {r.status} | | |")
-            continue
-        base = ref.get((r.n, r.mode))
-        ratio = f"{r.seconds / base:.3g}" if base else "—"
-        out.append(f"| {r.n} | {r.impl} | {r.mode} | {r.dtype} | {r.seconds * 1e3:.2f} | {r.peak_mib:.1f} | {ratio} |")
-    return "\n".join(out) + "\n"
-
-
-def write_outputs(rows: list[BenchRow], out_dir: Path, case: str, reference: str) -> dict[str, Path]:
-    """Write ``bench.json``, ``bench.md`` and ``bench.png`` (time and memory vs N) into ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "bench.json", "md": out_dir / "bench.md", "png": out_dir / "bench.png"}
-    paths["json"].write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    paths["md"].write_text(rows_to_markdown(rows, reference))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for impl in sorted({r.impl for r in rows if r.seconds is not None}):
-        pts = sorted((r.n, r.seconds, r.peak_mib) for r in rows if r.impl == impl and r.seconds is not None)
-        ns = [p[0] for p in pts]
-        axes[0].plot(ns, [p[1] * 1e3 for p in pts], marker="o", label=impl)
-        axes[1].plot(ns, [max(p[2], 0.1) for p in pts], marker="o", label=impl)
-    for ax, ylabel in zip(axes, ["time (ms)", "peak extra memory (MiB)"]):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    mode = rows[0].mode if rows else ""
-    fig.suptitle(f"attnlab bench {case} ({mode})")
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=110)
-    plt.close(fig)
-    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
