@@ -119,11 +119,14 @@ def cmd_list(args: argparse.Namespace) -> None:
             rows.append([slug, m.PAPER, textwrap.shorten(m.CLAIM, 160, placeholder=" …")])
         _table("reproductions (attnlab repro <slug>)", ["slug", "paper", "claim"], rows)
     if what in ("bench", "all"):
-        from attnlab.bench_cases import available_cases
+        from attnlab.bench.registry import available_cases
 
+        cases = available_cases().values()
         rows = [[c.name, c.reference, ",".join(map(str, c.sizes)), textwrap.shorten(c.description, 110, placeholder=" …")]
-                for c in available_cases().values()]
+                for c in cases]
         _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
+        rows = [[c.name, "\n".join(c.ops), "\n".join(t.removeprefix("tests/") for t in c.tests)] for c in cases]
+        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"], rows)
     if what in ("suites", "all"):
         from attnlab.suites import SUITES
 
@@ -210,19 +213,37 @@ def cmd_compare(args: argparse.Namespace) -> None:
 # ---- bench -----------------------------------------------------------------
 
 
+def _parse_sizes(text: str, case) -> list[int]:
+    """``--sizes`` as ints the case accepts; ValueError naming --sizes otherwise."""
+    from attnlab.bench.registry import validate_sizes
+    from attnlab.utils.checks import fail
+
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        fail("--sizes", "comma-separated positive integers", repr(text))
+    return validate_sizes(case, sizes, arg="--sizes")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    from attnlab.bench import rows_to_markdown, run_bench, write_outputs
-    from attnlab.bench_cases import get_case
+    from attnlab.bench.registry import get_case
+    from attnlab.bench.report import rows_to_markdown, write_outputs
+    from attnlab.bench.runner import run_bench
 
     case = get_case(args.case)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    sizes = _parse_sizes(args.sizes, case) if args.sizes is not None else None
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
                      impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
-                     progress=not args.no_progress)
+                     threads=args.threads, progress=not args.no_progress)
     out = Path(args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
     paths = write_outputs(rows, out, args.case, case.reference)
     print(rows_to_markdown(rows, case.reference))
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']}")
+    failed = [r for r in rows if r.status.startswith("error")]
+    if failed:
+        print(f"attnlab bench: {len(failed)} of {len(rows)} measurements failed (first: N={failed[0].n} "
+              f"{failed[0].impl}: {failed[0].status})", file=sys.stderr)
+        raise SystemExit(1)
 
 
 # ---- repro -----------------------------------------------------------------
@@ -312,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--impls", help="comma-separated implementations (default: all the case offers)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="case parameter, repeatable")
+    s.add_argument("--threads", type=int, help="torch threads in the worker (default: the case's, else torch's)")
     s.add_argument("--out", help="output folder; default runs/bench/<case>-<mode>-<dtype>")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_bench)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnlab.bench_vision import ATTNLAB_ONLY, PAIRS, build_pair, run, to_markdown
+from attnlab.bench.vision import ATTNLAB_ONLY, PAIRS, build_pair, run, to_markdown
 from attnlab.models.timm_compat import timm_available
 
 

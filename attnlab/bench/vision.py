@@ -1,6 +1,6 @@
 """Training throughput of the vision designs (P04, P07, P09, P10, P11, P13, P15, P26, P29, P31, P32), attnlab vs timm.
 
-``python -m attnlab.bench_vision`` times forward + backward (cross-entropy,
+``python -m attnlab.bench.vision`` times forward + backward (cross-entropy,
 fp32, batch 32 by default) of each design at its tiny configuration and of
 timm's model of the same configuration and weights layout (ConViT, CrossViT,
 TNT, SHViT; the other designs have no timm counterpart and are timed alone),
@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from attnlab.train.throughput import classifier_step_seconds
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.registry import register_case
+from attnlab.bench.thunks import Impls
 
-__all__ = ["PAIRS", "build_pair", "run", "main"]
+__all__ = ["PAIRS", "CASES", "build_pair", "run", "to_markdown", "main"]
 
 
 def _timm():
@@ -140,7 +141,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m attnlab.bench_vision [--designs convit_tiny tnt_tiny] [--batch 32] [--repeats 7]``."""
+    """CLI: ``python -m attnlab.bench.vision [--designs convit_tiny tnt_tiny] [--batch 32] [--repeats 7]``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--designs", nargs="*", default=None, choices=sorted(PAIRS))
     p.add_argument("--batch", type=int, default=32)
@@ -152,33 +153,41 @@ def main(argv: list[str] | None = None) -> None:
     print(to_markdown(run(a.designs, a.batch, a.repeats)))
 
 
-def _register(design: str) -> None:
-    builder, img = PAIRS[design]
-
-    @register_case(
-        f"vision_{design}",
-        description=f"{design}: training step (fwd+bwd, batch 8) attnlab vs timm; N = image size",
-        sizes=(img, 2 * img),
-        reference="timm" if design in ("convit_tiny", "crossvit_tiny", "tnt_tiny", "shvit_tiny_stem16") else "attnlab",
-        params={"design": design, "batch": 8},
-    )
-    def setup(n: int, dtype: torch.dtype, mode: str, *, design: str, batch: int):
-        """Images (batch, 3, n, n); impls ``attnlab`` and ``timm`` (when timm imports)."""
-        ours, theirs, _ = build_pair(design, n)
-        ours = ours.to(dtype)
-        theirs = theirs.to(dtype) if theirs is not None else None
-        x = torch.randn(batch, 3, n, n, dtype=dtype, requires_grad=mode == "fwdbwd")
-        impls = {"attnlab": make_thunk(lambda: ours(x), [x], mode)}
-        skipped = {}
-        if theirs is not None:
-            impls["timm"] = make_thunk(lambda: theirs(x), [x], mode)
-        else:
-            skipped["timm"] = "timm not importable here, or no timm model of this design"
-        return impls, skipped
+#: designs registered as ``attnlab bench`` cases: design -> (model class timed, image size of the tiny check)
+CASES = {
+    "convit_tiny": ("attnlab.models.convit.ConViT", 32),
+    "crossvit_tiny": ("attnlab.models.crossvit.CrossViT", 32),
+    "tnt_tiny": ("attnlab.models.tnt.TNT", 32),
+    "shvit_tiny_stem16": ("attnlab.models.shvit.SHViT", 64),
+}
 
 
-for _d in ("convit_tiny", "crossvit_tiny", "tnt_tiny", "shvit_tiny_stem16"):
-    _register(_d)
+def setup_vision(n: int, dtype: torch.dtype, mode: str, *, design: str, batch: int) -> Impls:
+    """Images (batch, 3, n, n); impls ``attnlab`` and ``timm`` (when timm imports), each its own random weights."""
+    ours, theirs, _ = build_pair(design, n)
+    ours = ours.to(dtype)
+    x = torch.randn(batch, 3, n, n, dtype=dtype, requires_grad=mode == "fwdbwd")
+    impls = Impls(mode)
+    impls.add("attnlab", lambda: ours(x), [x])
+    if theirs is not None:
+        theirs = theirs.to(dtype)
+        impls.add("timm", lambda: theirs(x), [x])
+    else:
+        impls.skip("timm", "timm not importable here, or no timm model of this design")
+    return impls
+
+
+for _design, (_cls, _tiny_img) in CASES.items():
+    register_case(
+        f"vision_{_design}",
+        description=f"{_design}: training step (fwd+bwd, batch 8) attnlab vs timm; N = image size",
+        sizes=(PAIRS[_design][1], 2 * PAIRS[_design][1]),
+        reference="timm",
+        ops=(_cls,),
+        tests=("tests/models/test_timm_compat.py",),
+        tiny=(_tiny_img, {"batch": 2}),
+        params={"design": _design, "batch": 8},
+    )(setup_vision)
 
 
 if __name__ == "__main__":

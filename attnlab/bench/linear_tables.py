@@ -1,17 +1,28 @@
-"""Benchmarks of issue #3 (linear-time mixers): prints the markdown tables of benchmarks/linear.md.
+"""The tables of benchmarks/linear.md (linear-time mixers): op and mixer sweeps, thread scaling, decoding.
 
-    OMP_NUM_THREADS=1 python benchmarks/linear_bench.py [--only delta_rule,delta_threads,selective_scan,ssm_mixers,decode]
+    OMP_NUM_THREADS=1 python -m attnlab.bench.linear_tables [--only delta_rule,delta_threads,selective_scan,ssm_mixers,decode]
 
-Each case runs through ``attnlab.bench.run_bench`` (one subprocess per N, implementations side by
-side). Mixers run one per ``run_bench`` call so that every peak-memory figure comes from a fresh
-process. The machine load (/proc/loadavg) is printed beside each table.
+The sweeps run through :func:`attnlab.bench.runner.run_bench` (one subprocess per N, implementations
+side by side); mixers run one per ``run_bench`` call so that every peak-memory figure comes from a
+fresh process. ``delta_threads`` times the delta rule at 1 and 2 threads interleaved in one process;
+``decode`` times one recurrent decoding step after t tokens (O(1) per token). The machine load
+(/proc/loadavg) is printed beside each table.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
-from attnlab.bench import run_bench, rows_to_markdown
+import torch
+
+from attnlab.bench.inputs import create_mixer
+from attnlab.bench.linear import delta_rule_inputs
+from attnlab.bench.report import rows_to_markdown
+from attnlab.bench.runner import run_bench
+from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
+
+__all__ = ["delta_rule_threads", "decode_step_seconds", "main"]
 
 
 def _load() -> str:
@@ -33,19 +44,8 @@ def delta_rule_threads(n: int = 8192, repeats: int = 3, recurrent_repeats: int =
     Prints a markdown table of the best wall and CPU ms per (impl, threads) after one warm-up call each, so
     that 1- and 2-thread ratios come from the same process and the same minutes of machine load.
     """
-    import time
-
-    import torch
-    import torch.nn.functional as F
-
-    from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
-
-    g = torch.Generator().manual_seed(0)
-    q, v = (torch.randn(1, 4, n, 64, generator=g) for _ in range(2))
-    k = F.normalize(torch.randn(1, 4, n, 64, generator=g), dim=-1)
-    beta = torch.rand(1, 4, n, generator=g)
-    xs = [t.requires_grad_() for t in (q, k, v, beta)]
-    do = torch.randn(1, 4, n, 64, generator=g)
+    xs = delta_rule_inputs(n, torch.float32, batch=1, heads=4, head_dim=64, requires_grad=True)
+    do = torch.randn(1, 4, n, 64, generator=torch.Generator().manual_seed(1))
     impls = {"chunkwise C=64": lambda: delta_rule_chunkwise(*xs, chunk_size=64)[0],
              "chunkwise C=32": lambda: delta_rule_chunkwise(*xs, chunk_size=32)[0],
              "recurrent": lambda: delta_rule_recurrent(*xs)[0]}
@@ -64,8 +64,8 @@ def delta_rule_threads(n: int = 8192, repeats: int = 3, recurrent_repeats: int =
                     res.setdefault((name, threads), []).append((time.perf_counter() - t0, time.process_time() - c0))
     torch.set_num_threads(threads0)
     rec = {t: min(w for w, _ in res[("recurrent", t)]) for t in (1, 2)}
-    print(f"\n### delta rule N={n}, 1 vs 2 threads in one process (best of {repeats}; recurrence best of "
-          f"{recurrent_repeats}); load {load0} -> {_load()}\n")
+    print(f"\n### delta rule N={n}, B=1, H=4, D=64, fp32 fwd+bwd, 1 vs 2 threads in one process (best of {repeats}; "
+          f"recurrence best of {recurrent_repeats}); load {load0} -> {_load()}\n")
     print("| impl | threads | wall ms | CPU ms | recurrent(1 thread) / impl | recurrent(same threads) / impl |")
     print("|---|---|---|---|---|---|")
     for (name, threads), r in res.items():
@@ -73,13 +73,37 @@ def delta_rule_threads(n: int = 8192, repeats: int = 3, recurrent_repeats: int =
         print(f"| {name} | {threads} | {w * 1e3:.0f} | {c * 1e3:.0f} | {rec[1] / w:.1f} | {rec[threads] / w:.1f} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def decode_step_seconds(name: str, *, dim: int = 256, heads: int = 4, at: tuple[int, ...] = (100, 5000),
+                        repeats: int = 50) -> dict[int, float]:
+    """Median seconds of one ``step`` of mixer ``name`` (batch 1) after t decoded tokens, for each t in ``at``."""
+    torch.manual_seed(0)
+    m = create_mixer(name, dim, heads).eval()
+    out = {}
+    with torch.no_grad():
+        state = m.init_state(1)
+        t = 0
+        for target in sorted(at):
+            while t < target:
+                _, state = m.step(torch.randn(1, dim), state)
+                t += 1
+            times = []
+            for _ in range(repeats):
+                x = torch.randn(1, dim)
+                t0 = time.perf_counter()
+                m.step(x, state)  # state not advanced: the cost at position t
+                times.append(time.perf_counter() - t0)
+            out[target] = sorted(times)[len(times) // 2]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: print the tables named by ``--only``."""
+    ap = argparse.ArgumentParser(prog="python -m attnlab.bench.linear_tables", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="delta_rule,delta_threads,selective_scan,ssm_mixers,decode")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-fla-recurrent", type=int, default=8192,
                     help="skip fla's token recurrence above this N (its backward is super-linear: ~65 s at 8192)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     only = set(args.only.split(","))
     if "delta_rule" in only:
         _table("delta rule op, B=1, H=4, D=64, fp32 fwd+bwd",
@@ -96,8 +120,6 @@ def main() -> None:
             rows += run_bench("ssm_mixers", sizes=[4096, 16384], repeats=args.repeats, impls=[name], progress=False)
         _table("mixers at dim 256, causal, B=1, fp32 fwd+bwd", rows, "softmax")
     if "decode" in only:
-        from attnlab.bench_linear import decode_step_seconds
-
         print(f"\n### decoding: one step after t tokens (dim 256), median of 50; load {_load()}\n")
         for name in ("mamba", "deltanet", "linear_attention"):
             res = decode_step_seconds(name, at=(100, 2000, 8000))

@@ -10,8 +10,8 @@
 * ``sparse_mixers``: whole causal mixers at dim 256, 4 heads: ``combiner_fixed``,
   ``combiner_axial``, ``sea`` against ``softmax`` (SDPA).
 
-Each case pins ``threads`` intra-op threads in its worker process (default 1: the machine
-is shared, and one thread gives steadier ratios).
+Each case declares ``threads`` (default 1: the machine is shared, and one thread gives
+steadier ratios), which the worker applies.
 """
 from __future__ import annotations
 
@@ -19,16 +19,12 @@ import math
 
 import torch
 
-from attnlab.bench_cases import make_thunk, register_case
+from attnlab.bench.inputs import mixer_impls, random_qkv
+from attnlab.bench.registry import register_case
+from attnlab.bench.thunks import Impls
 from attnlab.ops.attention import attention
 from attnlab.ops.combiner import combiner_axial, combiner_fixed, combiner_fixed_reference
 from attnlab.ops.sea import favor_projection, sea_attention, sea_estimate, sea_select, selection_to_mask
-
-
-def _qkv(n, dtype, mode, batch, heads, head_dim):
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(batch, heads, n, head_dim, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
-            for _ in range(3)]
 
 
 @register_case(
@@ -37,28 +33,31 @@ def _qkv(n, dtype, mode, batch, heads, head_dim):
     "the explicit N x N factorised reference",
     sizes=(1024, 4096, 16384),
     reference="sdpa",
+    ops=("attnlab.ops.combiner.combiner_fixed", "attnlab.ops.combiner.combiner_axial"),
+    tests=("tests/ops/test_combiner.py",),
+    tiny=(70, {"heads": 2, "head_dim": 8}),
+    oracle="fixed_reference",
+    agree=("fixed",),
     params={"batch": 1, "heads": 4, "head_dim": 64, "max_reference": 4096, "threads": 1},
 )
-def setup_combiner(n, dtype, mode, *, batch, heads, head_dim, max_reference, threads):
+def setup_combiner(n, dtype, mode, *, batch, heads, head_dim, max_reference) -> Impls:
     """Impls ``fixed``, ``axial``, ``sdpa`` and ``fixed_reference`` (N <= max_reference)."""
-    torch.set_num_threads(threads)
-    q, k, v = inputs = _qkv(n, dtype, mode, batch, heads, head_dim)
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
     s = max(1, round(math.sqrt(n)))
-    impls = {
-        "fixed": make_thunk(lambda: combiner_fixed(q, k, v, block_size=s), inputs, mode),
-        "axial": make_thunk(lambda: combiner_axial(q, k, v, block_size=s), inputs, mode),
-        "sdpa": make_thunk(lambda: attention(q, k, v, causal=True), inputs, mode),
-    }
-    skipped = {}
-    if n <= max_reference:
-        impls["fixed_reference"] = make_thunk(lambda: combiner_fixed_reference(q, k, v, block_size=s), inputs, mode)
-    else:
-        skipped["fixed_reference"] = f"N > max_reference={max_reference}: several (N, N) matrices"
-    return impls, skipped
+    impls = Impls(mode)
+    impls.add("fixed", lambda: combiner_fixed(q, k, v, block_size=s), qkv)
+    impls.add("axial", lambda: combiner_axial(q, k, v, block_size=s), qkv)
+    impls.add("sdpa", lambda: attention(q, k, v, causal=True), qkv)
+    impls.add_up_to("fixed_reference", n, max_reference, "several (N, N) matrices",
+                    lambda: combiner_fixed_reference(q, k, v, block_size=s), qkv)
+    return impls
 
 
-def _sea_dense_masked(q, k, v, proj, t_m, top_k, block):
-    """SEA's estimate and mask, then SDPA over the dense (N, N) mask (the official training path)."""
+def sea_dense_masked(q, k, v, proj, t_m, top_k, block):
+    """SEA's estimate and mask, then SDPA over the dense (N, N) mask (the official training path).
+
+    q, k, v: (B, H, N, D); returns (B, H, N, D); the selection is not differentiated (as in SEA).
+    """
     with torch.no_grad():
         est = sea_estimate(q, k, proj, t_m=t_m, causal=True, block=block)
         idx, valid = sea_select(est, top_k=top_k, causal=True, block=block)
@@ -72,25 +71,24 @@ def _sea_dense_masked(q, k, v, proj, t_m, top_k, block):
     "attention vs the same mask through dense masked SDPA vs SDPA causal",
     sizes=(1024, 4096, 16384),
     reference="sdpa",
+    ops=("attnlab.ops.sea.sea_attention",),
+    tests=("tests/ops/test_sea.py",),
+    tiny=(70, {"heads": 2, "head_dim": 8, "top_k": 8, "t_m": 16, "block": 16}),
+    oracle="sea_dense_masked",
+    agree=("sea",),
     params={"batch": 1, "heads": 4, "head_dim": 64, "top_k": 64, "t_m": 64, "block": 64, "max_dense": 8192,
             "threads": 1},
 )
-def setup_sea(n, dtype, mode, *, batch, heads, head_dim, top_k, t_m, block, max_dense, threads):
+def setup_sea(n, dtype, mode, *, batch, heads, head_dim, top_k, t_m, block, max_dense) -> Impls:
     """Impls ``sea``, ``sea_dense_masked`` (N <= max_dense) and ``sdpa``."""
-    torch.set_num_threads(threads)
-    q, k, v = inputs = _qkv(n, dtype, mode, batch, heads, head_dim)
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
     proj = favor_projection(round(head_dim * math.log(head_dim)), head_dim, dtype=dtype)
-    impls = {
-        "sea": make_thunk(lambda: sea_attention(q, k, v, proj, t_m=t_m, top_k=top_k, causal=True, block=block),
-                          inputs, mode),
-        "sdpa": make_thunk(lambda: attention(q, k, v, causal=True), inputs, mode),
-    }
-    skipped = {}
-    if n <= max_dense:
-        impls["sea_dense_masked"] = make_thunk(lambda: _sea_dense_masked(q, k, v, proj, t_m, top_k, block), inputs, mode)
-    else:
-        skipped["sea_dense_masked"] = f"N > max_dense={max_dense}: the dense (N, N) mask and scores"
-    return impls, skipped
+    impls = Impls(mode)
+    impls.add("sea", lambda: sea_attention(q, k, v, proj, t_m=t_m, top_k=top_k, causal=True, block=block), qkv)
+    impls.add("sdpa", lambda: attention(q, k, v, causal=True), qkv)
+    impls.add_up_to("sea_dense_masked", n, max_dense, "the dense (N, N) mask and scores",
+                    lambda: sea_dense_masked(q, k, v, proj, t_m, top_k, block), qkv)
+    return impls
 
 
 @register_case(
@@ -99,18 +97,12 @@ def setup_sea(n, dtype, mode, *, batch, heads, head_dim, top_k, t_m, block, max_
     "softmax (SDPA)",
     sizes=(1024, 4096, 16384),
     reference="softmax",
+    ops=("attnlab.mixers.combiner.Combiner", "attnlab.mixers.sea.SEA", "attnlab.mixers.softmax.MultiHeadAttention"),
+    tests=("tests/mixers/test_combiner.py", "tests/mixers/test_sea.py", "tests/mixers/test_softmax.py", "tests/mixers/test_contract.py"),
+    tiny=(70, {"dim": 16, "heads": 2}),
     params={"batch": 1, "dim": 256, "heads": 4, "mixers": "combiner_fixed,combiner_axial,sea,softmax", "threads": 1},
 )
-def setup_sparse_mixers(n, dtype, mode, *, batch, dim, heads, mixers, threads):
+def setup_sparse_mixers(n, dtype, mode, *, batch, dim, heads, mixers) -> Impls:
     """One impl per mixer name (``sea`` with top_k=64, t_m=64), input (B, n, dim)."""
-    import attnlab.mixers as registry
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    x = torch.randn(batch, n, dim, dtype=dtype, requires_grad=mode == "fwdbwd")
-    impls = {}
-    for name in mixers.split(","):
-        kw = {"top_k": 64, "t_m": 64} if name == "sea" else {}
-        m = registry.create(name, dim, num_heads=heads, **kw).to(dtype)
-        impls[name] = make_thunk(lambda m=m: m(x, causal=True), [x], mode)
-    return impls, {}
+    specs = {name: (name, {"top_k": 64, "t_m": 64} if name == "sea" else {}) for name in mixers.split(",")}
+    return mixer_impls(specs, n, dtype, mode, batch=batch, dim=dim, heads=heads, causal=True)
