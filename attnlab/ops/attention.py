@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.recording import is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
@@ -106,6 +107,7 @@ def _validate(q, k, v, key_padding_mask, scale):
     check_attention_options(q, k.shape[2], key_padding_mask, scale)
 
 
+@lower_precision_op
 def attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -153,6 +155,7 @@ def attention_reference(
     return (out, *extras) if extras else out
 
 
+@lower_precision_op
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

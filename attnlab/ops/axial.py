@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_grid, describe, fail
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.neighborhood import check_local_qkv, masked_dense_attention
 from attnlab.ops.recording import is_recording, record
 
@@ -47,6 +48,7 @@ def axial_mask(grid: Sequence[int], axis: int, causal: bool = False) -> torch.Te
     return same
 
 
+@lower_precision_op
 def axial_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -103,6 +105,7 @@ def axial_attention(
     return o.reshape(b, h, n, dv)
 
 
+@lower_precision_op
 def axial_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

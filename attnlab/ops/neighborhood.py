@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.attention import check_attention_options
 from attnlab.ops.recording import is_recording, record
 
@@ -303,6 +304,7 @@ def _attend_piece(q, k, v, segs, kpm, bias, scale):
     return o
 
 
+@lower_precision_op
 def tiled_local_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -409,6 +411,7 @@ def _dense_mask_and_rel(grid: tuple[int, ...], windows: tuple[AxisWindow, ...]) 
     return grid_mask_and_rel(grid, windows)
 
 
+@lower_precision_op
 def dense_local_attention(q, k, v, grid, windows, *, scale, rpb=None, key_padding_mask=None) -> torch.Tensor:
     """Local attention as one SDPA call with the (N, N) window mask: the fast path for small N.
 
@@ -527,6 +530,7 @@ def default_tile(window: AxisWindow, nd: int) -> int:
     return max(t, window.min_tile)
 
 
+@lower_precision_op
 def neighborhood_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -653,6 +657,7 @@ def masked_dense_attention(q, k, v, mask, *, bias=None, key_padding_mask=None, s
     return (out, probs) if return_probs else out
 
 
+@lower_precision_op
 def neighborhood_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
