@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
-        seed=args.seed, ckpt_every=args.ckpt_every,
+        seed=args.seed, ckpt_every=args.ckpt_every, precision=args.precision,
     )
     out = Path(args.out or f"runs/train/{task.name}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = train(model, task, config, out_dir=out, resume=args.resume, progress=not args.no_progress)
@@ -203,8 +203,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
         suite = replace(suite, tasks=tuple(by_name.get(t, TaskRun(t)) for t in args.tasks.split(",")))
     out = Path(args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale, threads=args.threads or None)
-    _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
+                         steps_scale=args.steps_scale, threads=args.threads or None, precision=args.precision)
+    _table(f"attnlab compare — suite {suite.name}, {args.precision} ({result.seconds:.0f} s)", HEADER,
+           table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
            [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
     print(f"wrote {out}/report.md, results.json, results.csv, loss_curves.png")
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (checkpoints, metrics); default runs/train/<task>-<mixer>-<time>")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: forward and loss under CPU autocast, fp32 master weights (README: Precision)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_train)
 
@@ -322,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads while training (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder; default runs/compare/<suite>-<time>")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: every run trains and evaluates under CPU autocast, fp32 master weights")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_compare)
 

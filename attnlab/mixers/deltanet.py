@@ -15,7 +15,10 @@ from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent, d
 __all__ = ["DeltaNet"]
 
 
-@register("deltanet", test_kwargs={"num_heads": 2, "chunk_size": 4, "use_gate": True})
+# bf16_tol: at the test size (head dim 4) the per-head output RMSNorm rescales heads whose output is ~1e-3
+# (a cancelling sum) to unit size, bf16's absolute rounding with them: 3-4 % output, 7-9 % gradient error over six
+# seeds; 0.9 % / 1.2 % at C = 64, N = 256
+@register("deltanet", test_kwargs={"num_heads": 2, "chunk_size": 4, "use_gate": True}, bf16_tol=(0.06, 0.12))
 class DeltaNet(TokenMixer):
     """DeltaNet layer (P12), x (B, N, C) -> (B, N, C); causal only, O(N), recurrent decoding.
 

@@ -20,6 +20,7 @@ from attnlab.train import TrainConfig
         ({"grad_clip": -1.0}, ValueError, "grad_clip: expected a number >= 0.0"),
         ({"eval_batches": 0}, ValueError, "eval_batches: expected an int >= 1"),
         ({"batch_size": True}, TypeError, "batch_size: expected an int >= 1, received True"),
+        ({"precision": "bfloat16"}, ValueError, "precision: expected one of ['fp32', 'bf16'], received str 'bfloat16'"),
     ],
 )
 def test_config_rejects_bad_values(kw, exc, msg):
@@ -29,7 +30,7 @@ def test_config_rejects_bad_values(kw, exc, msg):
 
 
 def test_config_json_round_trip():
-    c = TrainConfig(steps=7, lr=0.3, betas=[0.8, 0.9], wd_mode="independent")
+    c = TrainConfig(steps=7, lr=0.3, betas=[0.8, 0.9], wd_mode="independent", precision="bf16")
     assert c.betas == (0.8, 0.9)
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown keys \\['nope'\\]"):
