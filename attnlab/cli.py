@@ -236,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
                      impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
                      threads=args.threads, progress=not args.no_progress)
-    out = Path(args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
+    out = Path(args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype.replace(',', '+')}")
     paths = write_outputs(rows, out, args.case, case.reference)
     print(rows_to_markdown(rows, case.reference))
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']}")
@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("case", nargs="?", default="attention", help="benchmark case (attnlab list bench)")
     s.add_argument("--sizes", help="comma-separated N values (default: the case's)")
     s.add_argument("--mode", default="fwdbwd", choices=["fwd", "fwdbwd"])
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    s.add_argument("--dtype", default="float32",
+                   help="float32, bfloat16, float64 or autocast (fp32 weights under CPU autocast to bf16); several "
+                        "comma-separated run side by side in one process, e.g. float32,bfloat16")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--impls", help="comma-separated implementations (default: all the case offers)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="case parameter, repeatable")
