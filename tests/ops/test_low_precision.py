@@ -71,6 +71,8 @@ PROJ = favor_projection(12, D)
 CASES = {
     "attention": Case(attention, _qkv, dict(causal=True, key_padding_mask=KPM)),
     "attention_reference": Case(attention_reference, _qkv, dict(key_padding_mask=KPM)),
+    # past FP32_BACKWARD_MAX_LOGITS: torch's bf16 backward instead of the fp32 one
+    "attention large": Case(attention, lambda g: [t[:1] for t in _qkv(g, 520)], dict(causal=True)),
     "linear_attention": Case(linear_attention, _qkv, dict(causal=True, chunk_size=4, key_mask=KPM)),
     "linear_attention bidir": Case(linear_attention, _qkv, dict(causal=False)),
     "linear_attention_recurrent": Case(linear_attention_recurrent, _qkv, dict(causal=True)),
