@@ -26,7 +26,7 @@ from attnlab.utils.precision import LOW_PRECISION, lower_precision_op
 from attnlab.ops.recording import is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
-           "check_self_qkv", "check_attention_options"]
+           "check_self_qkv", "check_attention_options", "sdpa", "FP32_BACKWARD_MAX_LOGITS"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -194,12 +194,8 @@ def attention(
             # Keep training semantics while recording: dropout on probabilities.
             out = torch.matmul(F.dropout(probs, dropout_p), v)
         return out
-    small_bf16 = (q.dtype in LOW_PRECISION and dropout_p == 0.0 and q.shape[2] * k.shape[2] < FP32_BACKWARD_MAX_LOGITS
-               and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
     if key_padding_mask is None and attn_mask is None:
-        if small_bf16:
-            return _LowPrecisionAttention.apply(q, k, v, None, causal, scale)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, dropout_p=dropout_p)
+        return sdpa(q, k, v, is_causal=causal, scale=scale, dropout_p=dropout_p)
     mask = build_attention_mask(
         q.shape[2], k.shape[2], causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, device=q.device
     )
@@ -207,11 +203,23 @@ def attention(
     # Rows with no visible key: let them see everything (finite, no NaN in the
     # backward) and zero their output afterwards, matching the reference.
     safe_mask = mask | ~has_key
-    if small_bf16:
-        out = _LowPrecisionAttention.apply(q, k, v, safe_mask, False, scale)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, scale=scale, dropout_p=dropout_p)
+    out = sdpa(q, k, v, attn_mask=safe_mask, scale=scale, dropout_p=dropout_p)
     return out * has_key.to(out.dtype)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
+         is_causal: bool = False, scale: float | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` (q (..., N, D), k (..., M, D), v (..., M, Dv), same arguments) with
+    attnlab's choice of backward for bf16: below ``FP32_BACKWARD_MAX_LOGITS`` logits per head (N x M) the
+    backward runs in fp32 (:class:`_LowPrecisionAttention`), where torch's bf16 CPU backward is several times
+    slower than its fp32 one (the fused kernels need one head size for q, k and v; else SDPA as is). The
+    attention ops call it for every SDPA."""
+    if (q.dtype in LOW_PRECISION and dropout_p == 0.0 and q.dim() == 4 and v.shape[-1] == q.shape[-1]
+            and q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return _LowPrecisionAttention.apply(q, k, v, attn_mask, is_causal, scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                                          dropout_p=dropout_p)
 
 
 #: below this many logits per head (N x M), bf16 attention takes its backward in fp32 (see _LowPrecisionAttention)
@@ -224,14 +232,13 @@ class _LowPrecisionAttention(torch.autograd.Function):
     torch 2.13's fused CPU backward for bf16 measured 4-7x slower than its fp32 backward at N <= 128 (and
     1.4-1.5x faster at N >= 1024, where :func:`attention` keeps it). Here the forward's output and
     log-sum-exp come from the bf16 kernel, and the backward upcasts q, k, v, the output and dO to fp32 for
-    the fp32 kernel (the casts are O(N D)); the gradients are cast back to bf16. ``mask``: bool,
-    broadcastable to (B, H, N, M), every row with a visible key.
+    the fp32 kernel (the casts are O(N D)); the gradients are cast back to bf16. ``mask``: bool (True = may
+    attend, every row with a visible key) or additive, broadcastable to (B, H, N, M).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, mask, causal, scale):
-        bias = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
-            ~mask, float("-inf"))
+        bias = _additive(mask, q.dtype)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, causal, attn_mask=bias, scale=scale)[:2]
         ctx.save_for_backward(q, k, v, out, lse, mask)
@@ -242,8 +249,14 @@ class _LowPrecisionAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, do):
         q, k, v, out, lse, mask = ctx.saved_tensors
-        bias = None if mask is None else torch.zeros(mask.shape, device=q.device).masked_fill_(~mask, float("-inf"))
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            do.float(), q.float(), k.float(), v.float(), out.float(), lse, 0.0, ctx.causal, attn_mask=bias,
-            scale=ctx.scale)
+            do.float(), q.float(), k.float(), v.float(), out.float(), lse, 0.0, ctx.causal,
+            attn_mask=_additive(mask, torch.float32), scale=ctx.scale)
         return (*(g.to(t.dtype) for g, t in zip(grads, (q, k, v))), None, None, None)
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A bool mask (True = may attend) as the additive 0 / -inf mask of ``dtype``; an additive one cast to it."""
+    if mask is None or mask.dtype != torch.bool:
+        return None if mask is None else mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
