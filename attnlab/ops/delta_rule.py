@@ -165,11 +165,9 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
     Saved: T, W|U, Unew, the chunk-entry states and the masked Q K^T (each O(N (C + D)) per head).
 
     bf16 inputs (the AMX fast path): every batched product runs in bf16 (fp32 accumulation inside
-    the matmul), while the states S_i and their gradients G_i are fp32 (``s0.dtype``). The
-    sequential loops then take one fp32 product per chunk: S_{i+1} = M_i S_i + K_i^T U_i and
-    G_i = M_i^T G_{i+1} + Q_i^T dO_i - W_i^T (Q K^T * lower)_i^T dO_i with M_i = I - K_i^T W_i,
-    where K^T W is a batched bf16 product and the identity is added in fp32 (M rounded to bf16
-    would lose its identity part). Unew and dUnew are then batched products after each loop.
+    the matmul), while the states S_i and their gradients G_i are fp32 (``s0.dtype``): each chunk of
+    the sequential loops reads a bf16 copy of the fp32 state for its products (kept: they are the
+    batched products' S_i and G_{i+1}) and adds its bf16 update to the fp32 state, as fla's kernels do.
     """
 
     @staticmethod
@@ -178,6 +176,7 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         # state dtype (fp32 for bf16 inputs, else the inputs' dtype)
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
+        low = s0.dtype != q.dtype
         lower, strict = _masks(c, q.dtype, q.device)
         kt = k.transpose(-1, -2)
         kb = k * beta
@@ -187,35 +186,32 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         w, u = wu[..., :dk], wu[..., dk:]
         states = s0.new_empty(nc + 1, bh, dk, dv)
         states[0] = s0
-        m = None
-        if s0.dtype != q.dtype:  # low-precision inputs, fp32 states
-            m = _identity_minus(kt @ w, s0.dtype)
-            r = (kt @ u).to(s0.dtype)
-            for i in range(nc):
-                torch.baddbmm(r[i], m[i], states[i], out=states[i + 1])
-            s_in = states[:nc].to(q.dtype)
-            unew = torch.baddbmm(u.reshape(-1, c, dv), w.reshape(-1, c, dk), s_in.view(-1, dk, dv),
-                                 alpha=-1).view(nc, bh, c, dv)
-        else:
-            unew = q.new_empty(nc, bh, c, dv)
-            for i in range(nc):
-                torch.baddbmm(u[i], w[i], states[i], alpha=-1, out=unew[i])
+        s_in = q.new_empty(nc, bh, dk, dv) if low else states[:nc]  # the state entering each chunk, inputs' dtype
+        unew = q.new_empty(nc, bh, c, dv)
+        ktc = kt.contiguous() if low else kt
+        for i in range(nc):
+            if low:
+                s_in[i].copy_(states[i])
+            torch.baddbmm(u[i], w[i], s_in[i], alpha=-1, out=unew[i])
+            if low:
+                torch.add(states[i], torch.bmm(ktc[i], unew[i]), out=states[i + 1])
+            else:
                 torch.baddbmm(states[i], kt[i], unew[i], out=states[i + 1])
-            s_in = states[:nc]
         attn = (q @ kt) * lower
         o = q @ s_in
         o.view(-1, c, dv).baddbmm_(attn.view(-1, c, c), unew.view(-1, c, dv))
-        ctx.save_for_backward(q, k, v, beta, kb, tmat, wu, unew, states, attn, m)
-        ctx.c = c
+        ctx.save_for_backward(q, k, v, beta, kb, tmat, wu, unew, s_in, attn)
+        ctx.c, ctx.state_dtype = c, s0.dtype
         return o, states[nc].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do, ds):
-        q, k, v, beta, kb, tmat, wu, unew, states, attn, m = ctx.saved_tensors
+        q, k, v, beta, kb, tmat, wu, unew, s_in, attn = ctx.saved_tensors
         c = ctx.c
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
+        low = ctx.state_dtype != q.dtype
         lower, strict = _masks(c, q.dtype, q.device)
         if do is None:
             do = torch.zeros_like(unew)
@@ -223,25 +219,27 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         w = wu[..., :dk]
         wt = w.transpose(-1, -2)
         dunew = attn.transpose(-1, -2) @ do          # dUnew from the outputs
-        gs = states.new_empty(nc + 1, bh, dk, dv)   # gs[i] = dL/dS entering chunk i
+        gs = q.new_empty(nc + 1, bh, dk, dv, dtype=ctx.state_dtype)   # gs[i] = dL/dS entering chunk i
         if ds is None:
             gs[nc].zero_()
         else:
             gs[nc] = ds
-        if m is not None:  # fp32 gradient loop of the low-precision path (see the class doc)
-            e = (q.transpose(-1, -2) @ do).to(gs.dtype).sub_((wt @ dunew).to(gs.dtype))
-            mt = m.transpose(-1, -2)
-            for i in range(nc - 1, -1, -1):
-                torch.baddbmm(e[i], mt[i], gs[i + 1], out=gs[i])
-            g_next = gs[1:].to(q.dtype)
-            dunew.view(-1, c, dv).baddbmm_(k.reshape(-1, c, dk), g_next.view(-1, dk, dv))
+        qtdo = q.transpose(-1, -2) @ do               # dS_in from the outputs
+        if low:
+            g_next = q.new_empty(nc, bh, dk, dv)     # g_next[i] = G_{i+1} in the inputs' dtype
+            wt = wt.contiguous()
         else:
-            torch.matmul(q.transpose(-1, -2), do, out=gs[:nc])   # dS_in from the outputs
-            for i in range(nc - 1, -1, -1):
-                dunew[i].baddbmm_(k[i], gs[i + 1])
-                gs[i].add_(gs[i + 1]).baddbmm_(wt[i], dunew[i], alpha=-1)
+            gs[:nc] = qtdo
             g_next = gs[1:]
-        s_t = states[:nc].to(q.dtype).transpose(-1, -2)
+        for i in range(nc - 1, -1, -1):
+            if low:
+                g_next[i].copy_(gs[i + 1])
+            dunew[i].baddbmm_(k[i], g_next[i])
+            if low:
+                torch.add(gs[i + 1], qtdo[i], out=gs[i]).sub_(torch.bmm(wt[i], dunew[i]))
+            else:
+                gs[i].add_(gs[i + 1]).baddbmm_(wt[i], dunew[i], alpha=-1)
+        s_t = s_in.transpose(-1, -2)
         # Unew = T (Vb - Kb S): gradient of the inner V~ = Vb - Kb S
         dvt = tmat.transpose(-1, -2) @ dunew
         da = (dvt @ unew.transpose(-1, -2)).mul_(strict)     # -dA (A = I + strict_tril(Kb K^T))
@@ -255,13 +253,6 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         dk_.addcmul_(beta, dkb)
         dbeta = dkb.mul_(k).sum(-1, keepdim=True) + (dvt * v).sum(-1, keepdim=True)
         return dq, dk_, dvt.mul_(beta), dbeta, gs[0], None
-
-
-def _identity_minus(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """I - x for a batch of square matrices, formed in ``dtype`` (fp32: the identity stays exact)."""
-    out = x.to(dtype).neg_()
-    out.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    return out
 
 
 @lower_precision_op
