@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from attnlab.bench.inputs import create_mixer, random_qkv
 from attnlab.bench.linear import delta_rule_inputs
+from attnlab.bench.report import load_average
 from attnlab.bench.training import HandwrittenAttention
 from attnlab.ops.attention import attention
 from attnlab.ops.delta_rule import delta_rule_chunkwise
@@ -35,14 +36,6 @@ from attnlab.ops.sliding_window import sliding_window_attention
 from attnlab.utils.precision import precision_context
 
 __all__ = ["ITEMS", "interleaved_wall_cpu", "main"]
-
-
-def _load() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
 
 
 def interleaved_wall_cpu(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
@@ -157,7 +150,7 @@ ITEMS: dict[str, Callable[[], dict[str, Callable]]] = {
 
 
 def _report(name: str, res: dict[str, tuple[float, float]], load0: str) -> None:
-    print(f"\n### {name} (load {load0} -> {_load()}, torch threads {torch.get_num_threads()})\n")
+    print(f"\n### {name} (load {load0} -> {load_average()}, torch threads {torch.get_num_threads()})\n")
     print("| candidate | wall ms | CPU ms | fp32 wall / this | fp32 CPU / this |\n|---|---|---|---|---|")
     for key, (w, c) in res.items():
         label = key.split(" ", 1)[1]
@@ -179,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in a.only.split(","):
         if name not in ITEMS:
             raise SystemExit(f"--only: expected items among {list(ITEMS)}, received {name!r}")
-        load0 = _load()
+        load0 = load_average()
         _report(name, interleaved_wall_cpu(ITEMS[name](), a.repeats), load0)
 
 

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from attnlab.bench.runner import BenchRow
 
-__all__ = ["setting_line", "rows_to_markdown", "write_outputs"]
+__all__ = ["setting_line", "rows_to_markdown", "write_outputs", "load_average"]
+
+def load_average() -> str:
+    """The 1-minute load average of the machine (/proc/loadavg), "?" where it cannot be read."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
 
 #: short names of the shape params, as papers write them
 _SHORT = {"batch": "B", "heads": "H", "head_dim": "D"}
