@@ -102,7 +102,8 @@ def cmd_list(args: argparse.Namespace) -> None:
                 for c in cases]
         _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
         rows = [[c.name, "\n".join(c.ops), "\n".join(t.removeprefix("tests/") for t in c.tests)] for c in cases]
-        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"], rows)
+        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"],
+               rows)
     if what in ("suites", "all"):
         from attnlab.suites import SUITES
 
