@@ -208,8 +208,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from attnlab.bench.report import rows_to_markdown, write_outputs
     from attnlab.bench.runner import run_bench
 
+    from attnlab.utils.checks import check_positive_int
+
     case = get_case(args.case)
     sizes = _parse_sizes(args.sizes, case) if args.sizes is not None else None
+    check_positive_int("--repeats", args.repeats)
+    if args.threads is not None:
+        check_positive_int("--threads", args.threads)
+    case.setup_params(_parse_kv(args.param, "--param"), arg="--param")
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
                      impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
                      threads=args.threads, progress=not args.no_progress)

@@ -77,3 +77,12 @@ def test_setting_line_lists_distinct_settings():
                                                                           "threads": 1, "window": 3}),
             BenchRow("c", "b", 8, "fwd", "float32", 1.0, 1.0, "ok", 2, {})]
     assert setting_line(rows) == "c: B=2, H=4, D=16, window=3; float32; fwd; torch threads 1/2"
+
+
+@pytest.mark.parametrize("args,flag", [(["--repeats", "0"], "--repeats"), (["--threads", "0"], "--threads"),
+                                       (["--param", "windw=3"], "--param")])
+def test_other_bad_bench_arguments_exit_2_naming_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "attention", "--sizes", "8", "--no-progress", *args])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"attnlab bench: {flag}: expected")
