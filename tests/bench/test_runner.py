@@ -61,6 +61,24 @@ def test_a_failing_impl_is_an_error_row_and_the_others_are_still_timed():
     assert res["unknown"][2] == "skipped: not available here"
 
 
+def test_a_failure_in_the_timed_rounds_is_charged_to_the_impl_that_failed():
+    impls = Impls("fwd")
+    x = torch.ones(3)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 1:  # the warm-up passes, the first timed call fails
+            raise RuntimeError("out of luck\nsecond line")
+        return x
+
+    impls.add("good", lambda: x * 2, [x])
+    impls.add("flaky", flaky, [x])
+    res = measure_impls(impls, ["good", "flaky"], repeats=3)
+    assert res["flaky"] == (None, None, "error: out of luck")
+    assert res["good"] == (None, None, "error: not timed: flaky failed in the timed rounds")
+
+
 def test_failed_measurements_make_the_command_exit_1(tmp_path):
     """An error row is still written to the table, but the command does not report success."""
     proc = subprocess.run(
