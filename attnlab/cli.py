@@ -126,7 +126,8 @@ def cmd_list(args: argparse.Namespace) -> None:
                 for c in cases]
         _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
         rows = [[c.name, "\n".join(c.ops), "\n".join(t.removeprefix("tests/") for t in c.tests)] for c in cases]
-        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"], rows)
+        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"],
+               rows)
     if what in ("suites", "all"):
         from attnlab.suites import SUITES
 
@@ -230,8 +231,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from attnlab.bench.report import rows_to_markdown, write_outputs
     from attnlab.bench.runner import run_bench
 
+    from attnlab.utils.checks import check_positive_int
+
     case = get_case(args.case)
     sizes = _parse_sizes(args.sizes, case) if args.sizes is not None else None
+    check_positive_int("--repeats", args.repeats)
+    if args.threads is not None:
+        check_positive_int("--threads", args.threads)
+    case.setup_params(_parse_kv(args.param, "--param"), arg="--param")
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
                      impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
                      threads=args.threads, progress=not args.no_progress)

@@ -71,12 +71,15 @@ class BenchCase:
     tolerance: float = 1e-4
     size_rule: str = "any"
 
-    def setup_params(self, overrides: dict | None = None) -> dict:
-        """The case's params with ``overrides`` applied, without the ones the worker consumes itself."""
+    def setup_params(self, overrides: dict | None = None, arg: str = "params") -> dict:
+        """The case's params with ``overrides`` applied, without the ones the worker consumes itself.
+
+        Unknown keys raise a ValueError naming ``arg``.
+        """
         merged = {**self.params, **(overrides or {})}
         unknown = sorted(set(merged) - set(self.params) - set(RUNNER_PARAMS))
         if unknown:
-            fail("params", f"keys among {sorted(self.params)} for case {self.name!r}", unknown)
+            fail(arg, f"keys among {sorted(self.params)} for case {self.name!r}", unknown)
         return {k: v for k, v in merged.items() if k not in RUNNER_PARAMS}
 
 

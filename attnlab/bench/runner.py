@@ -112,8 +112,9 @@ def measure_impls(impls: Impls, wanted: list[str], repeats: int) -> dict[str, tu
         if peaks:
             seconds = interleaved_median_seconds({n: tracked(n) for n in peaks}, repeats, warmup=0)
     except (RuntimeError, MemoryError, NotImplementedError, ValueError) as e:
+        culprit = running[0] if running else None
         for name in peaks:  # the round-robin stopped: nothing was timed to the end
-            why = _first_line(e) if name == running[0] else f"not timed: {running[0]} failed in the timed rounds"
+            why = _first_line(e) if name in (culprit, None) else f"not timed: {culprit} failed in the timed rounds"
             out[name] = (None, None, f"error: {why}")
     for name in wanted:
         if name in seconds:
