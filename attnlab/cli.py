@@ -184,14 +184,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = build_for_task(task.spec, mixer=args.mixer, dim=args.dim, depth=args.depth, num_heads=args.heads,
                                mixer_kwargs=mixer_kwargs or None, **model_kwargs)
         what = f"mixer {args.mixer}"
-    print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}")
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
         seed=args.seed, ckpt_every=args.ckpt_every,
     )
+    # the folder last: every other argument is checked before anything is created
     out = _writable_dir("--out", args.out or f"runs/train/{task.name}-{args.mixer.replace(',', '+')}-"
                                              f"{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}")
     with torch_threads(threads):
         result = train(model, task, config, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress)
@@ -455,8 +456,14 @@ def _locked_error_type() -> type[Exception]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``attnlab`` command; exits with the status described in the module docstring."""
+    import warnings
+
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    shown = warnings.showwarning
+    # warnings (a skipped damaged checkpoint, a stale lock taken over) as one line each, not file:line + source
+    warnings.showwarning = lambda message, category, *rest, **kw: print(
+        f"attnlab {args.command}: warning: {message}", file=sys.stderr)
     try:
         code = args.fn(args)
     except (KeyError, ValueError, TypeError, _locked_error_type()) as e:  # evaluated only when something raised
@@ -471,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # a second Ctrl-C: files on disk are consistent (atomic writes), nothing more to do
         print(f"attnlab {args.command}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        warnings.showwarning = shown
     if code:
         raise SystemExit(code)
 

@@ -305,3 +305,19 @@ def test_two_commands_into_one_folder_and_ctrl_c_through_the_real_command(tmp_pa
     done = subprocess.run([*_CLI, *cmd], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout[done.stdout.index("{"):])["steps"] == stopped["steps"] + 5
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_one_line_warning(tmp_path, capsys):
+    main(_train_args(tmp_path, 6))
+    whole = _final(capsys)
+    model = tmp_path / "checkpoints" / "step_00000006" / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-3] ^= 0x10  # same size, still parses: only the checksum can tell
+    model.write_bytes(bytes(data))
+    main(_train_args(tmp_path, 6, "--resume"))
+    err = capsys.readouterr().err
+    assert err.startswith("attnlab train: warning: checkpoint ") and err.count("\n") == 1, err
+    assert "step_00000006 skipped: " in err and "model.safetensors: expected SHA-256" in err
+    assert "(content damaged); trying an older one" in err
+    main(_train_args(tmp_path, 6, "--resume"))
+    assert _final(capsys)["final_eval"] == whole["final_eval"]  # resumed from step 3, re-saved step 6
