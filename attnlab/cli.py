@@ -82,7 +82,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("mixers", "all"):
         import attnlab.mixers as mixers
         from attnlab.papers import paper_label
-
         from attnlab.utils.skip_init import skip_init
 
         where, caps = [], []
