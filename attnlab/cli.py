@@ -314,9 +314,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     case = get_case(args.case)
     sizes = _parse_sizes(args.sizes, case) if args.sizes is not None else None
+    params = _parse_kv(args.param, "--param")
+    case.setup_params(params)  # unknown keys refused before the folder is made
     out = _writable_dir("--out", args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
-                     impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
+                     impls=args.impls.split(",") if args.impls else None, params=params,
                      threads=args.threads, progress=not args.no_progress)
     paths = write_outputs(rows, out, args.case, case.reference)
     print(rows_to_markdown(rows, case.reference))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from attnlab.utils.checks import fail
-from attnlab.utils.names import lookup
+from attnlab.utils.names import lookup, unknown_hint
 
 __all__ = ["BenchCase", "register_case", "get_case", "available_cases", "validate_sizes", "CASE_MODULES",
            "RUNNER_PARAMS"]
@@ -77,7 +77,8 @@ class BenchCase:
         merged = {**self.params, **(overrides or {})}
         unknown = sorted(set(merged) - set(self.params) - set(RUNNER_PARAMS))
         if unknown:
-            fail("params", f"keys among {sorted(self.params)} for case {self.name!r}", unknown)
+            fail("params", f"keys among {sorted(self.params)} for case {self.name!r}",
+                 f"{unknown}{unknown_hint(unknown, [*self.params, *RUNNER_PARAMS])}")
         return {k: v for k, v in merged.items() if k not in RUNNER_PARAMS}
 
 

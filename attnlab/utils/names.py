@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable, Mapping, TypeVar
 
-__all__ = ["lookup", "close_matches"]
+__all__ = ["lookup", "close_matches", "unknown_hint"]
 
 V = TypeVar("V")
 
@@ -19,6 +19,13 @@ def close_matches(name: object, known: Iterable[str], n: int = 3) -> list[str]:
         found += sorted(k for k in known if k.lower().startswith(text))
         found += sorted(k for k in known if text in k.lower())
     return list(dict.fromkeys(found))[:n]
+
+
+def unknown_hint(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """`` (did you mean window for windw?)`` for the unknown keyword names that have a close known one, else ""."""
+    known = list(known)
+    pairs = [f"{close[0]} for {u}" for u in unknown if (close := close_matches(u, known, n=1))]
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
 
 
 def lookup(table: Mapping[str, V], name: object, kind: str, arg: str | None = None) -> V:

@@ -140,6 +140,9 @@ def _tiny_train(out, *extra):
     (["bench", "attention", "--sizes", "a,b"], "--sizes: expected comma-separated positive integers, received 'a,b'"),
     (["bench", "attn"], "case: expected one of"),
     (["repro", "dinatt"], "slug: expected one of"),
+    (["train", "--task-arg", "seq_lenn=8"], "received unknown ['seq_lenn'] (did you mean seq_len for seq_lenn?)"),
+    (["train", "--mixer", "sliding_window", "--mixer-arg", "windw=3"], "(did you mean window for windw?)"),
+    (["bench", "attention", "--param", "head=2"], "(did you mean heads for head?)"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_argument(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the repository

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnlab.utils.names import close_matches, lookup
+from attnlab.utils.names import close_matches, lookup, unknown_hint
 
 
 def test_known_name_gives_its_value_and_unknown_names_are_explained():
@@ -28,3 +28,8 @@ def test_abbreviations_and_substrings_are_suggested_and_arg_names_the_argument()
         lookup(table, "zzz", "suite", arg="--suite")
     assert err.value.args[0].startswith("--suite: expected one of ['associative_recall', 'char_lm'")
     assert close_matches("x", table) == [] and close_matches("CHAR", table) == ["char_lm"]
+
+
+def test_unknown_keywords_get_the_close_known_one():
+    assert unknown_hint(["windw", "zzz"], ["window", "num_heads"]) == " (did you mean window for windw?)"
+    assert unknown_hint(["zzz"], ["window"]) == ""
