@@ -1,7 +1,7 @@
 """Back-to-back start-up timing of the CLI (issue 17): rounds of ``import torch``, ``attnlab --help`` and
 ``attnlab list``, with the wall and CPU time of each run and the same-round differences from torch.
 
-    python benchmarks/startup.py 10        # 10 rounds after one warm-up round (results: benchmarks/cli.md)
+    python -m attnlab.bench.startup 10        # 10 rounds after one warm-up round (results: benchmarks/cli.md)
 
 The children may write .pyc files (as an installed copy has them), whatever PYTHONDONTWRITEBYTECODE says here.
 """
