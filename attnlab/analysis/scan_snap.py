@@ -85,7 +85,8 @@ def freeze_step(steps: list[int], values: list[float], fraction: float = 0.95) -
 @dataclass
 class ScanSnapRun:
     """A training run of the Y/Z model: the model and, every ``record_every`` steps (and at 0), ``history`` rows of
-    step, loss, distinct_mass, common_mass, entropy and the Spearman ``order`` of Z over the distinct tokens."""
+    step, loss, distinct_mass, common_mass, entropy, the Spearman ``order`` of Z over the distinct tokens and, when
+    asked for, ``c`` (F, V) itself."""
 
     model: ScanSnapModel
     history: list[dict] = field(default_factory=list)
@@ -95,27 +96,28 @@ class ScanSnapRun:
         return [row[key] for row in self.history]
 
 
-def _record(run: ScanSnapRun, task: ScanSnapTask, step: int, loss: float) -> None:
+def _record(run: ScanSnapRun, task: ScanSnapTask, step: int, loss: float, keep_c: bool) -> None:
     Z = run.model.Z.detach()
-    stats = attention_stats(expected_attention(Z, task), task)
+    c = expected_attention(Z, task)
     order = distinct_order(Z[task.query], task) if bool((Z != 0).any()) else float("nan")
-    run.history.append({"step": step, "loss": loss, **stats, "order": order})
+    run.history.append({"step": step, "loss": loss, **attention_stats(c, task), "order": order,
+                        **({"c": c} if keep_c else {})})
 
 
 def train_scan_snap(task: ScanSnapTask, *, steps: int = 200, lr_z: float = 10.0, ratio: float = 1.0,
-                    momentum: float = 0.9, batch_size: int = 128, seed: int = 0, record_every: int = 1
-                    ) -> ScanSnapRun:
+                    momentum: float = 0.9, batch_size: int = 128, seed: int = 0, record_every: int = 1,
+                    keep_c: bool = False) -> ScanSnapRun:
     """Train a zero-initialised :class:`ScanSnapModel` on ``task`` with SGD: eta_Z = ``lr_z``, eta_Y = ``ratio * lr_z``.
 
     Batch i of the run is ``task.batch("train", i)`` with the task's seed; ``seed`` offsets the batch index
-    (so seeds see different data and the same seed the same data). fp32.
+    (so seeds see different data and the same seed the same data). ``keep_c``: store c in every history row. fp32.
     """
     check_positive_int("steps", steps)
     check_positive_int("record_every", record_every)
     model = ScanSnapModel(task.vocab_size)
     opt_y, opt_z = yz_optimizers(model, lr_z=lr_z, ratio=ratio, momentum=momentum)
     run = ScanSnapRun(model)
-    _record(run, task, 0, float("nan"))
+    _record(run, task, 0, float("nan"), keep_c)
     for step in range(1, steps + 1):
         batch = task.batch("train", seed * 1_000_003 + step, batch_size)
         loss = F.cross_entropy(model(batch.inputs), batch.targets)
@@ -125,7 +127,7 @@ def train_scan_snap(task: ScanSnapTask, *, steps: int = 200, lr_z: float = 10.0,
         opt_y.step()
         opt_z.step()
         if step % record_every == 0 or step == steps:
-            _record(run, task, step, float(loss.detach()))
+            _record(run, task, step, float(loss.detach()), keep_c)
     return run
 
 
