@@ -3,6 +3,7 @@ with one line naming the argument."""
 from __future__ import annotations
 
 import json
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -81,3 +82,15 @@ def test_bad_model_exits_2(tmp_path, text, capsys):
     with pytest.raises(SystemExit) as e:
         _analyze("--model", tmp_path / "empty", "--data", text)
     assert e.value.code == 2 and "--model: expected an attnlab model/checkpoint/run folder" in capsys.readouterr().err
+
+
+def test_missing_transformers_is_one_line_with_the_install_command(tmp_path, text, capsys, monkeypatch):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
+    with pytest.raises(SystemExit) as e:
+        _analyze("--model", tmp_path / "hf", "--data", text)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("attnlab analyze: --model: transformers: expected an importable transformers")
+    assert 'pip install -e ".[hf]" -c constraints.txt' in err
