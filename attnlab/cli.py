@@ -370,6 +370,59 @@ def _short(s: str) -> str:
     return s if len(s) < 200 else s[:197] + "..."
 
 
+# ---- analyze ---------------------------------------------------------------
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    """``attnlab analyze drop``: P17 module importance on a text, then perplexity as modules are dropped."""
+    import torch
+
+    from attnlab.analysis.drop_study import drop_curve, plot_drop_study
+    from attnlab.analysis.lm_loading import load_lm, text_batches
+    from attnlab.analysis.redundancy import redundancy_scores
+    from attnlab.utils.checks import fail
+    from attnlab.utils.threads import torch_threads
+
+    data = Path(args.data)
+    if not data.is_file():
+        fail("--data", "an existing text file", repr(args.data))
+    try:
+        lm = load_lm(args.model, arg="--model")
+    except ImportError as e:  # transformers missing: one line with the install command
+        raise ValueError(f"--model: {e}") from None
+    seq_len = min(args.seq_len, lm.max_len or args.seq_len)
+    batches = text_batches(lm.encode(data.read_text(encoding="utf-8", errors="replace")), seq_len, args.batch_size,
+                           arg="--data")
+    if len(batches) < 2:
+        fail("--data", f"text for at least 2 batches of {args.batch_size} x {seq_len} tokens (calibration, evaluation)",
+             f"{sum(b.shape[0] for b in batches)} window(s)")
+    half = (len(batches) + 1) // 2
+    calib, evals = batches[:half][: args.calib_batches], batches[half:][: args.eval_batches]
+    out = Path(args.out or f"runs/analyze/drop-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    with torch_threads(args.threads or None), torch.inference_mode():
+        scores = redundancy_scores(lm.model, calib, consecutive=args.target == "consecutive")
+        limit = 2 * scores.depth if args.target == "joint" else scores.depth
+        n = args.n if args.n is not None else max(scores.depth // 4, 1)
+        if not 0 <= n <= limit:
+            fail("--n", f"0 <= n <= {limit} for --target {args.target} on {scores.depth} blocks", n)
+        curve = drop_curve(lm.model, scores, n, args.target, evals)
+    print(f"{args.model}: {scores.family} blocks; text as {lm.encoding}; {scores.tokens} calibration tokens, "
+          f"{sum(b.numel() for b in evals)} evaluation tokens")
+    _table("importance, 1 - cos (P17)", ["block", "name", "attention", "MLP", "block"],
+           [[i, name, f"{a:.4g}", f"{m:.4g}", f"{b:.4g}"] for i, name, a, m, b in scores.rows()])
+    _table(f"perplexity after drops ({args.target})", ["dropped", "plan (least important first)", "perplexity"],
+           [[s.k, s.plan.describe(), f"{s.perplexity:.4f}"] for s in curve])
+    plot = plot_drop_study(scores, curve, args.target, out / "drop.png")
+    (out / "drop.json").write_text(json.dumps({
+        "model": args.model, "data": str(data), "target": args.target, "encoding": lm.encoding,
+        "calibration_tokens": scores.tokens, "blocks": [dict(zip(("index", "name", "attn", "mlp", "block"), r))
+                                                        for r in scores.rows()],
+        "curve": [{"k": s.k, "attn": list(s.plan.attn), "mlp": list(s.plan.mlp), "perplexity": s.perplexity}
+                  for s in curve]}, indent=2, allow_nan=True))
+    print(f"wrote {plot} and {out / 'drop.json'}")
+
+
 # ---- parser ----------------------------------------------------------------
 
 
@@ -447,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder; default runs/repro/<slug>")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_repro)
+
+    s = sub.add_parser("analyze", help="analysis tools on a trained model (drop: P17 module redundancy)")
+    s.add_argument("tool", choices=["drop"], help="drop: importance of every attention/MLP/block, perplexity after drops")
+    s.add_argument("--model", required=True, help="attnlab run/checkpoint/model folder, Hugging Face folder or cached name")
+    s.add_argument("--data", required=True, help="text file: first half calibrates the scores, second half evaluates")
+    s.add_argument("--target", default="attn", choices=["attn", "mlp", "block", "joint", "consecutive"])
+    s.add_argument("--n", type=int, help="modules to drop (default: a quarter of the blocks)")
+    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--calib-batches", type=int, default=8)
+    s.add_argument("--eval-batches", type=int, default=8)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    s.add_argument("--out", help="output folder; default runs/analyze/drop-<time>")
+    s.set_defaults(fn=cmd_analyze)
     return p
 
 

@@ -26,6 +26,7 @@ from attnlab.train.losses import log_partition, z_loss
 from attnlab.train.metrics import MetricsWriter
 from attnlab.train.optim import build_optimizer, set_lr
 from attnlab.train.run_lock import RunLock
+from attnlab.train.saved_model import model_record
 from attnlab.utils.checks import describe, fail
 from attnlab.utils.memory import PeakRSS
 
@@ -264,6 +265,7 @@ class Trainer:
         if self._ckpt_dir is None:
             return None
         state = {"config": self.config.to_dict(), "history": self.history, "evals": self.evals}
+        state["model"] = model_record(self.model, self.task)  # what load_model needs to rebuild it
         path = save_checkpoint(self._ckpt_dir, self.steps_done, self.model, self.optimizer, state)
         self._writer.write_csv()
         self._last_saved = self.steps_done
