@@ -20,7 +20,7 @@ import torch
 
 from attnlab.utils.checks import check_choice, check_positive_int
 
-__all__ = ["TaskSpec", "Batch", "Task", "split_seed"]
+__all__ = ["TaskSpec", "Batch", "Task", "TokenLMTask", "split_seed"]
 
 SPLITS = ("train", "val", "test")
 
