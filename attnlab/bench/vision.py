@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     precisions = tuple(check_precision("--precisions", x.strip()) for x in a.precisions.split(","))
+    print(f"training step (forward + cross-entropy backward), {'/'.join(precisions)}, batch {a.batch}, "
+          f"median of {a.repeats}, torch threads {torch.get_num_threads()}\n")
     print(to_markdown(run(a.designs, a.batch, a.repeats, precisions)))
 
 

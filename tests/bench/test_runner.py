@@ -61,6 +61,24 @@ def test_a_failing_impl_is_an_error_row_and_the_others_are_still_timed():
     assert res["unknown"][2] == "skipped: not available here"
 
 
+def test_a_failure_in_the_timed_rounds_is_charged_to_the_impl_that_failed():
+    impls = Impls("fwd")
+    x = torch.ones(3)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 1:  # the warm-up passes, the first timed call fails
+            raise RuntimeError("out of luck\nsecond line")
+        return x
+
+    impls.add("good", lambda: x * 2, [x])
+    impls.add("flaky", flaky, [x])
+    res = measure_impls(impls, ["good", "flaky"], repeats=3)
+    assert res["flaky"] == (None, None, "error: out of luck")
+    assert res["good"] == (None, None, "error: not timed: flaky failed in the timed rounds")
+
+
 def test_failed_measurements_make_the_command_exit_1(tmp_path):
     """An error row is still written to the table, but the command does not report success."""
     proc = subprocess.run(
@@ -105,3 +123,12 @@ def test_an_autocast_thunk_runs_its_forward_under_autocast_only():
     t = autocast_thunk(Thunk(lambda: seen.append(torch.is_autocast_enabled("cpu")) or (x @ x), [x], "fwdbwd"))
     out = t.outputs()
     assert seen == [True] and out[0].dtype == torch.bfloat16 and x.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("args,flag", [(["--repeats", "0"], "--repeats"), (["--threads", "0"], "--threads"),
+                                       (["--param", "windw=3"], "--param")])
+def test_other_bad_bench_arguments_exit_2_naming_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "attention", "--sizes", "8", "--no-progress", *args])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"attnlab bench: {flag}: expected")
