@@ -157,7 +157,9 @@ def _worker(args: argparse.Namespace) -> None:
     except Exception as e:  # noqa: BLE001 - report, do not crash the whole sweep
         print(json.dumps([row("*", status=f"error: {_first_line(e)}")]))
         return
-    wanted = args.impls.split(",") if args.impls else list(impls.thunks)
+    # --impls names the case's implementations; with several dtypes each name brings its twins
+    suffixes = [f"@{label}" if i else "" for i, label in enumerate(dtypes)]
+    wanted = [n + s for s in suffixes for n in args.impls.split(",")] if args.impls else list(impls.thunks)
     results = measure_impls(impls, wanted, args.repeats)
     rows = [row(name, *results[name]) for name in wanted]
     rows += [row(name, status=f"skipped: {why}") for name, why in impls.skipped.items() if name not in wanted]

@@ -115,6 +115,12 @@ def test_several_dtypes_run_side_by_side_in_one_worker():
         run_bench("attention", sizes=[8], dtype="float32,float16", progress=False)
 
 
+def test_impls_with_several_dtypes_select_the_named_impls_and_their_twins():
+    rows = run_bench("attention", sizes=[16], repeats=1, params={"heads": 2, "head_dim": 8}, threads=1,
+                     dtype="float32,bfloat16", impls=["attnlab"], progress=False)
+    assert [(r.impl, r.status) for r in rows] == [("attnlab", "ok"), ("attnlab@bfloat16", "ok")]
+
+
 def test_an_autocast_thunk_runs_its_forward_under_autocast_only():
     from attnlab.bench.thunks import Thunk, autocast_thunk
 
