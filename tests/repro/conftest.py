@@ -42,3 +42,17 @@ def quick_run(quick_dir):
 def iv():
     """``iv(low, high)`` -> an :class:`Interval` with those bounds (mean halfway), for hand-written rule inputs."""
     return lambda low, high: Interval((low + high) / 2, low, high, (low, high))
+
+
+@pytest.fixture
+def seed_gaps():
+    """``seed_gaps(result, a, b, prefix="shapes/")`` -> per seed, 100 * (accuracy of a - accuracy of b), read from the
+    result's per-seed accuracies; ``best(result, arms)`` is on it too: the arm of ``arms`` with the best mean."""
+
+    def gaps(result, a: str, b: str, prefix: str = "shapes/") -> list[float]:
+        per = result.per_seed
+        return [100 * (x - y) for x, y in zip(per[f"{prefix}{a} accuracy"], per[f"{prefix}{b} accuracy"])]
+
+    gaps.best = lambda result, arms, prefix="shapes/": max(arms, key=lambda a: result.measured[
+        f"{prefix}{a} accuracy"].mean)
+    return gaps

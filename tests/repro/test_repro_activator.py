@@ -26,9 +26,8 @@ def test_rule(iv, a, glu, speed, at_chance, verdict):
     assert act.judge(f) == verdict
 
 
-def test_quick_run_records_the_speed_ratio_per_seed(quick_run):
+def test_quick_run_records_the_speed_ratio_per_seed(quick_run, seed_gaps):
     r = quick_run("activator")
     seeds = r.protocol[0]["seeds"]
     assert r.figures[act.SPEED].n == len(seeds) and r.figures[act.SPEED].mean > 0
-    assert r.figures[act.ACTIVATOR].values == pytest.approx(
-        [100 * (x - y) for x, y in zip(r.per_seed["shapes/activator accuracy"], r.per_seed["shapes/ViT accuracy"])])
+    assert r.figures[act.ACTIVATOR].values == pytest.approx(seed_gaps(r, "activator", "ViT"))

@@ -7,11 +7,9 @@ import pytest
 from attnlab.repro import crossvit
 
 
-def test_quick_run_judges_crossvit_against_the_better_vit(quick_run):
+def test_quick_run_judges_crossvit_against_the_better_vit(quick_run, seed_gaps):
     r = quick_run("crossvit")
-    m, per = r.measured, r.per_seed
-    best = max(("ViT-p4", "ViT-p8"), key=lambda a: m[f"shapes/{a} accuracy"].mean)
-    assert m[crossvit.MARGIN].values == pytest.approx(
-        [100 * (x - y) for x, y in zip(per["shapes/crossvit accuracy"], per[f"shapes/{best} accuracy"])])
+    best = seed_gaps.best(r, ("ViT-p4", "ViT-p8"))
+    assert r.measured[crossvit.MARGIN].values == pytest.approx(seed_gaps(r, "crossvit", best))
     for vit in ("ViT-p4", "ViT-p8"):  # matched to CrossViT's parameters
-        assert abs(m[f"shapes/{vit} params"] / m["shapes/crossvit params"] - 1) < 0.15
+        assert abs(r.measured[f"shapes/{vit} params"] / r.measured["shapes/crossvit params"] - 1) < 0.15

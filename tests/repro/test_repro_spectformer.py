@@ -7,11 +7,9 @@ import pytest
 from attnlab.repro import spectformer
 
 
-def test_quick_run_judges_ssaa_against_the_better_end(quick_run):
+def test_quick_run_judges_ssaa_against_the_better_end(quick_run, seed_gaps):
     r = quick_run("spectformer")
-    m, per = r.measured, r.per_seed
-    best = max(("AAAA", "SSSS"), key=lambda a: m[f"shapes/{a} accuracy"].mean)
-    assert m[spectformer.MARGIN].values == pytest.approx(
-        [100 * (x - y) for x, y in zip(per["shapes/SSAA accuracy"], per[f"shapes/{best} accuracy"])])
-    assert {"shapes/AASS accuracy", "shapes/ViT accuracy"} <= set(m)
+    best = seed_gaps.best(r, ("AAAA", "SSSS"))
+    assert r.measured[spectformer.MARGIN].values == pytest.approx(seed_gaps(r, "SSAA", best))
+    assert {"shapes/AASS accuracy", "shapes/ViT accuracy"} <= set(r.measured)
     assert set(r.protocol[0]["chosen"]) == {"SSAA", "AAAA", "SSSS", "AASS", "ViT"}
