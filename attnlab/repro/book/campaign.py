@@ -77,7 +77,8 @@ def estimate_wall(slugs: list[str], workers: int) -> float:
 @dataclass
 class Campaign:
     """What ``run_all`` did: per slug its status (``done``, ``failed``, ``kept`` = finished before), wall seconds and
-    exit code; the failed slugs; where the book is."""
+    exit code; the failed slugs; where the book is. ``campaign.json`` keeps the records of earlier invocations for
+    the slugs this one kept, and is left alone when there was nothing to run."""
 
     out_dir: Path
     quick: bool
@@ -145,10 +146,17 @@ def run_all(slugs: list[str] | None = None, *, quick: bool, out_dir: str | Path 
         fail("workers", "an int >= 1", repr(workers))
     out = Path(out_dir) if out_dir is not None else default_out(quick)
     out.mkdir(parents=True, exist_ok=True)
-    camp = Campaign(out, quick, {s: {"status": "kept", "seconds": 0.0, "returncode": 0} for s in slugs})
     todo = sorted((s for s in slugs if rerun or not is_done(out / s, quick)), key=_estimate, reverse=True)
+    camp = Campaign(out, quick, {s: {"status": "kept", "seconds": 0.0, "returncode": 0} for s in slugs})
+    if not todo:  # nothing to run: the folder's record stays as the campaign that filled it wrote it
+        camp.book = write_book(out) if book else None
+        return camp
+    before = json.loads((out / CAMPAIGN_FILE).read_text()) if (out / CAMPAIGN_FILE).is_file() else {}
+    status = dict(before.get("status", {}))  # the runs of earlier invocations keep their record
+    for slug in slugs:
+        status.setdefault(slug, camp.status[slug])
     record = {"quick": quick, "workers": workers, "seed": seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "environment": environment(), "ran": todo, "status": camp.status}
+              "environment": environment(), "ran": todo, "status": status}
     sampler = _LoadSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -162,7 +170,7 @@ def run_all(slugs: list[str] | None = None, *, quick: bool, out_dir: str | Path 
             futures = {pool.submit(_run_one, s, out / s, quick, seed, timeout): s for s in todo}
             for fut in as_completed(futures):
                 slug = futures[fut]
-                camp.status[slug] = fut.result()
+                camp.status[slug] = status[slug] = fut.result()
                 if bar is not None:
                     bar.update(1)
                     bar.write(f"{slug}: {camp.status[slug]['status']} ({camp.status[slug]['seconds']:.0f} s)")
