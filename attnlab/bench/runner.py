@@ -24,6 +24,7 @@ import torch
 from attnlab.bench.registry import RUNNER_PARAMS, get_case, validate_sizes
 from attnlab.bench.thunks import Impls, Thunk
 from attnlab.utils.checks import check_positive_int, fail
+from attnlab.utils.memory import PeakRSS
 from attnlab.utils.timing import interleaved_median_seconds
 
 __all__ = ["BenchRow", "run_bench", "DTYPES"]
@@ -51,30 +52,12 @@ class BenchRow:
     params: dict = field(default_factory=dict)
 
 
-def _proc_status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _warm_up_peak_mib(thunk: Thunk) -> float:
     """Run ``thunk`` once (the untimed warm-up) and return its peak resident memory above the level before it."""
     gc.collect()
-    _reset_peak()
-    base = _proc_status_kib("VmRSS")
+    peak = PeakRSS().start()
     thunk()
-    return max(_proc_status_kib("VmHWM") - base, 0) / 1024
+    return peak.rise_mib()
 
 
 def _first_line(e: BaseException) -> str:

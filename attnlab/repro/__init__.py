@@ -31,6 +31,9 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "attention_drop": "attnlab.repro.attention_drop",
+    "scan_snap": "attnlab.repro.scan_snap",
+    "att_svm": "attnlab.repro.att_svm",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",

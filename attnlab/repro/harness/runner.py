@@ -22,7 +22,6 @@ line names the arms listed under the ``AT_CHANCE`` figures ("<arm> did not learn
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import json
 import math
@@ -38,6 +37,7 @@ from attnlab.repro.harness.intervals import Interval, revive
 from attnlab.repro.harness.plots import plot_sweeps, save_figure
 from attnlab.repro.harness.protocol import AT_CHANCE, NOT_LEARNED
 from attnlab.repro.harness.rules import QUICK_NOTE, VERDICTS
+from attnlab.utils.names import lookup
 from attnlab.utils.threads import torch_threads
 
 __all__ = ["ReproContext", "ReproOutcome", "ReproResult", "run_repro", "load_module", "load_result", "figures_of",
@@ -220,11 +220,7 @@ def load_module(slug: str):
     """
     from attnlab.repro import REPROS
 
-    if slug not in REPROS:
-        close = difflib.get_close_matches(str(slug), list(REPROS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"slug: expected one of {sorted(REPROS)}, received {slug!r}{hint}")
-    mod = importlib.import_module(REPROS[slug])
+    mod = importlib.import_module(lookup(REPROS, slug, "reproduction", arg="slug"))
     missing = [name for name in REQUIRED if not hasattr(mod, name)]
     if missing:
         raise TypeError(f"{mod.__name__}: expected a reproduction module defining {list(REQUIRED)}, missing {missing}")
