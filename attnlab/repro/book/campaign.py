@@ -40,6 +40,7 @@ FULL_CPU_ESTIMATE = {
     "combiner": 1760, "sea": 640, "ssa_pathways": 1240, "biformer": 530, "s2aformer": 560, "axial": 500,
     "dinat": 370, "hyena_nd": 610, "convit": 450, "crossvit": 300, "tnt": 270, "spectformer": 330, "shvit": 220,
     "activator": 210, "path_ensemble": 350,
+    "attention_drop": 1310, "att_svm": 31, "scan_snap": 23,
 }
 
 

@@ -38,7 +38,7 @@ from attnlab.repro.harness.intervals import Interval, paired, t_interval
 from attnlab.utils.checks import fail
 
 __all__ = ["Protocol", "Chance", "Trial", "FairArms", "fair_arms", "training_trial", "scaled_config", "train_fair",
-           "at_chance_figure", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED"]
+           "at_chance_figure", "fixed_record", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED"]
 
 #: The figure listing the arms at chance at every LR tried (a sorted list of names). A reproduction with
 #: several comparisons writes one per comparison, named ``f"{AT_CHANCE}: {comparison}"``.
@@ -310,3 +310,13 @@ def at_chance_figure(*comparisons: FairArms) -> dict[str, list[str]]:
     if len(comparisons) == 1:
         return {AT_CHANCE: comparisons[0].at_chance}
     return {f"{AT_CHANCE}: {c.name}": c.at_chance for c in comparisons}
+
+
+def fixed_record(name: str, hyper: str, value: float, test: dict[str, list[float]], *, metric: str, why: str) -> dict:
+    """A protocol record (``FairArms.record()``'s layout) for a study with no sweep: every arm at the one ``value`` of
+    ``hyper`` for the reason ``why`` (stated in the report), ``test`` the judged figure per arm and seed."""
+    seeds = len(next(iter(test.values()))) if test else 0
+    return {"name": name, "hyper": hyper, "metric": metric, "grid": [value], "sweep_fraction": 0.0, "steps": None,
+            "sweep_steps": 0, "seeds": list(range(seeds)), "split": {"sweep": f"none: {why}", "verdict": "test"},
+            "chance": None, "sweep": {}, "chosen": {a: value for a in test}, "at_edge": [], "test": dict(test),
+            "at_chance": []}
