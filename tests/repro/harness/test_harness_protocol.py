@@ -144,3 +144,15 @@ def test_train_fair_on_a_real_task():
     assert all(t.model is None for t in f.sweep["softmax"]) and all(t.model is not None for t in f.runs["softmax"])
     assert f.values("linear", "split") == [1.0, 1.0] and [s for s, _ in f.runs["softmax"][0].curve] == [2, 4]
     assert f.metric == "accuracy" and all(0.0 <= v <= 1.0 for v in f.values("softmax"))
+
+
+def test_fixed_record_is_a_record_without_a_sweep(tmp_path):
+    from attnlab.repro.harness.plots import plot_sweeps
+    from attnlab.repro.harness.protocol import fixed_record
+    from attnlab.repro.harness.runner import protocol_markdown
+
+    rec = fixed_record("gd", "lr", 0.1, {"W": [0.99, 0.98, 0.97]}, metric="corr", why="the step sets the speed")
+    assert rec["chosen"] == {"W": 0.1} and rec["grid"] == [0.1] and rec["seeds"] == [0, 1, 2]
+    assert rec["sweep"] == {} and "the step sets the speed" in rec["split"]["sweep"]
+    assert plot_sweeps(None, [rec]) is None  # nothing swept, nothing drawn
+    assert "| W | - | 0.1 | [0.99, 0.98, 0.97] |" in protocol_markdown(rec)
