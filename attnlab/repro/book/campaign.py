@@ -33,7 +33,7 @@ __all__ = ["Campaign", "run_all", "is_done", "default_out", "FULL_CPU_ESTIMATE",
 
 CAMPAIGN_FILE = "campaign.json"
 #: Estimated single-threaded CPU seconds of each full run under the protocol (issue 18's estimate: the CPU time of
-#: the last full run before the protocol, times the protocol's training factor; see benchmarks/RESULTS.md). Used to
+#: the last full run before the protocol, times the protocol's training factor; see docs/notes/repro.md). Used to
 #: start the longest first and to estimate the wall time; a slug missing here counts as the median.
 FULL_CPU_ESTIMATE = {
     "instability_proxies": 660, "icl_regression": 590, "deltanet": 1750, "random_features": 400, "mamba_ssm": 1530,
