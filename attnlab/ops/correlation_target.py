@@ -25,7 +25,8 @@ import torch
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
-__all__ = ["fod_sigma", "gaussian_target", "gaussian_target_reference", "symmetric_kl", "row_entropy", "EPS"]
+__all__ = ["fod_sigma", "gaussian_target", "gaussian_target_reference", "symmetric_kl", "row_entropy",
+           "correlation_terms", "correlation_terms_reference", "EPS"]
 
 #: the constant FOD adds inside its logarithms
 EPS = 1e-4
@@ -58,7 +59,7 @@ def gaussian_target(sigma: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     dy2 = (ys[:, None] - ys[None, :]) ** 2
     dx2 = (xs[:, None] - xs[None, :]) ** 2
     sy, sx = sigma[..., 0:1], sigma[..., 1:2]
-    return torch.softmax(-dy2 / (2 * sy**2) - dx2 / (2 * sx**2), dim=-1)
+    return torch.softmax(torch.addcmul(dx2 * (-0.5 / sx**2), dy2, -0.5 / sy**2), dim=-1)
 
 
 def gaussian_target_reference(sigma: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -98,3 +99,58 @@ def row_entropy(p: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Entropy ``-sum_s p log(p + eps)`` of (B, H, L, S) row distributions, mean over heads -> (B, L)."""
     check_tensor("p", p, ndim=4, floating=True)
     return -(p * torch.log(p + eps)).sum(-1).mean(dim=1)
+
+
+class _CorrelationTerms(torch.autograd.Function):
+    """The three training terms of one (attention, target) pair from one set of logarithms (forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, p, t, eps):
+        lp, lt = torch.log(p + eps), torch.log(t + eps)
+        dl = lt - lp
+        kl = ((t - p) * dl).sum(-1).mean(1)
+        ent = -(p * lp).sum(-1).mean(1)
+        ctx.save_for_backward(p, t, lp, dl)
+        ctx.eps = eps
+        return kl, kl.clone(), ent
+
+    @staticmethod
+    def backward(ctx, g_kl_t, g_kl_p, g_ent):  # unused outputs arrive as zeros (materialised grads)
+        p, t, lp, dl = ctx.saved_tensors
+        heads, eps = p.shape[1], ctx.eps
+        grad_p = grad_t = None
+
+        def per_row(g):  # (B, L) -> (B, 1, L, 1), with the mean over heads
+            return (g / heads)[:, None, :, None]
+
+        # a gradient that is zero everywhere (an output the loss does not use) is skipped, not multiplied out
+        if ctx.needs_input_grad[1] and bool(g_kl_t.any()):  # d KL / d t = dl + (t - p) / (t + eps)
+            grad_t = per_row(g_kl_t) * (dl + (t - p) / (t + eps))
+        if ctx.needs_input_grad[0]:  # d KL / d p = (p - t) / (p + eps) - dl;  d H / d p = -(lp + p / (p + eps))
+            if bool(g_kl_p.any()):
+                grad_p = per_row(g_kl_p) * ((p - t) / (p + eps) - dl)
+            if bool(g_ent.any()):
+                d_ent = per_row(g_ent) * (lp + p / (p + eps))
+                grad_p = -d_ent if grad_p is None else grad_p - d_ent
+        return grad_p, grad_t, None
+
+
+def correlation_terms(p: torch.Tensor, t: torch.Tensor, eps: float = EPS
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FOD's three terms of attention maps ``p`` and targets ``t`` (B, H, L, S), each (B, L) (mean over heads):
+
+    ``(KL_sym(t, p.detach()), KL_sym(t.detach(), p), H(p))``: the same divergence twice, the first with its
+    gradient to the targets only, the second to the attention only, and the attention's entropy. One set of
+    logarithms serves all three, forward and backward (the training loop's dominant cost); equal to
+    :func:`correlation_terms_reference` (three separate graphs).
+    """
+    _check_maps(p, t)
+    if p.dtype != t.dtype:
+        fail("p, q", "one dtype", f"{p.dtype}, {t.dtype}", TypeError)
+    return _CorrelationTerms.apply(p, t, eps)
+
+
+def correlation_terms_reference(p: torch.Tensor, t: torch.Tensor, eps: float = EPS
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`correlation_terms` from :func:`symmetric_kl` and :func:`row_entropy` with ``detach``."""
+    return symmetric_kl(t, p.detach(), eps), symmetric_kl(t.detach(), p, eps), row_entropy(p, eps)

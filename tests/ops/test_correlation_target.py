@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from attnlab.ops.correlation_target import (
+    correlation_terms,
+    correlation_terms_reference,
     fod_sigma,
     gaussian_target,
     gaussian_target_reference,
@@ -72,3 +74,28 @@ def test_bad_input_is_named():
         gaussian_target(torch.rand(1, 1, 6, 2), 6)
     with pytest.raises(ValueError, match="q: expected the shape of p"):
         symmetric_kl(torch.rand(1, 1, 2, 3), torch.rand(1, 1, 2, 4))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 5), (2, 4, 9, 7)])
+def test_correlation_terms_match_three_separate_graphs(assert_close, dtype, tol, shape):
+    g = torch.Generator().manual_seed(2)
+    p = torch.softmax(2 * torch.randn(*shape, generator=g, dtype=dtype), -1).requires_grad_(True)
+    t = torch.softmax(2 * torch.randn(*shape, generator=g, dtype=dtype), -1).requires_grad_(True)
+    assert_close(correlation_terms(p, t), correlation_terms_reference(p, t), atol=tol, rtol=tol, grads_of=[p, t])
+
+
+def test_correlation_terms_route_each_gradient_to_one_side():
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+    t = torch.softmax(torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+    to_target, to_attention, entropy = correlation_terms(p, t)
+    gp, gt = torch.autograd.grad(to_target.sum(), (p, t), retain_graph=True, allow_unused=True)
+    assert (gp is None or gp.abs().max() == 0) and gt.abs().max() > 0
+    gp, gt = torch.autograd.grad(to_attention.sum() + entropy.sum(), (p, t), allow_unused=True)
+    assert gp.abs().max() > 0 and (gt is None or gt.abs().max() == 0)
+    torch.testing.assert_close(to_target, symmetric_kl(p, t), atol=1e-14, rtol=0)
+    # each routed gradient is the true one of its side: gradcheck with the other side held fixed
+    pd, td = p.detach(), t.detach()
+    assert torch.autograd.gradcheck(lambda a: correlation_terms(a, td)[1:], (p,), eps=1e-7, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda b: correlation_terms(pd, b)[0], (t,), eps=1e-7, atol=1e-6)
