@@ -30,6 +30,9 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "kmax_deeplab": "attnlab.repro.kmax_deeplab",
+    "fod": "attnlab.repro.fod",
+    "fit": "attnlab.repro.fit",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",
