@@ -123,20 +123,13 @@ def test_information_crosses_groups_only_through_the_latents():
         assert (far > 1e-6) == crosses, (name, far)
 
 
-def test_backbones_use_it_on_patch_grids_and_sequences():
+def test_backbones_use_it_on_patch_grids_and_sequences(train_fixed_batch):
     torch.manual_seed(0)
     vit = ViT(img_size=16, patch_size=2, in_chans=3, num_classes=3, dim=16, depth=2, num_heads=2, mixer="fit",
               mixer_kwargs={"group_size": 16})  # an 8 x 8 grid in 4 x 4 windows
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 3
-    opt = torch.optim.Adam(vit.parameters(), lr=3e-3)
-    first = None
-    for _ in range(15):
-        loss = torch.nn.functional.cross_entropy(vit(x), y)
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
+    first, last = train_fixed_batch(vit, lambda m: torch.nn.functional.cross_entropy(m(x), y), 15)
+    assert last < 0.5 * first
     lm = SequenceModel(vocab_size=11, dim=16, depth=2, num_heads=2, mixer="fit,fit_local", max_len=64,
                        mixer_kwargs={"group_size": 8})
     tokens = torch.randint(0, 11, (2, 37))
