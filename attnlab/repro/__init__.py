@@ -33,6 +33,9 @@ REPROS: dict[str, str] = {
     "kmax_deeplab": "attnlab.repro.kmax_deeplab",
     "fod": "attnlab.repro.fod",
     "fit": "attnlab.repro.fit",
+    "attention_drop": "attnlab.repro.attention_drop",
+    "scan_snap": "attnlab.repro.scan_snap",
+    "att_svm": "attnlab.repro.att_svm",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",
