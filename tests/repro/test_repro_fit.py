@@ -1,29 +1,37 @@
-"""Repro fit (P27): the rule on hand-written figures (each outcome, every edge); the slope fit; the quick run."""
+"""Repro fit (P27): the rule on hand-written intervals (each outcome, every edge); the slope fit; the quick run."""
 from __future__ import annotations
 
 import pytest
 
 from attnlab.repro import fit
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
-
-def _f(acc_fit=0.95, full=0.97, local=0.5, s_fit=1.3, s_dense=1.9):
-    return {fit.ACC_FIT: acc_fit, fit.ACC_FULL: full, fit.ACC_LOCAL: local, fit.SLOPE_FIT: s_fit,
-            fit.SLOPE_DENSE: s_dense}
+M, BAND = fit.MATCH, fit.CHANCE_BAND
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(acc_fit=0.92, full=0.97, local=fit.CHANCE_BAND, s_fit=fit.SLOPE_FIT_MAX, s_dense=1.8), HOLDS),  # edges
-    (_f(acc_fit=0.9199), INCONCLUSIVE),                                  # FIT short of full attention: A fails
-    (_f(local=0.61), INCONCLUSIVE),                                      # local left chance: A fails
-    (_f(s_fit=1.51, s_dense=2.0), INCONCLUSIVE), (_f(s_fit=1.3, s_dense=1.5999), INCONCLUSIVE),  # B fails
-    (_f(acc_fit=0.6, s_fit=1.9), DOES_NOT_HOLD),                          # neither
-    (_f(acc_fit=0.74, full=0.74), INCONCLUSIVE), (_f(acc_fit=0.5, full=0.5, s_fit=2.0), INCONCLUSIVE),  # not learned
-    (_f(acc_fit=0.75, full=0.5), HOLDS),                                  # FIT learned where full attention did not
+def _f(iv, reach=(-0.02, 0.01), local=(0.48, 0.52), s_fit=(1.25, 1.4), gap=(0.5, 0.7), at_chance=("local only",)):
+    return {fit.REACH: iv(*reach), fit.ACC_LOCAL: iv(*local), fit.SLOPE_FIT: iv(*s_fit),
+            fit.SLOPE_GAP_FIG: iv(*gap), AT_CHANCE: list(at_chance)}
+
+
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    ({"reach": (-M + 1e-9, 0.0), "s_fit": (1.0, fit.SLOPE_FIT_MAX - 1e-9), "gap": (fit.SLOPE_GAP + 1e-9, 1)}, HOLDS),
+    ({"reach": (-M, 0.0)}, INCONCLUSIVE),                         # margin touched: A inconclusive
+    ({"reach": (-0.3, -M - 1e-9)}, INCONCLUSIVE),                 # A does not hold, B holds
+    ({"reach": (-0.3, -0.1), "s_fit": (1.8, 1.9), "gap": (-0.1, 0.1)}, DOES_NOT_HOLD),  # neither part
+    ({"at_chance": (), "local": (0.45, BAND - 1e-9)}, HOLDS),     # local's interval below the band
+    ({"at_chance": (), "local": (0.45, BAND)}, INCONCLUSIVE),     # ... touching it
+    ({"at_chance": (), "local": (BAND + 1e-9, 0.9), "s_fit": (1.8, 1.9), "gap": (-0.1, 0.1)}, DOES_NOT_HOLD),  # local learned
+    ({"s_fit": (1.4, 1.6)}, INCONCLUSIVE), ({"gap": (fit.SLOPE_GAP, 0.6)}, INCONCLUSIVE),  # B inconclusive
+    ({"reach": (float("nan"), float("nan"))}, INCONCLUSIVE),
+    ({"at_chance": ("FIT", "local only")}, INCONCLUSIVE),         # FIT at chance, full learned: A fails, B holds
+    ({"at_chance": ("FIT", "local only"), "s_fit": (1.8, 1.9), "gap": (-0.1, 0.1)}, DOES_NOT_HOLD),
+    ({"at_chance": ("FIT", "full attention", "local only")}, INCONCLUSIVE),  # nothing learned
 ])
-def test_rule(figures, verdict):
-    assert fit.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert fit.judge(_f(iv, **kw)) == verdict
 
 
 def test_slope_of_power_laws():
@@ -33,8 +41,11 @@ def test_slope_of_power_laws():
 
 
 def test_quick_run_records_every_arm_and_the_timing(quick_run):
-    m = quick_run("fit").measured
-    assert set(m["curves (step, accuracy)"]) == {"FIT", "full attention", "local only"}
-    t = m["timing (N, seconds)"]
-    assert t["N"] == [k**3 for k in fit.QUICK["sizes"]] and all(s > 0 for s in t["FIT block"] + t["dense attention"])
-    assert m[fit.SLOPE_FIT] == pytest.approx(fit.slope(t["N"], t["FIT block"]), abs=0.05)
+    r = quick_run("fit")
+    m = r.measured
+    assert set(m["lr"]) == set(fit.ARMS)
+    assert m[fit.REACH].values == pytest.approx(
+        [x - y for x, y in zip(r.per_seed["test accuracy FIT"], r.per_seed["test accuracy full attention"])])
+    passes = m["timing passes (N, seconds)"]
+    assert len(passes) == fit.QUICK["repeats"] and passes[0]["N"] == [k**3 for k in fit.QUICK["sizes"]]
+    assert m[fit.SLOPE_FIT].values == pytest.approx([fit.slope(t["N"], t["FIT block"]) for t in passes], abs=0.05)
