@@ -185,3 +185,23 @@ def hf_lm(transformers_module):
 
     build.families = tuple(HF_TINY)
     return build
+
+
+@pytest.fixture
+def train_fixed_batch():
+    """``train_fixed_batch(model, loss_of, steps, lr=3e-3) -> (first loss, last loss)``: Adam steps on one fixed batch,
+    ``loss_of(model)`` giving the scalar loss; the check that a model can learn at all."""
+
+    def run(model, loss_of, steps: int, lr: float = 3e-3):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        first = last = None
+        for _ in range(steps):
+            loss = loss_of(model)
+            first = loss.item() if first is None else first
+            last = loss.item()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return first, last
+
+    return run

@@ -8,7 +8,8 @@ Layout:
 * :mod:`attnlab.bench.inputs`: input builders shared by the case modules;
 * :mod:`attnlab.bench.runner`: one subprocess per N, warm-up and peak memory per impl, then
   round-robin timing (``run_bench``); :mod:`attnlab.bench.report`: table, JSON, plot;
-* one module of cases per ops family: ``attention``, ``linear``, ``local``, ``routed``, ``sparse``;
+* one module of cases per ops family: ``attention``, ``linear``, ``local``, ``routed``, ``sparse``, ``dense``
+  (the dense-prediction papers: k-means cross-attention, FIT);
   ``vision`` (attnlab vs timm training throughput, ``python -m attnlab.bench.vision``);
   ``linear_tables`` (the tables of benchmarks/linear.md, ``python -m attnlab.bench.linear_tables``).
 

@@ -33,6 +33,9 @@ from attnlab.models import biformer  # noqa: E402,F401
 from attnlab.models import s2aformer  # noqa: E402,F401
 from attnlab.models import hyena_vit  # noqa: E402,F401
 from attnlab.models import dinat  # noqa: E402,F401
+from attnlab.models import fit  # noqa: E402,F401
+from attnlab.models import kmax_deeplab  # noqa: E402,F401
+from attnlab.models import fod  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "ICLAttention", "ScanSnapModel", "SVMAttention", "MixerBlock", "build_for_task",

@@ -19,6 +19,9 @@ def build_for_task(spec, *, mixer: object = "softmax", dim: int = 64, depth: int
     given). ``kwargs`` go to the backbone (e.g. ``ffn="glu"``, ``mixer_kwargs=...``).
     """
     common = dict(mixer=mixer, dim=dim, depth=depth, num_heads=num_heads)
+    if spec.output not in ("lm", "class", "regression"):
+        fail("spec.output", "'lm', 'class' or 'regression' for a generic backbone (a 'masks' or 'anomaly_map' task "
+             "needs its own model, e.g. attnlab.models.create('kmax_tiny'))", repr(spec.output))
     if spec.input == "image":
         h, w = spec.img_size
         if h != w:

@@ -9,7 +9,12 @@ Model outputs by ``spec.output``:
   - ``"lm"``: (B, N, num_classes) logits, one prediction per position;
   - ``"class"``: (B, num_classes) logits, one label per example;
   - ``"regression"``: (B, N, out_dim) values, one per position (the task picks
-    the positions it scores).
+    the positions it scores);
+  - ``"masks"``: a mask-transformer's set prediction, a dict of (B, L, N) mask logits over the N pixels and
+    (B, L, num_classes + 1) class logits of L queries, plus those of earlier layers (``"aux"``); see
+    :mod:`attnlab.tasks.panoptic`;
+  - ``"anomaly_map"``: (B, H, W) anomaly scores per pixel (higher = more anomalous). Such a task only scores:
+    an anomaly detector trains with its own objective on the normal images of the train split.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from attnlab.utils.checks import check_choice, check_positive_int
 __all__ = ["TaskSpec", "Batch", "Task", "TokenLMTask", "split_seed"]
 
 SPLITS = ("train", "val", "test")
+#: what a model for a task returns (module docstring)
+OUTPUTS = ("lm", "class", "regression", "masks", "anomaly_map")
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class TaskSpec:
     Attributes:
         input: ``"tokens"`` (B, N) long, ``"vectors"`` (B, N, in_dim) float, or
             ``"image"`` (B, in_chans, H, W) float.
-        output: ``"lm"``, ``"class"`` or ``"regression"`` (see module doc).
+        output: ``"lm"``, ``"class"``, ``"regression"``, ``"masks"`` or ``"anomaly_map"`` (see module doc).
         seq_len: N for token/vector inputs (None for images).
         vocab_size: number of token ids (tokens input).
         in_dim: feature size (vectors input).
@@ -55,7 +62,7 @@ class TaskSpec:
 
     def __post_init__(self):
         check_choice("input", self.input, ("tokens", "vectors", "image"))
-        check_choice("output", self.output, ("lm", "class", "regression"))
+        check_choice("output", self.output, OUTPUTS)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import class_ce
 
-__all__ = ["Shapes", "SHAPE_NAMES"]
+__all__ = ["Shapes", "SHAPE_NAMES", "shape_mask"]
 
 SHAPE_NAMES = ("square", "cross", "triangle", "ring")
 _COLORS = {
@@ -19,10 +19,12 @@ _COLORS = {
 }
 
 
-def _stamp(kind: str, s: int) -> np.ndarray:
-    """Boolean s x s mask of a shape."""
+def shape_mask(kind: str, s: int) -> np.ndarray:
+    """Boolean s x s mask of a shape: ``"square"``, ``"cross"``, ``"triangle"``, ``"ring"`` or ``"disc"``."""
     yy, xx = np.mgrid[0:s, 0:s]
     c = (s - 1) / 2
+    if kind == "disc":
+        return np.hypot(xx - c, yy - c) <= c + 0.3
     if kind == "square":
         return np.ones((s, s), bool)
     if kind == "cross":
@@ -69,7 +71,7 @@ class Shapes(Task):
         if not float(noise) >= 0:
             fail("noise", "a number >= 0", noise)
         self.noise = float(noise)
-        self._stamps = {k: _stamp(k, size) for k in SHAPE_NAMES}
+        self._stamps = {k: shape_mask(k, size) for k in SHAPE_NAMES}
 
     @property
     def spec(self) -> TaskSpec:

@@ -10,6 +10,7 @@ from attnlab.models.biformer import BiFormer
 from attnlab.models.convit import ConViT
 from attnlab.models.crossvit import CrossViT
 from attnlab.models.dinat import DiNAT
+from attnlab.models.fit import FITImageClassifier
 from attnlab.models.hyena_vit import HyenaViT
 from attnlab.models.path_ensemble import PathEnsembleViT
 from attnlab.models.s2aformer import S2AFormer
@@ -33,6 +34,7 @@ DESIGNS = {
     "hyena_vit": lambda **k: HyenaViT(dim=32, depth=2, num_heads=2, hyena_kwargs={"filter_width": 16}, **k),
     "hyena_hybrid": lambda **k: HyenaViT(dim=32, depth=2, num_hyena=1, num_heads=2, hyena_kwargs={"filter_width": 16},
                                          **k),
+    "fit": lambda **k: FITImageClassifier(dim=32, num_heads=2, latent_dim=32, latents_per_group=2, **k),
 }
 
 

@@ -28,6 +28,8 @@ def test_loss_of_perfect_and_wrong_outputs(name):
     t = tasks.create(name)
     b = t.batch("val", 0, 8)
     spec = t.spec
+    if spec.output in ("masks", "anomaly_map"):
+        pytest.skip(f"{spec.output!r} outputs are scored in tests/tasks/test_{name}.py")
     if spec.output == "regression":
         good = torch.zeros(*b.inputs.shape[:2], 1)
         good[:, -1, 0] = b.targets
