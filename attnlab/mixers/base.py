@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from attnlab.mixers.context import check_context, check_context_kinds
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 
 __all__ = ["Capabilities", "TokenMixer", "check_num_heads"]
@@ -35,6 +36,8 @@ class Capabilities:
         recurrent: has a carried-state decoding path (``step``).
         complexity: time complexity in N, for the registry listing.
         paper: paper id from PAPERS.md (e.g. ``"P12"``) or ``""``.
+        context: extra inputs the mixer needs besides x, by kind (``("embeddings",)``; see
+            :mod:`attnlab.mixers.context`); ``()`` for almost every mixer.
     """
 
     causal: bool = False
@@ -46,6 +49,10 @@ class Capabilities:
     recurrent: bool = False
     complexity: str = "O(N^2)"
     paper: str = ""
+    context: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        check_context_kinds(self.context, "Capabilities.context")
 
     def as_dict(self) -> dict:
         """Plain dict (for tables and JSON)."""
@@ -131,7 +138,18 @@ class TokenMixer(nn.Module):
         grid: tuple[int, ...] | None = None,
         causal: bool = False,
         key_padding_mask: torch.Tensor | None = None,
+        context: dict | None = None,
     ) -> torch.Tensor:
-        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype."""
+        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype.
+
+        ``context``: the extra inputs the mixer declares in ``capabilities.context`` (a mapping
+        kind -> tensor, see :mod:`attnlab.mixers.context`); None for mixers that declare none.
+        """
         x, grid, key_padding_mask = self.check_input(x, grid, causal, key_padding_mask)
-        return self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        kinds = self.capabilities.context
+        if not kinds:
+            if context is not None:
+                fail("context", f"None: {type(self).__name__} needs no context", describe(context))
+            return self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        context = check_context(type(self).__name__, kinds, context, x.shape[0], x.shape[1], x.device)
+        return self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask, context=context)
