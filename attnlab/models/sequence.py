@@ -9,6 +9,7 @@ from torch import nn
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
 from attnlab.layers import MixerBlock, drop_path_rates, make_norm
 from attnlab.models.mixer_pattern import build_mixer, resolve_mixers, with_rope
+from attnlab.ops.recording import pause_recording
 
 __all__ = ["SequenceModel", "sinusoidal_positions"]
 
@@ -167,8 +168,9 @@ class SequenceModel(nn.Module):
                           if k == "text_stream" else None} for k, s0 in streams.items()}
         for blk in self.blocks:
             states = {k: blk.norm1(s) for k, s in streams.items()}
-            streams = {k: blk(s, causal=self.causal, context=_present({**stream_ctx[k], **states}))
-                       for k, s in streams.items()}
+            with pause_recording():  # record_attention records the input's attention, not the streams'
+                streams = {k: blk(s, causal=self.causal, context=_present({**stream_ctx[k], **states}))
+                           for k, s in streams.items()}
             h = blk(h, causal=self.causal, key_padding_mask=key_padding_mask, context=_present({**ctx, **states}))
         return h
 

@@ -51,6 +51,17 @@ class AttentionRecorder:
         return self.maps[label][-1]
 
 
+@contextlib.contextmanager
+def pause_recording() -> Iterator[None]:
+    """Inside the block nothing is recorded (e.g. a backbone's auxiliary pass over a fixed sequence, which is
+    not the input's attention); outside it, recording continues as before."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def is_recording() -> bool:
     """True inside a ``record_attention`` block."""
     return _ACTIVE.get() is not None

@@ -13,6 +13,7 @@ shape, so that every test here applies to it unchanged; what the context itself 
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -277,3 +278,41 @@ def test_mixer_without_context_refuses_one(name):
     x, grid = _input(info, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"context: expected None: .* needs no context"):
         m(x, grid=grid, causal=_modes(info)[0], context={"embeddings": x})
+
+
+# ---- RoPE (the rope= option of the mixers whose scores are query-key dot products) -------------
+
+ROPE_NAMES = [i.name for i in INFOS if "rope" in inspect.signature(i.cls.__init__).parameters]
+
+
+def test_the_expected_mixers_take_rope():
+    assert {"softmax", "softmax_qknorm", "sliding_window", "ssa", "combiner_fixed", "combiner_axial", "sea",
+            "taylor_attention", "static_emb_qk", "rnd_emb_qk", "fixed_seq_qk", "rnd_table_qk"} <= set(ROPE_NAMES)
+
+
+@pytest.mark.parametrize("name", ROPE_NAMES)
+def test_rope_option_changes_the_output_keeps_causality_and_decoding(name):
+    info = mixers.get_info(name)
+    torch.manual_seed(0)
+    kw = {**info.test_kwargs, "rope": True}
+    rotated = mixers.create(info.name, info.test_dim, **kw).double().eval()
+    plain = mixers.create(info.name, info.test_dim, **info.test_kwargs).double().eval()
+    plain.load_state_dict(rotated.state_dict())
+    if info.capabilities.context:
+        rotated, plain = (_WithContext(m, info.test_kwargs.get("vocab_size", 16)) for m in (rotated, plain))
+    x, grid = _input(info)
+    causal = _modes(info)[-1]
+    y = rotated(x, grid=grid, causal=causal)
+    assert (y - plain(x, grid=grid, causal=causal)).abs().max() > 1e-4, "rope=True changed nothing"
+    if info.capabilities.causal:
+        x2 = x.clone()
+        x2[:, x.shape[1] // 2:] += 3.0
+        torch.testing.assert_close(rotated(x2, grid=grid, causal=True)[:, : x.shape[1] // 2],
+                                   rotated(x, grid=grid, causal=True)[:, : x.shape[1] // 2], atol=1e-10, rtol=1e-10)
+    if info.capabilities.recurrent:
+        state = rotated.init_state(x.shape[0], dtype=x.dtype)
+        steps = []
+        for x_t in x.unbind(1):
+            y_t, state = rotated.step(x_t, state)
+            steps.append(y_t)
+        torch.testing.assert_close(torch.stack(steps, 1), rotated(x, causal=True), atol=1e-10, rtol=1e-10)

@@ -45,3 +45,18 @@ def test_nothing_is_recorded_outside_the_block_and_calls_are_numbered_inside():
     assert not is_recording()
     assert sorted(rec.maps) == ["call0", "call1"]
     assert rec.max_logits == {"call0": [3.0]}  # the masked -inf logit does not count
+
+
+def test_pause_recording_stops_and_resumes():
+    import torch as _torch
+
+    from attnlab.ops.attention import attention
+    from attnlab.ops.recording import pause_recording, record_attention
+
+    q = _torch.randn(1, 1, 3, 2)
+    with record_attention() as rec:
+        attention(q, q, q)
+        with pause_recording():
+            attention(q, q, q)
+        attention(q, q, q)
+    assert sum(len(v) for v in rec.maps.values()) == 2
