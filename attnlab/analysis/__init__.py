@@ -1,6 +1,7 @@
 """Analysis tools used by the papers: LR sensitivity and LR sweeps, attention-logit growth and
 output-logit divergence probes (P02); the KQ/OV pattern and debiased-GD probes of P24;
-attention similarity between two maps or models (KL, JS, top-k overlap, mass recall; P20).
+attention similarity between two maps or models (KL, JS, top-k overlap, mass recall; P20); the similarity of
+a model's layers' attention maps and the groups that may share one (P14).
 
     from attnlab.analysis import lr_sensitivity, max_attention_logit, output_log_z
 """
@@ -9,8 +10,11 @@ from attnlab.analysis.attention_similarity import (attention_js, attention_kl, a
 from attnlab.analysis.icl_patterns import fit_scale_r2, gd_prediction, kq_pattern, ov_pattern
 from attnlab.analysis.logit_growth import max_attention_logit, output_log_z
 from attnlab.analysis.lr_sensitivity import capped_losses, lr_sensitivity, lr_sweep
+from attnlab.analysis.layer_similarity import (attention_similarity_matrix, consecutive_similarity, most_similar_window,
+                                               plot_similarity_heatmap, similar_groups)
 
 __all__ = ["lr_sensitivity", "capped_losses", "lr_sweep", "max_attention_logit", "output_log_z",
            "kq_pattern", "ov_pattern", "gd_prediction", "fit_scale_r2",
            "attention_kl", "attention_js", "topk_overlap", "mass_recall", "compare_maps", "compare_recordings",
-           "attention_maps"]
+           "attention_maps", "attention_similarity_matrix", "plot_similarity_heatmap", "consecutive_similarity",
+           "most_similar_window", "similar_groups"]

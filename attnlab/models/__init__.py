@@ -18,6 +18,7 @@ from attnlab.models.factory import build_for_task  # noqa: E402
 from attnlab.models.icl_attention import ICLAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402
 from attnlab.models.vit import ViT  # noqa: E402
+from attnlab.models.echoatt import echoatt_student  # noqa: E402
 
 # Named designs (importing a module registers its models). Add one line per module.
 from attnlab.models import convit  # noqa: E402,F401
@@ -33,6 +34,6 @@ from attnlab.models import hyena_vit  # noqa: E402,F401
 from attnlab.models import dinat  # noqa: E402,F401
 
 __all__ = [
-    "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers",
+    "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers", "echoatt_student",
     "create", "available", "available_info", "get_info", "ModelInfo", "register_model", "count_parameters",
 ]

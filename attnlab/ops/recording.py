@@ -31,6 +31,8 @@ class AttentionRecorder:
     maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     #: label -> list of max |logit| (pre-softmax, after scaling) per call, as in P02's logit-growth plots
     max_logits: dict[str, list[float]] = field(default_factory=dict)
+    #: store the maps detached (default); False keeps them in the autograd graph (EchoAtt's shared maps)
+    detach: bool = True
     _label_stack: list[str] = field(default_factory=list)
     _calls: int = 0
 
@@ -38,7 +40,7 @@ class AttentionRecorder:
         """Store ``probs`` (detached) and the max |logit| under the current module's label."""
         label = self._label_stack[-1] if self._label_stack else f"call{self._calls}"
         self._calls += 1
-        self.maps.setdefault(label, []).append(probs.detach())
+        self.maps.setdefault(label, []).append(probs.detach() if self.detach else probs)
         if logits is not None:
             finite = logits.detach()[torch.isfinite(logits.detach())]
             value = finite.abs().max().item() if finite.numel() else float("nan")
@@ -75,16 +77,17 @@ def record(probs: torch.Tensor, logits: torch.Tensor | None = None) -> None:
 
 
 @contextlib.contextmanager
-def record_attention(model: nn.Module | None = None) -> Iterator[AttentionRecorder]:
+def record_attention(model: nn.Module | None = None, *, detach: bool = True) -> Iterator[AttentionRecorder]:
     """Record attention probabilities of every op called inside the block.
 
     Args:
         model: optional module; each of its ``TokenMixer`` submodules labels the
             maps it produces with its qualified name (e.g. ``"blocks.0.mixer"``).
+        detach: store the maps detached (default); False keeps them differentiable.
     Yields:
         An :class:`AttentionRecorder` whose ``maps`` fill as the model runs.
     """
-    rec = AttentionRecorder()
+    rec = AttentionRecorder(detach=bool(detach))
     handles = []
     if model is not None:
         # Duck-typed so that ops never import mixers: TokenMixer sets this flag.

@@ -1,0 +1,187 @@
+"""EchoAtt students (P14: Rajabzadeh et al. 2024): groups of consecutive layers share the first layer's attention map.
+
+In a student, each group of consecutive layers ``(l0, l1, ..., lk)`` computes softmax attention once, in
+its first layer l0 (which keeps its W_Q, W_K); the other layers have no W_Q, W_K: they apply l0's
+attention probabilities to their own values, with their own W_V, W_O and MLP. Everything else is the
+teacher's network, and every weight the student keeps is inherited from the teacher (W_V and W_O of a
+follower are the V slice of the teacher's fused ``qkv`` projection and its ``proj``).
+
+* :func:`echoatt_student` — the student of a ``SequenceModel`` whose shared layers use a softmax-family
+  mixer (any mixer whose attention op records its probabilities and that projects q, k, v with one fused
+  ``qkv`` linear layer and its output with ``proj``: softmax, softmax_qknorm, sliding_window, ssa,
+  complex_attention, ...);
+* :class:`SharedAttentionLeader`, :class:`SharedAttentionFollower` — the token mixers of a group;
+* :func:`check_groups` — groups as disjoint runs of consecutive layers inside the depth;
+* :func:`removed_attention_flops` — the fraction of the forward's multiply-adds the followers skip.
+
+The leader runs its mixer with ``attnlab.record_attention(detach=False)``, so its ops take their explicit
+path (the probabilities must exist as a tensor to be shared) and the map stays differentiable. The map
+travels from the leader to its followers through a small object the group shares, in the order the blocks
+run; a follower called before its leader in the same forward raises an error.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from attnlab.mixers.base import Capabilities, TokenMixer
+from attnlab.ops.recording import record, record_attention
+from attnlab.utils.checks import describe, fail
+
+__all__ = ["echoatt_student", "SharedAttentionLeader", "SharedAttentionFollower", "check_groups",
+           "removed_attention_flops"]
+
+
+class _SharedMap:
+    """The attention probabilities of a group's leader, held for its followers during one forward."""
+
+    def __init__(self, size: int):
+        self.size, self.probs, self.readers = size, None, 0
+
+    def put(self, probs: torch.Tensor) -> None:
+        self.probs, self.readers = probs, 0
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        if self.probs is None:
+            fail("forward", "the group's leader to run before its followers in each forward",
+                 "a follower called first")
+        probs = self.probs
+        if probs.shape[0] != x.shape[0] or probs.shape[-1] != x.shape[1]:
+            fail("x", f"the leader's batch and length {(probs.shape[0], probs.shape[-1])}", tuple(x.shape[:2]))
+        self.readers += 1
+        if self.readers == self.size - 1:  # the last follower: release the map
+            self.probs = None
+        return probs
+
+
+class SharedAttentionLeader(TokenMixer):
+    """The first layer of an EchoAtt group: runs ``mixer`` (keeping its W_Q, W_K) and shares its probabilities.
+
+    x (B, N, C) -> ``mixer``'s output; the (B, H, N, N) probabilities go to the group's followers.
+    """
+
+    def __init__(self, mixer: TokenMixer, shared: _SharedMap):
+        super().__init__(mixer.dim)
+        self.mixer = mixer
+        self.shared = shared
+        self.capabilities = Capabilities(**{**mixer.capabilities.as_dict(), "recurrent": False})
+
+    def mix(self, x, *, grid, causal, key_padding_mask):
+        with record_attention(None, detach=False) as rec:
+            out = self.mixer(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        maps = [m for ms in rec.maps.values() for m in ms]
+        if len(maps) != 1:
+            fail("mixer", "a softmax-family mixer whose attention op records one probability map per call",
+                 f"{type(self.mixer).__name__} recorded {len(maps)}")
+        self.shared.put(maps[0])
+        record(maps[0])  # for an enclosing record_attention (analysis of the student)
+        return out
+
+
+class SharedAttentionFollower(TokenMixer):
+    """A later layer of an EchoAtt group: its own W_V and W_O applied with the leader's probabilities; no W_Q, W_K.
+
+    x (B, N, C) -> proj(concat_h(P_h V_h)), P the leader's (B, H, N, N) map of this forward.
+
+    Args:
+        dim: width C; num_heads: heads H (the leader's); shared: the group's map holder.
+        qkv_bias, proj_bias: biases on the value and output projections.
+    """
+
+    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, paper="P14")
+
+    def __init__(self, dim: int, num_heads: int, shared: _SharedMap, qkv_bias: bool = False, proj_bias: bool = True):
+        super().__init__(dim)
+        self.num_heads, self.shared = num_heads, shared
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+
+    def mix(self, x, *, grid, causal, key_padding_mask):
+        probs = self.shared.take(x)
+        v = rearrange(self.v(x), "b n (h d) -> b h n d", h=self.num_heads)
+        if probs.shape[1] != self.num_heads:
+            fail("num_heads", f"the leader's head count {probs.shape[1]}", self.num_heads)
+        record(probs)
+        return self.proj(rearrange(probs.to(v.dtype) @ v, "b h n d -> b n (h d)"))
+
+
+def check_groups(groups: object, depth: int) -> list[tuple[int, ...]]:
+    """``groups`` as a list of tuples of >= 2 consecutive layer indices in [0, depth), pairwise disjoint."""
+    if not isinstance(groups, (list, tuple)) or not groups:
+        fail("groups", "a non-empty list of runs of consecutive layer indices, e.g. [(1, 2, 3)]", describe(groups),
+             TypeError)
+    out, used = [], set()
+    for g in groups:
+        if not isinstance(g, (list, tuple)) or len(g) < 2 or \
+                any(isinstance(i, bool) or not isinstance(i, int) for i in g):
+            fail("groups", "runs of at least two int layer indices", describe(g), TypeError)
+        g = tuple(g)
+        if any(b != a + 1 for a, b in zip(g, g[1:])):
+            fail("groups", "consecutive layer indices in increasing order", g)
+        if g[0] < 0 or g[-1] >= depth:
+            fail("groups", f"layer indices in [0, {depth}) (the model's depth)", g)
+        if used & set(g):
+            fail("groups", "disjoint groups", f"{g} overlaps layers {sorted(used & set(g))}")
+        used |= set(g)
+        out.append(g)
+    return out
+
+
+def _fused_qkv(mixer: nn.Module, layer: int) -> tuple[nn.Linear, nn.Linear, int]:
+    qkv, proj, heads = getattr(mixer, "qkv", None), getattr(mixer, "proj", None), getattr(mixer, "num_heads", None)
+    if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(heads, int)
+            and qkv.out_features == 3 * mixer.dim):
+        fail("teacher", f"a softmax-family mixer with a fused qkv projection (3C outputs), proj and num_heads at "
+             f"layer {layer}", type(mixer).__name__, TypeError)
+    return qkv, proj, heads
+
+
+@torch.no_grad()
+def echoatt_student(teacher: nn.Module, groups: list[tuple[int, ...]]) -> nn.Module:
+    """The EchoAtt student of ``teacher`` (a ``SequenceModel``): in each group only the first layer computes
+    attention, the others reuse its probabilities with their inherited W_V, W_O (see the module docstring).
+
+    The teacher is not changed; the student is a deep copy with the followers' mixers replaced. Convert an
+    untrained model of the teacher's configuration to get the same architecture trained from scratch.
+    """
+    blocks = getattr(teacher, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList):
+        fail("teacher", "a model with a ModuleList of blocks (attnlab.models.SequenceModel)", type(teacher).__name__,
+             TypeError)
+    groups = check_groups(groups, len(blocks))
+    student = copy.deepcopy(teacher)
+    for g in groups:
+        shared = _SharedMap(len(g))
+        leader = student.blocks[g[0]].mixer
+        _fused_qkv(leader, g[0])
+        student.blocks[g[0]].mixer = SharedAttentionLeader(leader, shared)
+        for layer in g[1:]:
+            qkv, proj, heads = _fused_qkv(teacher.blocks[layer].mixer, layer)
+            if heads != leader.num_heads:
+                fail("teacher", f"the leader's head count {leader.num_heads} at layer {layer}", heads)
+            c = qkv.in_features
+            f = SharedAttentionFollower(c, heads, shared, qkv_bias=qkv.bias is not None, proj_bias=proj.bias is not None)
+            f.v.weight.copy_(qkv.weight[2 * c:])
+            if qkv.bias is not None:
+                f.v.bias.copy_(qkv.bias[2 * c:])
+            f.proj.load_state_dict(proj.state_dict())
+            student.blocks[layer].mixer = f.to(qkv.weight.dtype)
+    return student
+
+
+def removed_attention_flops(*, depth: int, dim: int, n: int, followers: int, mlp_ratio: float = 4.0,
+                            vocab_size: int = 0) -> dict[str, float]:
+    """Multiply-adds per token of a pre-norm transformer's forward and what ``followers`` shared layers skip.
+
+    Per layer: q, k, v, o projections 4 C^2, scores Q K^T N C, weights times V N C (N/2 each when causal is
+    not exploited: counted in full, as SDPA and the explicit path compute them), MLP 2 mlp_ratio C^2; plus the
+    output head C V. A follower skips its q and k projections (2 C^2) and its scores (N C).
+    Returns ``{"total", "removed", "fraction"}`` (per token).
+    """
+    per_layer = 4 * dim * dim + 2 * n * dim + 2 * mlp_ratio * dim * dim
+    total = depth * per_layer + dim * vocab_size
+    removed = followers * (2 * dim * dim + n * dim)
+    return {"total": float(total), "removed": float(removed), "fraction": removed / total}
