@@ -30,6 +30,9 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "complexformer": "attnlab.repro.complexformer",
+    "deconstructing_attention": "attnlab.repro.deconstructing_attention",
+    "echoatt": "attnlab.repro.echoatt",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",
