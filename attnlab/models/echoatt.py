@@ -168,7 +168,7 @@ def echoatt_student(teacher: nn.Module, groups: list[tuple[int, ...]]) -> nn.Mod
             if qkv.bias is not None:
                 f.v.bias.copy_(qkv.bias[2 * c:])
             f.proj.load_state_dict(proj.state_dict())
-            student.blocks[layer].mixer = f.to(qkv.weight.dtype)
+            student.blocks[layer].mixer = f.to(device=qkv.weight.device, dtype=qkv.weight.dtype)
     return student
 
 
