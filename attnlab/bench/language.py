@@ -6,9 +6,11 @@ students (P14).
   literal formula (the (N, N, D/2) tensor of r r cos(...), up to ``max_literal`` tokens), which is the
   oracle the SDPA path must reproduce.
 * ``echoatt_student``: the forward of a causal 6-layer LM (d=256, 4 heads, vocabulary 256) against its EchoAtt
-  student sharing one attention map over layers 1-3 (two followers skip W_Q, W_K and Q K^T). The shared
-  map exists as a tensor (the leader runs the explicit softmax path), so the saving shrinks as N grows
-  while SDPA's fused kernel pulls ahead of the explicit path: the sizes show where it turns.
+  student sharing one attention map over layers 1-3, computed both ways (same parameters, same outputs):
+  ``student_map`` materialises the leader's map (the paper's computation: two followers skip W_Q, W_K,
+  Q K^T and the softmax, but the leader runs the explicit softmax path instead of SDPA's fused kernel);
+  ``student_qk`` lets the followers recompute the map in SDPA from the leader's queries and keys (they skip
+  W_Q and W_K only).
 
 Each case declares ``threads`` (default 1: the machine is shared, one thread gives steadier ratios).
 """
@@ -54,25 +56,29 @@ def setup_complex_attention(n, dtype, mode, *, batch, heads, head_dim, max_liter
 @register_case(
     "echoatt_student",
     description="LM forward, causal (B=4, 6 layers, d=256, 4 heads, V=256): teacher vs its EchoAtt student sharing "
-    "layers 1-3's attention map",
+    "layers 1-3's attention map (materialised, or recomputed in SDPA from the leader's q, k)",
     sizes=(128, 256, 512, 1024),
     reference="teacher",
     ops=("attnlab.models.echoatt.echoatt_student",),
     tests=("tests/models/test_echoatt.py",),
     tiny=(16, {"dim": 16, "heads": 2, "vocab": 20}),
     modes=("fwd",),
+    oracle="student_map",
+    agree=("student_qk",),
     params={"batch": 4, "dim": 256, "depth": 6, "heads": 4, "vocab": 256, "group": (1, 2, 3), "threads": 1},
 )
 def setup_echoatt_student(n, dtype, mode, *, batch, dim, depth, heads, vocab, group) -> Impls:
-    """Impls ``teacher`` (softmax, SDPA) and ``student`` (same weights, the group sharing its leader's map)."""
+    """Impls ``teacher`` (softmax, SDPA), ``student_map`` and ``student_qk`` (the teacher's weights, the group
+    sharing its leader's map; the oracle is ``student_map``)."""
     from attnlab.models import SequenceModel, echoatt_student
 
     torch.manual_seed(0)
     teacher = SequenceModel(vocab_size=vocab, dim=dim, depth=depth, num_heads=heads, mixer="softmax",
                             max_len=n).to(dtype).eval()
-    student = echoatt_student(teacher, [tuple(group)]).eval()
     x = torch.randint(0, vocab, (batch, n), generator=torch.Generator().manual_seed(2))
     impls = Impls(mode)
     impls.add("teacher", lambda: teacher(x), [])
-    impls.add("student", lambda: student(x), [])
+    for share in ("map", "qk"):
+        student = echoatt_student(teacher, [tuple(group)], share=share).eval()
+        impls.add(f"student_{share}", lambda s=student: s(x), [])
     return impls

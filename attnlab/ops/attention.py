@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
-from attnlab.ops.recording import is_recording, record
+from attnlab.ops.recording import AttentionInputs, capture, is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
            "check_self_qkv", "check_attention_options", "masked_softmax"]
@@ -174,12 +174,13 @@ def attention(
     Same arguments and result as :func:`attention_reference` (which it is
     tested against), plus ``dropout_p`` on the probabilities (training only).
     Inside ``record_attention`` it takes the reference path and records the
-    probabilities. Shapes: q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv)
-    -> (B, H, N, Dv).
+    probabilities; inside ``capture_attention_inputs`` its q, k and options are kept.
+    Shapes: q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv) -> (B, H, N, Dv).
     """
     _validate(q, k, v, key_padding_mask, scale)
     if not (0.0 <= dropout_p < 1.0):
         fail("dropout_p", "a float in [0, 1)", describe(dropout_p))
+    capture(AttentionInputs(q, k, causal, key_padding_mask, attn_mask, scale))
     if is_recording():
         out, probs, logits = attention_reference(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, scale=scale,

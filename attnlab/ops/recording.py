@@ -17,6 +17,39 @@ import torch
 from torch import nn
 
 _ACTIVE: contextvars.ContextVar["AttentionRecorder | None"] = contextvars.ContextVar("attnlab_recorder", default=None)
+_CAPTURE: contextvars.ContextVar["list | None"] = contextvars.ContextVar("attnlab_capture", default=None)
+
+
+@dataclass
+class AttentionInputs:
+    """The queries, keys and options of one ``attnlab.ops.attention.attention`` call: what another layer needs to
+    recompute the same attention map on its own values (EchoAtt's ``share="qk"``)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    causal: bool
+    key_padding_mask: torch.Tensor | None
+    attn_mask: torch.Tensor | None
+    scale: float | None
+
+
+@contextlib.contextmanager
+def capture_attention_inputs() -> Iterator[list[AttentionInputs]]:
+    """Collect the :class:`AttentionInputs` of every ``attention`` call inside the block (with autograd: the
+    captured q and k stay in the graph). The calls themselves run as usual."""
+    captured: list[AttentionInputs] = []
+    token = _CAPTURE.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURE.reset(token)
+
+
+def capture(inputs: AttentionInputs) -> None:
+    """Called by the attention op: keep ``inputs`` if a capture is active (no-op otherwise)."""
+    captured = _CAPTURE.get()
+    if captured is not None:
+        captured.append(inputs)
 
 
 @dataclass

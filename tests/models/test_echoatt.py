@@ -8,7 +8,7 @@ import torch
 
 from attnlab import record_attention
 from attnlab.models import SequenceModel, echoatt_student
-from attnlab.models.echoatt import SharedAttentionFollower, check_groups, removed_attention_flops
+from attnlab.models.echoatt import SharedAttentionFollower, check_groups, removed_attention_flops, reshare
 
 
 def _teacher(mixer="softmax", **kw):
@@ -68,6 +68,23 @@ def test_any_softmax_family_mixer(mixer, kw):
     assert out.shape == (2, 8, 20) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("mixer", ["softmax_qknorm", "complex_attention"])
+def test_both_ways_of_sharing_give_the_same_outputs_and_gradients(assert_close, mixer):
+    teacher = _teacher(mixer)
+    by_map = echoatt_student(teacher, [(1, 2, 3)])
+    by_qk = reshare(by_map, "qk")
+    assert echoatt_student(teacher, [(1, 2)], share="qk").blocks[1].mixer.shared.mode == "qk"
+    x = torch.randint(0, 20, (2, 9))
+    assert_close(by_qk(x), by_map(x), atol=1e-12, rtol=1e-12,
+                 grads_of=(list(by_qk.parameters()), list(by_map.parameters())))
+    sliding = echoatt_student(_teacher("sliding_window", mixer_kwargs={"window": 3}), [(1, 2)], share="qk")
+    with pytest.raises(ValueError, match=r"mixer: expected a mixer whose attention runs through "
+                                         r"attnlab.ops.attention once per call \(share='qk'\)"):
+        sliding(x)
+    with pytest.raises(ValueError, match=r"share: expected one of \['map', 'qk'\]"):
+        echoatt_student(teacher, [(1, 2)], share="probs")
+
+
 def test_groups_and_teachers_are_validated():
     assert check_groups([(1, 2), [3, 4]], 5) == [(1, 2), (3, 4)]
     with pytest.raises(ValueError, match=r"groups: expected disjoint groups, received \(2, 3\) overlaps layers \[2\]"):
@@ -90,3 +107,5 @@ def test_removed_flops_count_the_followers_qk_work():
     per_layer = 4 * 64 * 64 + 2 * 128 * 64 + 8 * 64 * 64
     assert est["total"] == 6 * per_layer and est["removed"] == 2 * (2 * 64 * 64 + 128 * 64)
     assert abs(est["fraction"] - est["removed"] / est["total"]) < 1e-15
+    qk = removed_attention_flops(depth=6, dim=64, n=128, followers=2, share="qk")
+    assert qk["removed"] == 2 * 2 * 64 * 64  # recomputing the scores: only W_Q, W_K are skipped

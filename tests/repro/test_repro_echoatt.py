@@ -32,4 +32,5 @@ def test_quick_run(quick_run):
     assert len(m["shared_group"]) == ea.QUICK["group"] and m["params"]["student"] < m["params"]["teacher"]
     sim = m["similarity"]
     assert len(sim) == ea.QUICK["depth"] and all(abs(sim[i][i] - 1) < 1e-6 for i in range(len(sim)))
-    assert 0 < m["qk_flops_removed_fraction"] < 0.5 and m[ea.TIME_RATIO] > 0
+    assert 0 < m["flops_removed_fraction"]["qk"] < m["flops_removed_fraction"]["map"] < 0.5
+    assert m[ea.TIME_RATIO] == min(m["time_ratio_by_sharing"].values()) > 0
