@@ -55,12 +55,14 @@ def polar(x: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor
     a, b = x.chunk(2, dim=-1)
     r2 = a * a + b * b
     origin = r2 < torch.finfo(x.dtype).tiny
-    a_safe = torch.where(origin, torch.ones_like(a), a)
-    b_safe = torch.where(origin, torch.zeros_like(b), b)
-    theta = torch.where(origin, torch.zeros_like(a), torch.atan2(b_safe, a_safe))
+    if not bool(origin.any()):  # the common case: every gradient is finite as is
+        return torch.sqrt(r2 + eps) if eps > 0 else torch.sqrt(r2), torch.atan2(b, a)
+    a_safe = torch.where(origin, 1.0, a)
+    b_safe = torch.where(origin, 0.0, b)
+    theta = torch.where(origin, 0.0, torch.atan2(b_safe, a_safe))
     if eps > 0:
         return torch.sqrt(r2 + eps), theta
-    return torch.where(origin, torch.zeros_like(a), torch.hypot(a_safe, b_safe)), theta
+    return torch.where(origin, 0.0, torch.hypot(a_safe, b_safe)), theta
 
 
 def _check_params(x: torch.Tensor, delta: torch.Tensor, bias: torch.Tensor | None) -> None:
