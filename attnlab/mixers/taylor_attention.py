@@ -22,8 +22,9 @@ class TaylorAttention(TokenMixer):
 
     Q, K, V = x W (as standard attention, Eq. 3 of P08); the weights are 1 + x + x^2/2 of
     x = q.k / sqrt(d_h), normalised per query (:mod:`attnlab.ops.taylor_attention`). Causal or
-    bidirectional, key-padding mask, an O(1)-per-token decoding step. ``rope=True`` rotates q and k
-    (the kernel is a function of q.k, so rotations keep it relative).
+    bidirectional, key-padding mask, an O(1)-per-token decoding step; sequences shorter than about d_h^2
+    take the quadratic form (same result, fewer multiply-adds). ``rope=True`` rotates q and k (the kernel is
+    a function of q.k, so rotations keep it relative).
 
     Args:
         dim: channel width C (divisible by ``num_heads``).

@@ -9,7 +9,7 @@ from torch import nn
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
 from attnlab.layers import MixerBlock, drop_path_rates, make_norm
 from attnlab.models.mixer_pattern import build_mixer, resolve_mixers, with_rope
-from attnlab.ops.recording import pause_recording
+from attnlab.ops.recording import is_recording, pause_recording
 
 __all__ = ["SequenceModel", "sinusoidal_positions"]
 
@@ -161,9 +161,35 @@ class SequenceModel(nn.Module):
         return streams
 
     def _run_with_context(self, x, h, key_padding_mask):
-        """The blocks when some mixer needs context: the input and the fixed streams advance layer by layer."""
-        ctx = {"token_ids": x if self.vocab_size is not None else None, "embeddings": h}
+        """The blocks when some mixer needs context: the input and the fixed streams advance layer by layer.
+
+        The streams ride along as extra rows of the batch (one pass per block): a stream row's context is
+        its own state, which is exactly what each stream kind holds. Inside ``record_attention`` (and with
+        mixers that read token ids) the streams run as separate passes instead, unrecorded, so that the
+        recorded maps are the input's only.
+        """
         streams = self._streams(h.shape[1], h.dtype)
+        if not streams:
+            ctx = _present({"token_ids": x if self.vocab_size is not None else None, "embeddings": h})
+            for blk in self.blocks:
+                h = blk(h, causal=self.causal, key_padding_mask=key_padding_mask, context=ctx)
+            return h
+        if is_recording() or "token_ids" in self.context_kinds:
+            return self._run_streams_apart(x, h, key_padding_mask, streams)
+        b, kinds = h.shape[0], list(streams)
+        h_all = torch.cat([h, *streams.values()], 0)
+        embeddings = h_all
+        if key_padding_mask is not None:
+            key_padding_mask = torch.cat([key_padding_mask, key_padding_mask.new_ones(len(kinds), h.shape[1])], 0)
+        for blk in self.blocks:
+            normed = blk.norm1(h_all[b:])
+            ctx = {"embeddings": embeddings, **{k: normed[i:i + 1] for i, k in enumerate(kinds)}}
+            h_all = blk(h_all, causal=self.causal, key_padding_mask=key_padding_mask, context=ctx)
+        return h_all[:b]
+
+    def _run_streams_apart(self, x, h, key_padding_mask, streams):
+        """The same as the joint pass, with each fixed stream run as its own (unrecorded) pass."""
+        ctx = {"token_ids": x if self.vocab_size is not None else None, "embeddings": h}
         stream_ctx = {k: {"embeddings": s0, "token_ids": self.fixed_sequence[None, : h.shape[1]]
                           if k == "text_stream" else None} for k, s0 in streams.items()}
         for blk in self.blocks:

@@ -12,7 +12,8 @@ linear attention on phi (``attnlab.ops.linear_attention``: chunkwise, O(N (1 + D
 O(1)-per-token decoding step.
 
 * :func:`taylor_features` — phi;
-* :func:`taylor_attention` — the chunkwise linear-time form;
+* :func:`taylor_attention` — the chunkwise linear-time form, or (``method="auto"`` when it is cheaper: short
+  sequences, since phi has 1 + D + D^2 entries) the quadratic form with the (N, N) polynomial weights;
 * :func:`taylor_attention_reference` — the explicit (N, N) polynomial weights, normalised;
 * :func:`taylor_attention_step` / :func:`taylor_attention_init` — decoding.
 
@@ -28,9 +29,9 @@ import torch
 
 from attnlab.ops.attention import check_self_qkv
 from attnlab.ops.linear_attention import linear_attention, linear_attention_step
-from attnlab.utils.checks import check_key_padding_mask
+from attnlab.utils.checks import check_choice, check_key_padding_mask
 
-__all__ = ["taylor_features", "taylor_attention", "taylor_attention_reference", "taylor_attention_step",
+__all__ = ["METHODS", "taylor_features", "taylor_attention", "taylor_attention_reference", "taylor_attention_step",
            "taylor_attention_init"]
 
 
@@ -41,14 +42,23 @@ def taylor_features(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(x[..., :1]), x / d ** 0.25, second], dim=-1)
 
 
+METHODS = ("auto", "linear", "quadratic")
+
+
 def taylor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                      key_padding_mask: torch.Tensor | None = None, chunk_size: int = 64,
-                     eps: float = 1e-12) -> torch.Tensor:
-    """Taylor attention, linear in N: q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
+                     eps: float = 1e-12, method: str = "auto") -> torch.Tensor:
+    """Taylor attention: q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
 
     ``key_padding_mask`` (B, N) bool: padded keys get no weight; a row without a real key gives zeros.
+    ``method``: ``"linear"`` (chunkwise on the features, O(N (1 + D + D^2) Dv)), ``"quadratic"`` (the (N, N)
+    weights, O(N^2 (D + Dv))) or ``"auto"`` (the one with fewer multiply-adds for this N; the same result).
     """
     check_self_qkv(q, k, v)
+    check_choice("method", method, METHODS)
+    n, d, dv = q.shape[2], q.shape[3], v.shape[3]
+    if method == "quadratic" or (method == "auto" and n * (d + dv) < (1 + d + d * d) * (dv + 1)):
+        return taylor_attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
     return linear_attention(taylor_features(q), taylor_features(k), v, causal=causal, feature_map="identity",
                             normalize=True, eps=eps, chunk_size=chunk_size, key_mask=key_padding_mask)
 

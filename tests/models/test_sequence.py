@@ -160,3 +160,20 @@ def test_context_the_model_cannot_provide_is_refused_when_built():
     # vector input: the layer-0 embeddings and the random stream are there
     v = SequenceModel(in_dim=4, dim=16, num_heads=2, mixer="static_emb_qk,rnd_emb_qk", head="regression")
     assert v(torch.randn(2, 7, 4)).shape == (2, 7, 1)
+
+
+@pytest.mark.parametrize("pattern", ["rnd_emb_qk,softmax", "fixed_seq_qk,static_emb_qk", "rnd_emb_qk,fixed_seq_qk"])
+def test_joint_and_separate_stream_passes_agree(pattern):
+    """The streams ride along as batch rows (one pass per block) except when recording: both give one result."""
+    from attnlab import record_attention
+
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=3, num_heads=2, mixer=pattern,
+                      fixed_sequence=torch.arange(30) % 20).double().eval()
+    x = torch.randint(0, 20, (3, 10))
+    kpm = torch.ones(3, 10, dtype=torch.bool)
+    kpm[1, 7:] = False
+    joint = m(x, key_padding_mask=kpm)
+    with record_attention(m):
+        apart = m(x, key_padding_mask=kpm)
+    torch.testing.assert_close(joint, apart, atol=1e-12, rtol=1e-12)

@@ -23,7 +23,7 @@ def test_linear_form_matches_reference(assert_close, dtype, causal, shape, chunk
     kpm = torch.ones(shape[0], shape[2], dtype=torch.bool)
     kpm[0, -1] = shape[2] == 1
     tol = TOL[dtype]
-    assert_close(taylor_attention(q, k, v, causal=causal, key_padding_mask=kpm, chunk_size=chunk),
+    assert_close(taylor_attention(q, k, v, causal=causal, key_padding_mask=kpm, chunk_size=chunk, method="linear"),
                  taylor_attention_reference(q, k, v, causal=causal, key_padding_mask=kpm),
                  atol=tol, rtol=tol, grad_atol=10 * tol, grad_rtol=10 * tol, grads_of=[q, k, v])
 
@@ -51,3 +51,13 @@ def test_decoding_steps_equal_the_causal_form():
         o, state = taylor_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state)
         steps.append(o)
     torch.testing.assert_close(torch.stack(steps, 2), taylor_attention_reference(q, k, v), atol=1e-10, rtol=1e-10)
+
+
+def test_auto_picks_the_cheaper_form_with_the_same_result():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 20, 8, dtype=torch.float64, generator=g) for _ in range(3))
+    lin = taylor_attention(q, k, v, method="linear", chunk_size=8)
+    torch.testing.assert_close(taylor_attention(q, k, v), lin, atol=1e-10, rtol=1e-10)  # short: quadratic
+    torch.testing.assert_close(taylor_attention(q, k, v, method="quadratic"), lin, atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"method: expected one of \['auto', 'linear', 'quadratic'\]"):
+        taylor_attention(q, k, v, method="fast")
