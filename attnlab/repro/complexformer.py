@@ -36,7 +36,7 @@ CLAIM = (
 )
 
 QUICK = dict(seq_len=32, dim=32, depth=2, heads=2, steps=25, batch_size=8, eval_batches=2, lr=3e-3)
-FULL = dict(seq_len=128, dim=64, depth=4, heads=4, steps=1000, batch_size=32, eval_batches=8, lr=3e-3)
+FULL = dict(seq_len=128, dim=64, depth=4, heads=4, steps=800, batch_size=32, eval_batches=8, lr=3e-3)
 
 #: the rule's tolerance (nats per character)
 EPS = 0.01

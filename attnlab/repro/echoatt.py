@@ -51,7 +51,7 @@ CLAIM = (
 
 QUICK = dict(seq_len=32, dim=32, depth=4, heads=2, teacher_steps=20, finetune_steps=6, batch_size=8, eval_batches=2,
              group=2, probe_batches=1, time_repeats=3, lr=3e-3, finetune_lr=1e-3)
-FULL = dict(seq_len=128, dim=64, depth=6, heads=4, teacher_steps=1200, finetune_steps=300, batch_size=32,
+FULL = dict(seq_len=128, dim=64, depth=6, heads=4, teacher_steps=700, finetune_steps=200, batch_size=32,
             eval_batches=8, group=3, probe_batches=4, time_repeats=15, lr=3e-3, finetune_lr=1e-3)
 
 CE_WEIGHT, KL_WEIGHT = 0.5, 0.5  # stage 2 of the distillation (the paper's values are not verified here)
