@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from attnlab.ops.recording import record_attention
+from attnlab.ops.recording import recorded_eval_forward
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
 __all__ = ["attention_similarity_matrix", "plot_similarity_heatmap", "consecutive_similarity", "most_similar_window",
@@ -42,24 +42,17 @@ def attention_similarity_matrix(model: nn.Module, probes: Iterable[torch.Tensor]
     """
     if not isinstance(model, nn.Module):
         fail("model", "a torch.nn.Module", describe(model), TypeError)
-    was_training = model.training
-    model.eval()
     total, count, labels = None, 0, None
-    try:
-        for inputs in probes:
-            with record_attention(model) as rec:
-                model(inputs)
-            if not rec.maps:
-                fail("model", "a model whose mixers record attention maps (softmax-family attention)",
-                     type(model).__name__)
-            labels = labels or list(rec.maps)
-            maps = torch.stack([rec.last(lab).double().mean(1).flatten(1) for lab in labels])  # (L, B, N*M)
-            maps = maps / maps.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-            sim = torch.einsum("ibk,jbk->ijb", maps, maps)  # per sequence
-            total = sim.sum(-1) if total is None else total + sim.sum(-1)
-            count += maps.shape[1]
-    finally:
-        model.train(was_training)
+    for inputs in probes:
+        rec = recorded_eval_forward(model, inputs)
+        if not rec.maps:
+            fail("model", "a model whose mixers record attention maps (softmax-family attention)", type(model).__name__)
+        labels = labels or list(rec.maps)
+        maps = torch.stack([rec.last(lab).double().mean(1).flatten(1) for lab in labels])  # (L, B, N*M)
+        maps = maps / maps.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        sim = torch.einsum("ibk,jbk->ijb", maps, maps)  # per sequence
+        total = sim.sum(-1) if total is None else total + sim.sum(-1)
+        count += maps.shape[1]
     if count == 0:
         fail("probes", "at least one batch of inputs", "none")
     return total / count, labels
