@@ -35,6 +35,7 @@ CASE_MODULES = (
     "attnlab.bench.sparse",
     "attnlab.bench.vision",
     "attnlab.bench.language",
+    "attnlab.bench.training",
 )
 
 #: params the worker consumes itself instead of passing them to the setup

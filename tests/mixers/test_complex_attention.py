@@ -17,6 +17,7 @@ def test_mixer_equals_the_literal_formula_with_its_weights():
     x = torch.randn(2, 9, 12, dtype=torch.float64)
     kpm = torch.ones(2, 9, dtype=torch.bool)
     kpm[1, 6:] = False
+    x = x.masked_fill(~kpm[..., None], 0.0)  # the mixer contract zeroes padded positions before mixing
     qkv = (x @ m.qkv.weight.T).view(2, 9, 3, 3, 4).permute(2, 0, 3, 1, 4)
     o = complex_attention_reference(qkv[0], qkv[1], qkv[2], m.delta, m.bias, causal=True, key_padding_mask=kpm)
     want = o.transpose(1, 2).reshape(2, 9, 12) @ m.proj.weight.T + m.proj.bias
