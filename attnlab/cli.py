@@ -96,11 +96,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             modes = "/".join(x for x, ok in (("causal", c.causal), ("bidir", c.bidirectional)) if ok)
             where.append([info.name, paper_label(info.paper), _module_file(info.module), info.summary])
             caps.append([info.name, modes, c.grid, "yes" if c.key_padding_mask else "no",
-                         "yes" if c.recurrent else "no", c.complexity, params])
+                         "yes" if c.recurrent else "no", ", ".join(c.context) or "-", c.complexity, params])
         header = ["name", "paper", "file (in attnlab/)", "summary"]
         _table("mixers: paper and code", header, _fit_last_column(header, where))
-        _table("mixers: capabilities (params at dim=64)", ["name", "modes", "grid", "pad mask", "decode", "cost",
-                                                           "params"], caps)
+        _table("mixers: capabilities (params at dim=64)", ["name", "modes", "grid", "pad mask", "decode", "context",
+                                                           "cost", "params"], caps)
     if what in ("models", "all"):
         import attnlab.models as models
         from attnlab.papers import paper_label

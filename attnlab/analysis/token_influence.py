@@ -69,7 +69,7 @@ def _value_projection(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 def exact_alpha(mixer: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor | None:
     """alpha (B, H, N, N) of ``mixer`` on ``x`` when the mixer is linear in its values (see the module doc), else None.
 
-    ``kwargs`` go to the mixer (``grid``, ``causal``, ``key_padding_mask``).
+    ``kwargs`` go to the mixer (``grid``, ``causal``, ``key_padding_mask``, ``context``).
     """
     with record_attention(mixer) as rec:
         y = mixer(x, **kwargs)
@@ -93,9 +93,12 @@ def jacobian_influence(mixer: nn.Module, x: torch.Tensor, **kwargs) -> torch.Ten
     Uses vectorised autograd where the mixer's ops support it, else one backward pass per output entry.
     """
     mask = kwargs.pop("key_padding_mask", None)
+    context = kwargs.pop("context", None)
     out = []
     for b in range(x.shape[0]):
         kw = dict(kwargs, key_padding_mask=None if mask is None else mask[b: b + 1])
+        if context is not None:  # per-example entries follow the example; shared (batch 1) ones stay
+            kw["context"] = {k: v[b: b + 1] if v.shape[0] == x.shape[0] else v for k, v in context.items()}
 
         def f(xb, kw=kw):
             return mixer(xb[None], **kw)[0]
@@ -111,12 +114,13 @@ def jacobian_influence(mixer: nn.Module, x: torch.Tensor, **kwargs) -> torch.Ten
 
 def token_influence(mixer: nn.Module | str, x: torch.Tensor, *, grid=None, causal: bool = False,
                     key_padding_mask: torch.Tensor | None = None, method: str = "auto",
-                    mixer_kwargs: dict | None = None) -> InfluenceMap:
+                    mixer_kwargs: dict | None = None, context: dict | None = None) -> InfluenceMap:
     """The N x N influence map of ``mixer`` on ``x`` (B, N, C); see the module docstring for the two methods.
 
     ``mixer``: a module with the mixer contract, or a registered name (built at width C with
     ``mixer_kwargs``, seeded by the caller's RNG state). The mixer runs in eval mode (restored afterwards).
-    ValueError for an unknown ``method``, or ``method="exact"`` on a mixer that is not linear in its values.
+    ``context``: the extra inputs a context mixer declares (``attnlab.mixers.context``; e.g. P08's token ids or
+    fixed streams), held fixed: the map is the influence of ``x`` only. ValueError for an unknown ``method``, or ``method="exact"`` on a mixer that is not linear in its values.
     """
     check_choice("method", method, METHODS)
     check_tensor("x", x, ndim=3, floating=True)
@@ -127,6 +131,8 @@ def token_influence(mixer: nn.Module | str, x: torch.Tensor, *, grid=None, causa
     if not isinstance(mixer, nn.Module):
         fail("mixer", "a token mixer module or a registered mixer name", describe(mixer), TypeError)
     kwargs = {"grid": grid, "causal": causal, "key_padding_mask": key_padding_mask}
+    if context is not None:
+        kwargs["context"] = context
     was_training = mixer.training
     mixer.eval()
     try:

@@ -11,6 +11,9 @@ on these. One job per module:
     patch_embed.py  PatchEmbed, check_img_patch
     block.py        MixerBlock (the backbones' block), Block (timm-named block of the vision designs)
     weight_init.py  trunc_normal_init_ (the ViT-style initialisation of the vision designs)
+    rotary.py       RotaryEmbedding, make_rope (RoPE for the attention mixers, a growing cos/sin cache)
+    heads.py        split_qkv (the fused qkv projection as heads, qk norms, RoPE)
+    kv_cache.py     empty_kv_cache, attend_with_cache (the softmax-family mixers' decoding step)
 """
 from attnlab.layers.block import Block, MixerBlock
 from attnlab.layers.drop_path import DropPath, drop_path_rates
@@ -19,9 +22,13 @@ from attnlab.layers.norm import NORM_CHOICES, ChannelLayerNorm, RMSNorm, make_no
 from attnlab.layers.patch_embed import PatchEmbed, check_img_patch
 from attnlab.layers.short_conv import ShortConv
 from attnlab.layers.weight_init import trunc_normal_init_
+from attnlab.layers.rotary import RotaryEmbedding, make_rope
+from attnlab.layers.heads import split_qkv
+from attnlab.layers.kv_cache import attend_with_cache, cache_length, check_token, empty_kv_cache
 
 __all__ = [
     "Block", "MixerBlock", "DropPath", "drop_path_rates", "FFN_CHOICES", "GluMlp", "Mlp", "make_ffn",
     "NORM_CHOICES", "ChannelLayerNorm", "RMSNorm", "make_norm", "PatchEmbed", "check_img_patch", "ShortConv",
-    "trunc_normal_init_",
+    "trunc_normal_init_", "RotaryEmbedding", "make_rope", "attend_with_cache", "cache_length", "check_token",
+    "empty_kv_cache", "split_qkv",
 ]

@@ -19,7 +19,7 @@ from attnlab.layers.drop_path import DropPath
 from attnlab.layers.mlp import Mlp, make_ffn
 from attnlab.layers.norm import make_norm
 
-__all__ = ["MixerBlock", "Block"]
+__all__ = ["MixerBlock", "Block", "context_kinds"]
 
 
 def _uses_grid(mixer: nn.Module) -> bool:
@@ -27,11 +27,17 @@ def _uses_grid(mixer: nn.Module) -> bool:
     return getattr(getattr(mixer, "capabilities", None), "grid", "none") != "none"
 
 
+def context_kinds(mixer: nn.Module) -> tuple[str, ...]:
+    """The extra context a mixer declares it needs (``capabilities.context``; see ``attnlab.mixers.context``)."""
+    return tuple(getattr(getattr(mixer, "capabilities", None), "context", ()))
+
+
 class MixerBlock(nn.Module):
     """Pre-norm block: x + mixer(norm1 x), then x + ffn(norm2 x); x (B, N, C) -> (B, N, C).
 
     ``grid``, ``causal`` and ``key_padding_mask`` are passed to the mixer (the grid
-    only when the mixer uses geometry). ``ffn`` is ``"mlp"``, ``"glu"`` or ``"none"``.
+    only when the mixer uses geometry; ``context``, a mapping of extra inputs, only when the mixer
+    declares it needs some: :attr:`context_kinds`). ``ffn`` is ``"mlp"``, ``"glu"`` or ``"none"``.
     """
 
     def __init__(self, dim: int, mixer: nn.Module, *, ffn: str = "mlp", mlp_ratio: float = 4.0,
@@ -40,16 +46,18 @@ class MixerBlock(nn.Module):
         self.norm1 = make_norm(norm, dim)
         self.mixer = mixer
         self.uses_grid = _uses_grid(mixer)
+        self.context_kinds = context_kinds(mixer)
         self.ffn = make_ffn(ffn, dim, mlp_ratio, dropout)
         self.norm2 = make_norm(norm, dim) if self.ffn is not None else None
         self.drop = nn.Dropout(dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, *, grid: Sequence[int] | None = None, causal: bool = False,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None = None, context: dict | None = None) -> torch.Tensor:
         """(B, N, C) -> (B, N, C)."""
+        extra = {"context": context} if self.context_kinds else {}
         h = self.mixer(self.norm1(x), grid=tuple(grid) if (grid is not None and self.uses_grid) else None,
-                       causal=causal, key_padding_mask=key_padding_mask)
+                       causal=causal, key_padding_mask=key_padding_mask, **extra)
         x = x + self.drop_path(self.drop(h))
         if self.ffn is not None:
             x = x + self.drop_path(self.ffn(self.norm2(x)))

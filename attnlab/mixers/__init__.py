@@ -30,5 +30,10 @@ from attnlab.mixers import neighborhood  # noqa: E402,F401
 from attnlab.mixers import sliding_window  # noqa: E402,F401
 from attnlab.mixers import axial  # noqa: E402,F401
 from attnlab.mixers import fit  # noqa: E402,F401
+from attnlab.mixers import deconstructed_qk  # noqa: E402,F401
+from attnlab.mixers import taylor_attention  # noqa: E402,F401
+from attnlab.mixers import self_gated_attention  # noqa: E402,F401
+from attnlab.mixers import gated_mlp  # noqa: E402,F401
+from attnlab.mixers import complex_attention  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]

@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from attnlab.mixers.context import check_context, check_context_kinds
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
 from attnlab.utils.precision import autocast_dtype
 
@@ -47,6 +48,8 @@ class Capabilities:
         recurrent: has a carried-state decoding path (``step``).
         complexity: time complexity in N, for the registry listing.
         paper: paper id from PAPERS.md (e.g. ``"P12"``) or ``""``.
+        context: extra inputs the mixer needs besides x, by kind (``("embeddings",)``; see
+            :mod:`attnlab.mixers.context`); ``()`` for almost every mixer.
     """
 
     causal: bool = False
@@ -58,6 +61,10 @@ class Capabilities:
     recurrent: bool = False
     complexity: str = "O(N^2)"
     paper: str = ""
+    context: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        check_context_kinds(self.context, "Capabilities.context")
 
     def as_dict(self) -> dict:
         """Plain dict (for tables and JSON)."""
@@ -155,11 +162,23 @@ class TokenMixer(nn.Module):
         grid: tuple[int, ...] | None = None,
         causal: bool = False,
         key_padding_mask: torch.Tensor | None = None,
+        context: dict | None = None,
     ) -> torch.Tensor:
-        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype (see the module doc for precision and padding)."""
+        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype (see the module doc for precision and padding).
+
+        ``context``: the extra inputs the mixer declares in ``capabilities.context`` (a mapping
+        kind -> tensor, see :mod:`attnlab.mixers.context`); None for mixers that declare none.
+        """
         x, grid, key_padding_mask = self.check_input(x, grid, causal, key_padding_mask)
+        kinds = self.capabilities.context
+        if not kinds and context is not None:
+            fail("context", f"None: {type(self).__name__} needs no context", describe(context))
         if key_padding_mask is not None:
             # masked_fill, not a product: 0 * NaN would carry the NaN on
             x = x.masked_fill(~key_padding_mask.unsqueeze(-1), 0.0)
-        y = self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        if kinds:
+            context = check_context(type(self).__name__, kinds, context, x.shape[0], x.shape[1], x.device)
+            y = self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask, context=context)
+        else:
+            y = self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
         return y if y.dtype == x.dtype else y.to(x.dtype)

@@ -6,6 +6,8 @@ import math
 from einops import rearrange
 from torch import nn
 
+from attnlab.layers.heads import split_qkv
+from attnlab.layers.rotary import make_rope
 from attnlab.utils.checks import check_choice, check_positive_int
 from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
@@ -33,6 +35,8 @@ class Combiner(TokenMixer):
         block_size: segment / row length s; default (None) round(sqrt(N)) per call, as in
             the paper, so that each query computes about 2 sqrt(N) logits.
         qkv_bias: bias on the q, k, v projection.
+        rope: rotary position embedding on q and k before the op (False, True or a dict of options); the
+            segment abstractions then pool rotated keys.
     """
 
     capabilities = Capabilities(
@@ -40,7 +44,7 @@ class Combiner(TokenMixer):
     )
 
     def __init__(self, dim: int, num_heads: int = 4, pattern: str = "fixed", block_size: int | None = None,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, rope: bool | dict = False):
         super().__init__(dim)
         check_num_heads(dim, num_heads)
         check_choice("pattern", pattern, tuple(PATTERNS))
@@ -51,13 +55,14 @@ class Combiner(TokenMixer):
         self.block_size = block_size
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.rope = make_rope(rope, dim // num_heads)
 
     def block_for(self, n: int) -> int:
         """The segment / row length used for sequences of length ``n``."""
         return self.block_size if self.block_size is not None else max(1, round(math.sqrt(n)))
 
     def mix(self, x, *, grid, causal, key_padding_mask):
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k, v = split_qkv(self.qkv(x), self.num_heads, rope=self.rope)
         op = PATTERNS[self.pattern]
         o = op(q, k, v, block_size=self.block_for(x.shape[1]), causal=causal, key_padding_mask=key_padding_mask)
         return self.proj(rearrange(o, "b h n d -> b n (h d)"))

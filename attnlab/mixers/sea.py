@@ -7,6 +7,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from attnlab.layers.heads import split_qkv
+from attnlab.layers.rotary import make_rope
 from attnlab.utils.checks import check_positive_int
 from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
@@ -45,12 +47,15 @@ class SEA(TokenMixer):
         average_mix: the paper's gated mix with the mean of the values.
         seed: seed of the fixed random projection (a buffer, saved in the state dict).
         qkv_bias: bias on the q, k, v projection.
+        rope: rotary position embedding on q and k (False, True or a dict of options), applied before the
+            estimate, so the estimated and the exact attention see the same rotated vectors.
     """
 
     capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N)", paper="P20")
 
     def __init__(self, dim: int, num_heads: int = 4, top_k: int = 32, t_m: int = 64, num_features: int | None = None,
-                 block: int = 64, average_mix: bool = True, seed: int = 0, qkv_bias: bool = False):
+                 block: int = 64, average_mix: bool = True, seed: int = 0, qkv_bias: bool = False,
+                 rope: bool | dict = False):
         super().__init__(dim)
         check_num_heads(dim, num_heads)
         self.num_heads = num_heads
@@ -72,9 +77,10 @@ class SEA(TokenMixer):
             nn.init.constant_(self.gates.bias, 3.0)
         self.keep_estimate = False
         self.last_estimate: torch.Tensor | None = None
+        self.rope = make_rope(rope, head_dim)
 
     def _heads(self, x):
-        return rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        return split_qkv(self.qkv(x), self.num_heads, rope=self.rope)
 
     def _opts(self, causal, key_padding_mask):
         return dict(t_m=self.t_m, causal=causal, block=self.block, key_padding_mask=key_padding_mask)

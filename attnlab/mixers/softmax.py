@@ -1,9 +1,13 @@
 """Multi-head softmax self-attention, with optional qk-layernorm (P02)."""
 from __future__ import annotations
 
+import torch
 from einops import rearrange
 from torch import nn
 
+from attnlab.layers.kv_cache import attend_with_cache, cache_length, check_token, empty_kv_cache
+from attnlab.layers.heads import split_qkv
+from attnlab.layers.rotary import make_rope
 from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
 from attnlab.ops.attention import attention
@@ -22,6 +26,10 @@ class MultiHeadAttention(TokenMixer):
     (over d_h), not over the full width C. Runs through SDPA; inside
     ``attnlab.ops.record_attention`` its probabilities are recorded.
 
+    ``rope=True`` (or a dict of :class:`attnlab.layers.RotaryEmbedding` options) rotates queries and
+    keys by their positions (RoPE). Decoding: :meth:`init_state` / :meth:`step` keep a key-value
+    cache, one token per step, equal to the causal forward at that position.
+
     Args:
         dim: channel width C (divisible by ``num_heads``).
         num_heads: number of heads H; head dim d_h = C / H.
@@ -30,9 +38,11 @@ class MultiHeadAttention(TokenMixer):
         attn_drop: dropout on attention probabilities (training only).
         proj_drop: dropout after the output projection.
         proj_bias: bias on the output projection.
+        rope: rotary position embedding on q and k (False, True or a dict of options).
     """
 
-    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N^2)", paper="P02")
+    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, recurrent=True,
+                                complexity="O(N^2)", paper="P02")
 
     def __init__(
         self,
@@ -43,6 +53,7 @@ class MultiHeadAttention(TokenMixer):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         proj_bias: bool = True,
+        rope: bool | dict = False,
     ):
         super().__init__(dim)
         check_num_heads(dim, num_heads)
@@ -54,11 +65,26 @@ class MultiHeadAttention(TokenMixer):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.rope = make_rope(rope, self.head_dim)
+
+    def _qkv(self, x, offset: int = 0):
+        """Heads (B, H, N, D) of q, k, v for x (B, N, C) (or (B, C): one token), normed and rotated from ``offset``."""
+        return split_qkv(self.qkv(x), self.num_heads, rope=self.rope, offset=offset, q_norm=self.q_norm,
+                         k_norm=self.k_norm)
 
     def mix(self, x, *, grid, causal, key_padding_mask):
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = self._qkv(x)
         o = attention(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=self.attn_drop if self.training else 0.0
         )
         return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> dict:
+        """An empty key-value cache for ``batch_size`` sequences (see :mod:`attnlab.layers.kv_cache`)."""
+        return empty_kv_cache(batch_size, self.num_heads, self.head_dim, device=device, dtype=dtype)
+
+    def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """Causal decoding: x_t (B, C) at position T = the cache length -> (y_t (B, C), cache with T + 1 tokens)."""
+        q, k, v = self._qkv(check_token(x_t, self.dim), offset=cache_length(state))
+        o, state = attend_with_cache(q[:, :, 0], k[:, :, 0], v[:, :, 0], state)
+        return self.proj(rearrange(o, "b h d -> b (h d)")), state

@@ -8,6 +8,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from attnlab.layers.heads import split_qkv
+from attnlab.layers.kv_cache import attend_with_cache, cache_length, check_token, empty_kv_cache
+from attnlab.layers.rotary import make_rope
 from attnlab.utils.checks import check_choice, check_positive_int, describe, fail
 from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
@@ -34,7 +37,10 @@ class SubsampledAttention(TokenMixer):
       sample in eval too, so that whole-network passes can be averaged (P28's
       self-ensemble of sub-models).
 
-    Causal and key-padding masks are supported in every mode.
+    Causal and key-padding masks are supported in every mode. ``rope=True`` rotates queries and
+    keys by their positions before the keys are sampled. :meth:`init_state` / :meth:`step` decode
+    with a key-value cache and dense attention (the evaluation-mode model, which is what SSA
+    serves after training).
 
     Args:
         dim: channel width C (divisible by ``num_heads``).
@@ -48,14 +54,15 @@ class SubsampledAttention(TokenMixer):
         ensemble: number of subsampled passes averaged in eval (0 or 1: dense).
         ensemble_seed: seed of the eval-time ensemble draws.
         qkv_bias: bias on the q/k/v projection.
+        rope: rotary position embedding on q and k (False, True or a dict of options).
     """
 
-    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N^2/rate)",
-                                paper="P28")
+    capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, recurrent=True,
+                                complexity="O(N^2/rate)", paper="P28")
 
     def __init__(self, dim: int, num_heads: int = 4, rate: float = 4.0, mode: str = "unstructured",
                  block: int | None = None, locality: float | None = None, ensemble: int = 0, ensemble_seed: int = 0,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, rope: bool | dict = False):
         super().__init__(dim)
         check_num_heads(dim, num_heads)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 1:
@@ -72,6 +79,7 @@ class SubsampledAttention(TokenMixer):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self._eval_generator: torch.Generator | None = None  # set by subsampled_inference
+        self.rope = make_rope(rope, dim // num_heads)
 
     def block_size(self, n: int, causal: bool) -> int:
         """Query block size used for a sequence of ``n`` tokens."""
@@ -87,7 +95,7 @@ class SubsampledAttention(TokenMixer):
         return subsampled_attention(q, k, v, index, valid, block=block, causal=causal, key_padding_mask=key_padding_mask)
 
     def mix(self, x, *, grid, causal, key_padding_mask):
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k, v = split_qkv(self.qkv(x), self.num_heads, rope=self.rope)
         if self.training:
             o = self._sampled(q, k, v, causal, key_padding_mask, None)
         elif self._eval_generator is not None:
@@ -98,6 +106,17 @@ class SubsampledAttention(TokenMixer):
         else:
             o = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
         return self.proj(rearrange(o, "b h n d -> b n (h d)"))
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> dict:
+        """An empty key-value cache (decoding attends densely: the evaluation-mode model)."""
+        return empty_kv_cache(batch_size, self.num_heads, self.dim // self.num_heads, device=device, dtype=dtype)
+
+    def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """Causal decoding with dense attention over the cache: x_t (B, C) -> (y_t (B, C), new cache)."""
+        q, k, v = split_qkv(self.qkv(check_token(x_t, self.dim)), self.num_heads, rope=self.rope,
+                            offset=cache_length(state))
+        o, state = attend_with_cache(q[:, :, 0], k[:, :, 0], v[:, :, 0], state)
+        return self.proj(rearrange(o, "b h d -> b (h d)")), state
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, rate={self.rate}, mode={self.mode!r}, block={self.block}"

@@ -20,6 +20,7 @@ from attnlab.models.scan_snap import ScanSnapModel  # noqa: E402
 from attnlab.models.att_svm import SVMAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402
 from attnlab.models.vit import ViT  # noqa: E402
+from attnlab.models.echoatt import echoatt_student  # noqa: E402
 
 # Named designs (importing a module registers its models). Add one line per module.
 from attnlab.models import convit  # noqa: E402,F401
@@ -39,6 +40,6 @@ from attnlab.models import fod  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "ICLAttention", "ScanSnapModel", "SVMAttention", "MixerBlock", "build_for_task",
-    "resolve_mixers",
+    "resolve_mixers", "echoatt_student",
     "create", "available", "available_info", "get_info", "ModelInfo", "register_model", "count_parameters",
 ]

@@ -16,7 +16,7 @@ import inspect
 from attnlab import mixers
 from attnlab.utils.checks import describe, fail
 
-__all__ = ["LayerSpec", "resolve_mixers", "build_mixer"]
+__all__ = ["LayerSpec", "resolve_mixers", "build_mixer", "accepts_kwarg", "with_rope", "refuse_context"]
 
 LayerSpec = tuple[str, dict]
 
@@ -79,3 +79,32 @@ def build_mixer(name: str, dim: int, kwargs: dict, num_heads: int | None) -> mix
         if "num_heads" in params:
             kw["num_heads"] = num_heads
     return mixers.create(name, dim, **kw)
+
+
+def accepts_kwarg(name: str, kwarg: str) -> bool:
+    """True when the mixer registered as ``name`` takes keyword ``kwarg`` in its constructor."""
+    return kwarg in inspect.signature(mixers.get_info(name).cls.__init__).parameters
+
+
+def with_rope(layers: list[LayerSpec]) -> list[LayerSpec]:
+    """The layers with ``rope=True`` for every mixer that takes ``rope=`` (unless its kwargs set it).
+
+    This is what a backbone's ``pos="rope"`` means. Raises a ValueError naming ``pos`` when no layer's
+    mixer takes RoPE (the model would have no positions at all).
+    """
+    out = [(name, kw if "rope" in kw or not accepts_kwarg(name, "rope") else {**kw, "rope": True})
+           for name, kw in layers]
+    if not any(accepts_kwarg(name, "rope") for name, _ in layers):
+        fail("pos", "'rope' with at least one mixer that takes rope= (softmax, softmax_qknorm, sliding_window, ssa, "
+             "combiner_*, sea, taylor_attention, the *_qk mixers)", f"mixers {sorted({n for n, _ in layers})}")
+    return out
+
+
+def refuse_context(layers: list[LayerSpec], backbone: str) -> None:
+    """ValueError naming ``mixer`` when a layer's mixer needs extra context (``capabilities.context``), for
+    backbones that provide none (``ViT``: image patches have no token ids, embeddings or fixed streams here)."""
+    for i, (name, _) in enumerate(layers):
+        needs = mixers.get_info(name).capabilities.context
+        if needs:
+            fail("mixer", f"mixers that need no extra context ({backbone} provides none)",
+                 f"layer {i}: {name!r} needs {list(needs)}")

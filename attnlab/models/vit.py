@@ -6,7 +6,7 @@ from torch import nn
 
 from attnlab.utils.checks import check_choice, check_positive_int, fail
 from attnlab.layers import MixerBlock, PatchEmbed, drop_path_rates, make_norm
-from attnlab.models.mixer_pattern import build_mixer, resolve_mixers
+from attnlab.models.mixer_pattern import build_mixer, refuse_context, resolve_mixers
 
 __all__ = ["ViT"]
 
@@ -46,6 +46,7 @@ class ViT(nn.Module):
         self.grid = self.patch_embed.grid_size
         self.pool = pool
         self.layer_mixers = resolve_mixers(mixer, depth, mixer_kwargs)
+        refuse_context(self.layer_mixers, "ViT")
         if pool == "cls":
             needs = [n for n, _ in self.layer_mixers if _grid_mode(n) == "required"]
             if needs:

@@ -23,10 +23,10 @@ from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.utils.precision import LOW_PRECISION, lower_precision_op
-from attnlab.ops.recording import is_recording, record
+from attnlab.ops.recording import AttentionInputs, capture, is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
-           "check_self_qkv", "check_attention_options", "sdpa", "FP32_BACKWARD_MAX_LOGITS"]
+           "check_self_qkv", "check_attention_options", "masked_softmax", "sdpa", "FP32_BACKWARD_MAX_LOGITS"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -108,6 +108,18 @@ def attention_logits(q: torch.Tensor, k: torch.Tensor, scale: float | None = Non
     return torch.matmul(q, k.transpose(-2, -1)) * scale
 
 
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last dim of ``logits`` (..., N, M) where ``mask`` (bool, broadcastable, True = may attend)
+    allows; a row with no allowed key gives zeros (not NaN)."""
+    if mask is None:
+        return torch.softmax(logits, dim=-1)
+    logits = logits.masked_fill(~mask, float("-inf"))
+    has_key = mask.any(dim=-1, keepdim=True)
+    # A row with no visible key would be softmax(all -inf) = NaN; define it as zeros.
+    logits = logits.masked_fill(~has_key, 0.0)
+    return torch.softmax(logits, dim=-1) * has_key
+
+
 def _validate(q, k, v, key_padding_mask, scale):
     check_qkv(q, k, v)
     check_attention_options(q, k.shape[2], key_padding_mask, scale)
@@ -148,14 +160,7 @@ def attention_reference(
     mask = build_attention_mask(
         q.shape[2], k.shape[2], causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, device=q.device
     )
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-        has_key = mask.any(dim=-1, keepdim=True)
-        # A row with no visible key would be softmax(all -inf) = NaN; define it as zeros.
-        logits = logits.masked_fill(~has_key, 0.0)
-        probs = torch.softmax(logits, dim=-1) * has_key
-    else:
-        probs = torch.softmax(logits, dim=-1)
+    probs = masked_softmax(logits, mask)
     out = torch.matmul(probs, v).to(out_dtype)
     extras = ([probs.to(out_dtype)] if return_probs else []) + ([raw_logits] if return_logits else [])
     return (out, *extras) if extras else out
@@ -178,12 +183,13 @@ def attention(
     Same arguments and result as :func:`attention_reference` (which it is
     tested against), plus ``dropout_p`` on the probabilities (training only).
     Inside ``record_attention`` it takes the reference path and records the
-    probabilities. Shapes: q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv)
-    -> (B, H, N, Dv).
+    probabilities; inside ``capture_attention_inputs`` its q, k and options are kept.
+    Shapes: q (B, H, N, D), k (B, H, M, D), v (B, H, M, Dv) -> (B, H, N, Dv).
     """
     _validate(q, k, v, key_padding_mask, scale)
     if not (0.0 <= dropout_p < 1.0):
         fail("dropout_p", "a float in [0, 1)", describe(dropout_p))
+    capture(AttentionInputs(q, k, causal, key_padding_mask, attn_mask, scale))
     if is_recording():
         out, probs, logits = attention_reference(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, scale=scale,

@@ -17,6 +17,39 @@ import torch
 from torch import nn
 
 _ACTIVE: contextvars.ContextVar["AttentionRecorder | None"] = contextvars.ContextVar("attnlab_recorder", default=None)
+_CAPTURE: contextvars.ContextVar["list | None"] = contextvars.ContextVar("attnlab_capture", default=None)
+
+
+@dataclass
+class AttentionInputs:
+    """The queries, keys and options of one ``attnlab.ops.attention.attention`` call: what another layer needs to
+    recompute the same attention map on its own values (EchoAtt's ``share="qk"``)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    causal: bool
+    key_padding_mask: torch.Tensor | None
+    attn_mask: torch.Tensor | None
+    scale: float | None
+
+
+@contextlib.contextmanager
+def capture_attention_inputs() -> Iterator[list[AttentionInputs]]:
+    """Collect the :class:`AttentionInputs` of every ``attention`` call inside the block (with autograd: the
+    captured q and k stay in the graph). The calls themselves run as usual."""
+    captured: list[AttentionInputs] = []
+    token = _CAPTURE.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURE.reset(token)
+
+
+def capture(inputs: AttentionInputs) -> None:
+    """Called by the attention op: keep ``inputs`` if a capture is active (no-op otherwise)."""
+    captured = _CAPTURE.get()
+    if captured is not None:
+        captured.append(inputs)
 
 
 @dataclass
@@ -31,6 +64,8 @@ class AttentionRecorder:
     maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     #: label -> list of max |logit| (pre-softmax, after scaling) per call, as in P02's logit-growth plots
     max_logits: dict[str, list[float]] = field(default_factory=dict)
+    #: store the maps detached (default); False keeps them in the autograd graph (EchoAtt's shared maps)
+    detach: bool = True
     _label_stack: list[str] = field(default_factory=list)
     _calls: int = 0
 
@@ -38,7 +73,7 @@ class AttentionRecorder:
         """Store ``probs`` (detached) and the max |logit| under the current module's label."""
         label = self._label_stack[-1] if self._label_stack else f"call{self._calls}"
         self._calls += 1
-        self.maps.setdefault(label, []).append(probs.detach())
+        self.maps.setdefault(label, []).append(probs.detach() if self.detach else probs)
         if logits is not None:
             finite = logits.detach()[torch.isfinite(logits.detach())]
             value = finite.abs().max().item() if finite.numel() else float("nan")
@@ -49,6 +84,17 @@ class AttentionRecorder:
         if label not in self.maps:
             raise KeyError(f"label: expected one of {sorted(self.maps)}, received {label!r}")
         return self.maps[label][-1]
+
+
+@contextlib.contextmanager
+def pause_recording() -> Iterator[None]:
+    """Inside the block nothing is recorded (e.g. a backbone's auxiliary pass over a fixed sequence, which is
+    not the input's attention); outside it, recording continues as before."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
 
 
 def is_recording() -> bool:
@@ -64,16 +110,17 @@ def record(probs: torch.Tensor, logits: torch.Tensor | None = None) -> None:
 
 
 @contextlib.contextmanager
-def record_attention(model: nn.Module | None = None) -> Iterator[AttentionRecorder]:
+def record_attention(model: nn.Module | None = None, *, detach: bool = True) -> Iterator[AttentionRecorder]:
     """Record attention probabilities of every op called inside the block.
 
     Args:
         model: optional module; each of its ``TokenMixer`` submodules labels the
             maps it produces with its qualified name (e.g. ``"blocks.0.mixer"``).
+        detach: store the maps detached (default); False keeps them differentiable.
     Yields:
         An :class:`AttentionRecorder` whose ``maps`` fill as the model runs.
     """
-    rec = AttentionRecorder()
+    rec = AttentionRecorder(detach=bool(detach))
     handles = []
     if model is not None:
         # Duck-typed so that ops never import mixers: TokenMixer sets this flag.

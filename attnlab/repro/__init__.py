@@ -37,6 +37,9 @@ REPROS: dict[str, str] = {
     "attention_drop": "attnlab.repro.attention_drop",
     "scan_snap": "attnlab.repro.scan_snap",
     "att_svm": "attnlab.repro.att_svm",
+    "complexformer": "attnlab.repro.complexformer",
+    "deconstructing_attention": "attnlab.repro.deconstructing_attention",
+    "echoatt": "attnlab.repro.echoatt",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",

@@ -6,7 +6,7 @@
     train(model, task, config, out_dir="runs/x", resume=True)   # continue exactly
 
 Modules: ``config`` (TrainConfig), ``optim`` (AdamW groups, weight-decay modes),
-``losses`` (z-loss), ``checkpoint`` (atomic safetensors checkpoints), ``metrics``
+``losses`` (z-loss, knowledge distillation), ``checkpoint`` (atomic safetensors checkpoints), ``metrics``
 (JSONL/CSV, read_jsonl), ``evaluate`` (evaluate), ``trainer`` (Trainer: setup / step / finish of one
 run, TrainResult), ``loop`` (train: the loop over a Trainer's phases), ``run_lock`` (one run per
 folder), ``signals`` (SIGINT / SIGTERM stop at a step boundary), ``throughput`` (image-classifier
@@ -16,7 +16,7 @@ its architecture: save_model / load_model from a saved, checkpoint or run folder
 from attnlab.train.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_latest, save_checkpoint
 from attnlab.train.config import TrainConfig
 from attnlab.train.evaluate import evaluate
-from attnlab.train.losses import log_partition, z_loss
+from attnlab.train.losses import distillation_loss, log_partition, pseudo_labels, z_loss
 from attnlab.train.metrics import read_jsonl
 from attnlab.train.loop import Callback, train
 from attnlab.train.optim import build_optimizer, decay_split
@@ -26,7 +26,7 @@ from attnlab.train.trainer import Trainer, TrainResult
 
 __all__ = [
     "TrainConfig", "TrainResult", "Trainer", "train", "evaluate", "Callback",
-    "build_optimizer", "decay_split", "z_loss", "log_partition",
+    "build_optimizer", "decay_split", "z_loss", "log_partition", "distillation_loss", "pseudo_labels",
     "save_checkpoint", "load_latest", "list_checkpoints", "Checkpoint", "CheckpointError", "RunLockedError",
     "read_jsonl",
     "save_model", "load_model", "model_record",

@@ -1,11 +1,14 @@
-"""Auxiliary losses: the output-logit z-loss of P02 (from PaLM)."""
+"""Auxiliary losses: the output-logit z-loss of P02 (from PaLM) and knowledge distillation (EchoAtt, P14)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from attnlab.utils.checks import check_tensor, fail
+from attnlab.utils.checks import check_tensor, describe, fail
 
-__all__ = ["log_partition", "z_loss"]
+__all__ = ["log_partition", "z_loss", "pseudo_labels", "distillation_loss"]
+
+IGNORE = -100
 
 
 def log_partition(logits: torch.Tensor) -> torch.Tensor:
@@ -32,3 +35,44 @@ def z_loss(logits: torch.Tensor, coef: float) -> tuple[torch.Tensor, torch.Tenso
     """
     lz = log_partition(logits)
     return coef * lz.pow(2).mean(), lz.detach().mean()
+
+
+def pseudo_labels(teacher_logits: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The teacher's predictions as hard labels: argmax over the last dim, (..., V) -> (...) long.
+
+    Positions where ``targets`` is -100 (unscored) stay -100, so a pseudo-label loss scores what the task scores.
+    """
+    check_tensor("teacher_logits", teacher_logits, floating=True)
+    labels = teacher_logits.argmax(-1)
+    if targets is not None:
+        if targets.shape != labels.shape:
+            fail("targets", f"shape {tuple(labels.shape)} (the logits without V)", describe(targets))
+        labels = torch.where(targets == IGNORE, targets, labels)
+    return labels
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
+                      ce_weight: float, kl_weight: float, temperature: float = 1.0) -> torch.Tensor:
+    """``ce_weight * CE(student, targets) + kl_weight * T^2 KL(teacher_T || student_T)``, mean over scored positions.
+
+    Logits (..., V); ``targets`` (...) long with -100 on unscored positions (also skipped in the KL term);
+    T the softmax temperature of both distributions (Hinton et al. 2015). With pseudo-labels as ``targets``
+    (:func:`pseudo_labels`) and ``kl_weight = 0`` this is EchoAtt's first distillation stage.
+    """
+    check_tensor("student_logits", student_logits, floating=True)
+    if teacher_logits.shape != student_logits.shape:
+        fail("teacher_logits", f"shape {tuple(student_logits.shape)} (as student_logits)", describe(teacher_logits))
+    if not temperature > 0:
+        fail("temperature", "a positive float", temperature)
+    v = student_logits.shape[-1]
+    s, t, y = student_logits.reshape(-1, v).float(), teacher_logits.reshape(-1, v).float(), targets.reshape(-1)
+    scored = y != IGNORE
+    loss = s.new_zeros(())
+    if ce_weight:
+        loss = loss + ce_weight * F.cross_entropy(s, y, ignore_index=IGNORE)
+    if kl_weight:
+        log_p_s = F.log_softmax(s[scored] / temperature, -1)
+        log_p_t = F.log_softmax(t[scored].detach() / temperature, -1)
+        kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
+        loss = loss + kl_weight * temperature ** 2 * kl
+    return loss

@@ -12,7 +12,7 @@ from attnlab.analysis.token_influence import exact_alpha, plot_influence, token_
 from attnlab.mixers.softmax import MultiHeadAttention
 
 CAUSAL = [i.name for i in mixers.available() if i.capabilities.causal]
-NO_MIXING = {"identity", "activator_glu"}  # per-token maps: the diagonal only
+NO_MIXING = {"identity", "activator_glu", "gated_mlp"}  # per-token maps: the diagonal only
 
 
 def _build(name: str):
@@ -21,6 +21,19 @@ def _build(name: str):
     mixer = mixers.create(name, info.test_dim, **info.test_kwargs).double().eval()
     n = math.prod(info.test_grid) if info.test_grid is not None else info.test_len
     return mixer, torch.randn(2, n, info.test_dim, dtype=torch.float64), info.test_grid
+
+
+def _context(name: str, x: torch.Tensor) -> dict | None:
+    """A fixed random context for the mixers that declare one (P08's variants), else None."""
+    kinds = mixers.get_info(name).capabilities.context
+    if not kinds:
+        return None
+    (b, n, c), g = x.shape, torch.Generator().manual_seed(1)
+    make = {"token_ids": lambda: torch.randint(0, 16, (b, n), generator=g),
+            "embeddings": lambda: torch.randn(b, n, c, generator=g, dtype=x.dtype),
+            "random_stream": lambda: torch.randn(1, n, c, generator=g, dtype=x.dtype),
+            "text_stream": lambda: torch.randn(1, n, c, generator=g, dtype=x.dtype)}
+    return {k: make[k]() for k in kinds}
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -54,7 +67,7 @@ def test_padded_keys_get_no_influence():
 @pytest.mark.parametrize("name", CAUSAL)
 def test_causal_mixers_give_lower_triangular_maps(name):
     mixer, x, grid = _build(name)
-    im = token_influence(mixer, x, grid=grid, causal=True)
+    im = token_influence(mixer, x, grid=grid, causal=True, context=_context(name, x))
     upper = torch.triu(im.map, diagonal=1)
     assert float(upper.abs().max()) <= 1e-10, f"{name} ({im.method}): future tokens influence the past"
     if name in NO_MIXING:
@@ -139,3 +152,17 @@ def test_bad_input_and_names(tmp_path):
     im = token_influence("softmax", x, mixer_kwargs={"num_heads": 2})
     assert im.method == "exact" and plot_influence(im, tmp_path / "m.png").endswith("m.png")
     assert (tmp_path / "m.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("name", ["static_emb_qk", "rnd_emb_qk"])
+def test_context_mixers_jacobian_follows_each_examples_context(name):
+    """A context mixer's map with its context held fixed: per-example context entries (B, ...) are sliced with the
+    example, shared ones (1, ...) are not; the Jacobian's row-normalised map then matches the exact map's support."""
+    mixer, x, grid = _build(name)
+    ctx = _context(name, x)
+    exact = token_influence(mixer, x, causal=True, context=ctx, method="exact")
+    jac = token_influence(mixer, x, causal=True, context=ctx, method="jacobian")
+    assert exact.method == "exact" and jac.method == "jacobian"
+    torch.testing.assert_close(jac.map > 1e-12, exact.map > 1e-12, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="context: expected a mapping with"):
+        token_influence(mixer, x, causal=True)

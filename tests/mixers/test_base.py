@@ -21,4 +21,12 @@ def test_capabilities_as_dict_lists_every_field():
     d = caps.as_dict()
     assert d["causal"] and d["grid"] == "required" and d["grid_dims"] == (2,) and d["paper"] == "P10"
     assert set(d) == {"causal", "bidirectional", "grid", "grid_dims", "key_padding_mask", "cross", "recurrent",
-                      "complexity", "paper"}
+                      "complexity", "paper", "context"}
+
+
+def test_capabilities_context_names_known_kinds():
+    assert Capabilities(context=("embeddings", "token_ids")).context == ("embeddings", "token_ids")
+    with pytest.raises(TypeError, match=r"Capabilities.context: expected a tuple of distinct context kinds"):
+        Capabilities(context=("layer0",))
+    with pytest.raises(TypeError, match=r"Capabilities.context"):
+        Capabilities(context="embeddings")

@@ -6,15 +6,23 @@ invariance (random, NaN and inf content in padded positions, leading padding, a 
 padded sequence), batch independence, state-dict round trip, gradients reaching every
 trainable parameter, bf16 (module and input in bf16, and CPU autocast with fp32
 weights) against fp32 within the registry's ``bf16_tol``, the dtype rule, and a clear
-error for every bad input of the contract.
+error for every bad input of the contract; decoding steps equal to the causal forward (mixers with a
+decoding path).
+
+A mixer that declares extra context (``capabilities.context``, e.g. P08's ``static_emb_qk``) runs
+inside :class:`_WithContext`, which hands it a fixed random context of the right kinds for each input
+shape, so that every test here applies to it unchanged; what the context itself must satisfy
+(causality in the context, errors when it is missing) is tested below and in the mixer's own tests.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
 import torch
+from torch import nn
 
 import attnlab.mixers as mixers
 
@@ -22,9 +30,43 @@ INFOS = mixers.available()
 NAMES = [i.name for i in INFOS]
 
 
+def _context(kinds, batch, n, dim, dtype, vocab, seed=0):
+    """A fixed random context of the given kinds for inputs of (batch, n) tokens of width dim."""
+    g = torch.Generator().manual_seed(seed)
+    # drawn in fp32 and cast, so that a bf16 copy of a mixer sees the same context as its fp32 original
+    make = {"token_ids": lambda: torch.randint(0, vocab, (batch, n), generator=g),
+            "embeddings": lambda: torch.randn(batch, n, dim, generator=g).to(dtype),
+            "random_stream": lambda: torch.randn(1, n, dim, generator=g).to(dtype),
+            "text_stream": lambda: torch.randn(1, n, dim, generator=g).to(dtype)}
+    return {k: make[k]() for k in kinds}
+
+
+class _WithContext(nn.Module):
+    """Runs a context mixer with a fixed random context per input shape (seeded: two calls on equal shapes
+    get the same context); inputs that are not (B, N, C) float tensors go to the mixer without one, so that
+    its own checks of x raise first."""
+
+    def __init__(self, mixer, vocab):
+        super().__init__()
+        self.mixer, self.vocab = mixer, vocab
+        self.capabilities = mixer.capabilities
+
+    def weight_dtype(self):
+        """The wrapped mixer's parameter dtype (the contract's dtype rule reads it)."""
+        return self.mixer.weight_dtype()
+
+    def forward(self, x, **kw):
+        if isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point():
+            kw["context"] = _context(self.capabilities.context, x.shape[0], x.shape[1], x.shape[2], x.dtype,
+                                     self.vocab)
+        return self.mixer(x, **kw)
+
+
 def _build(info, dtype=torch.float64):
     torch.manual_seed(0)
     m = mixers.create(info.name, info.test_dim, **info.test_kwargs).to(dtype)
+    if info.capabilities.context:
+        m = _WithContext(m, info.test_kwargs.get("vocab_size", 16))
     return m.eval()
 
 
@@ -88,6 +130,22 @@ def test_causal_perturbing_future_changes_nothing_before(name):
     assert not torch.allclose(y2[:, cut:], y[:, cut:]), "future tokens changed but their own outputs did not"
 
 
+@pytest.mark.parametrize("name", [i.name for i in INFOS if i.capabilities.recurrent])
+def test_decoding_steps_equal_the_causal_forward(name):
+    """Every mixer with a decoding path (``recurrent``): stepping token by token from ``init_state`` gives the
+    causal forward's outputs (fp64, 1e-10)."""
+    info = mixers.get_info(name)
+    m = _build(info)
+    x, grid = _input(info)
+    y = m(x, grid=grid, causal=True)
+    state = m.init_state(x.shape[0], dtype=x.dtype)
+    steps = []
+    for x_t in x.unbind(1):
+        y_t, state = m.step(x_t, state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("name", [i.name for i in INFOS if i.capabilities.key_padding_mask])
 def test_padded_keys_do_not_affect_real_tokens(name):
     info = mixers.get_info(name)
@@ -124,6 +182,8 @@ def test_state_dict_round_trip(name):
     m = _build(info)
     torch.manual_seed(123)
     m2 = mixers.create(info.name, info.test_dim, **info.test_kwargs).to(torch.float64).eval()
+    if info.capabilities.context:
+        m2 = _WithContext(m2, info.test_kwargs.get("vocab_size", 16))
     m2.load_state_dict(m.state_dict())
     x, grid = _input(info)
     causal = _modes(info)[0]
@@ -289,3 +349,84 @@ def test_bad_input_gets_a_clear_error(name):
     else:
         with pytest.raises(ValueError, match=r"key_padding_mask: expected None"):
             m(x, grid=grid, causal=causal, key_padding_mask=mask)
+
+
+# ---- extra context (P08's deconstructed attentions) ---------------------------------------------
+
+CONTEXT_NAMES = [i.name for i in INFOS if i.capabilities.context]
+
+
+@pytest.mark.parametrize("name", CONTEXT_NAMES)
+def test_context_mixer_is_causal_in_its_context_too(name):
+    """Perturbing the future of the context (token ids, embeddings, stream states) changes nothing before it."""
+    info = mixers.get_info(name)
+    m = _build(info).mixer
+    x, _ = _input(info)
+    b, n, c = x.shape
+    ctx = _context(info.capabilities.context, b, n, c, x.dtype, info.test_kwargs.get("vocab_size", 16))
+    y = m(x, causal=True, context=ctx)
+    cut = n // 2
+    ctx2 = _context(info.capabilities.context, b, n, c, x.dtype, info.test_kwargs.get("vocab_size", 16), seed=1)
+    ctx2 = {k: torch.cat([ctx[k][:, :cut], ctx2[k][:, cut:]], 1) for k in ctx}
+    y2 = m(x, causal=True, context=ctx2)
+    torch.testing.assert_close(y2[:, :cut], y[:, :cut], atol=1e-10, rtol=1e-10)
+    assert (y2[:, cut:] - y[:, cut:]).abs().max() > 1e-6, "the context does not reach the outputs"
+
+
+@pytest.mark.parametrize("name", CONTEXT_NAMES)
+def test_context_mixer_without_its_context_gets_a_clear_error(name):
+    info = mixers.get_info(name)
+    m = _build(info, torch.float32).mixer
+    x, _ = _input(info, dtype=torch.float32)
+    kind = info.capabilities.context[0]
+    with pytest.raises(TypeError, match=rf"context: expected a mapping with '{kind}'.*needs it, received NoneType"):
+        m(x, causal=True)
+    with pytest.raises(ValueError, match=rf"context: expected a mapping with '{kind}'"):
+        m(x, causal=True, context={})
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in CONTEXT_NAMES][:3])
+def test_mixer_without_context_refuses_one(name):
+    info = mixers.get_info(name)
+    m = _build(info, torch.float32)
+    x, grid = _input(info, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"context: expected None: .* needs no context"):
+        m(x, grid=grid, causal=_modes(info)[0], context={"embeddings": x})
+
+
+# ---- RoPE (the rope= option of the mixers whose scores are query-key dot products) -------------
+
+ROPE_NAMES = [i.name for i in INFOS if "rope" in inspect.signature(i.cls.__init__).parameters]
+
+
+def test_the_expected_mixers_take_rope():
+    assert {"softmax", "softmax_qknorm", "sliding_window", "ssa", "combiner_fixed", "combiner_axial", "sea",
+            "taylor_attention", "static_emb_qk", "rnd_emb_qk", "fixed_seq_qk", "rnd_table_qk"} <= set(ROPE_NAMES)
+
+
+@pytest.mark.parametrize("name", ROPE_NAMES)
+def test_rope_option_changes_the_output_keeps_causality_and_decoding(name):
+    info = mixers.get_info(name)
+    torch.manual_seed(0)
+    kw = {**info.test_kwargs, "rope": True}
+    rotated = mixers.create(info.name, info.test_dim, **kw).double().eval()
+    plain = mixers.create(info.name, info.test_dim, **info.test_kwargs).double().eval()
+    plain.load_state_dict(rotated.state_dict())
+    if info.capabilities.context:
+        rotated, plain = (_WithContext(m, info.test_kwargs.get("vocab_size", 16)) for m in (rotated, plain))
+    x, grid = _input(info)
+    causal = _modes(info)[-1]
+    y = rotated(x, grid=grid, causal=causal)
+    assert (y - plain(x, grid=grid, causal=causal)).abs().max() > 1e-4, "rope=True changed nothing"
+    if info.capabilities.causal:
+        x2 = x.clone()
+        x2[:, x.shape[1] // 2:] += 3.0
+        torch.testing.assert_close(rotated(x2, grid=grid, causal=True)[:, : x.shape[1] // 2],
+                                   rotated(x, grid=grid, causal=True)[:, : x.shape[1] // 2], atol=1e-10, rtol=1e-10)
+    if info.capabilities.recurrent:
+        state = rotated.init_state(x.shape[0], dtype=x.dtype)
+        steps = []
+        for x_t in x.unbind(1):
+            y_t, state = rotated.step(x_t, state)
+            steps.append(y_t)
+        torch.testing.assert_close(torch.stack(steps, 1), rotated(x, causal=True), atol=1e-10, rtol=1e-10)

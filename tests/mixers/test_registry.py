@@ -32,7 +32,8 @@ def test_entry_records_the_module_that_defines_it_and_a_known_paper(info):
 
 def test_every_mixer_lives_in_a_file_named_after_it_or_its_family():
     families = {"softmax_qknorm": "softmax", "combiner_fixed": "combiner", "combiner_axial": "combiner",
-                "fit_local": "fit"}
+                "fit_local": "fit",
+                **{n: "deconstructed_qk" for n in ("static_emb_qk", "rnd_emb_qk", "fixed_seq_qk", "rnd_table_qk")}}
     for info in mixers.available():
         assert info.module == f"attnlab.mixers.{families.get(info.name, info.name)}", info.name
 

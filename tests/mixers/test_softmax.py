@@ -7,10 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import attnlab.mixers as mixers
+from attnlab.ops.rope import apply_rope_reference
 
 
-def _explicit(m, x, causal, kpm, qk_norm):
-    """Per-head loop over the formula (fp64), independent of the op and of einops."""
+def _explicit(m, x, causal, kpm, qk_norm, rotate=None):
+    """Per-head loop over the formula (fp64), independent of the op and of einops; ``rotate(t)`` (RoPE's reference)
+    turns the (B, N, d) queries and keys of a head."""
     b, n, c = x.shape
     h, d = m.num_heads, c // m.num_heads
     qkv = x @ m.qkv.weight.T + (m.qkv.bias if m.qkv.bias is not None else 0)
@@ -21,6 +23,8 @@ def _explicit(m, x, causal, kpm, qk_norm):
         if qk_norm:
             qi = F.layer_norm(qi, (d,), m.q_norm.weight, m.q_norm.bias, m.q_norm.eps)
             ki = F.layer_norm(ki, (d,), m.k_norm.weight, m.k_norm.bias, m.k_norm.eps)
+        if rotate is not None:
+            qi, ki = rotate(qi), rotate(ki)
         logits = qi @ ki.transpose(-1, -2) / d ** 0.5
         allowed = torch.ones(n, n, dtype=torch.bool)
         if causal:
@@ -56,3 +60,36 @@ def test_qknorm_is_per_head_and_differs_from_plain_softmax():
     normed.load_state_dict(plain.state_dict(), strict=False)
     x = 3 * torch.randn(1, 9, 16, dtype=torch.float64)
     assert (normed(x) - plain(x)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rope_option_equals_the_formula_with_rotated_queries_and_keys(layout):
+    torch.manual_seed(0)
+    m = mixers.create("softmax_qknorm", 12, num_heads=3, rope={"base": 100.0, "layout": layout}).double().eval()
+    x = torch.randn(2, 11, 12, dtype=torch.float64)
+    kpm = torch.ones(2, 11, dtype=torch.bool)
+
+    def rotate(t):  # (B, N, d) -> the rotation-matrix definition at positions 0 .. N-1
+        return apply_rope_reference(t[:, None], torch.arange(t.shape[1]), base=100.0, layout=layout)[:, 0]
+
+    want = _explicit(m, x, True, kpm, qk_norm=True, rotate=rotate)
+    torch.testing.assert_close(m(x, causal=True), want, atol=1e-12, rtol=1e-10)
+    plain = mixers.create("softmax_qknorm", 12, num_heads=3).double().eval()
+    plain.load_state_dict(m.state_dict())
+    assert (plain(x, causal=True) - want).abs().max() > 1e-3
+
+
+def test_decoding_step_uses_the_token_position():
+    torch.manual_seed(0)
+    m = mixers.create("softmax", 8, num_heads=2, rope=True).double().eval()
+    x = torch.randn(1, 6, 8, dtype=torch.float64)
+    state = m.init_state(1, dtype=torch.float64)
+    for t in range(5):
+        _, state = m.step(x[:, t], state)
+    y_last, _ = m.step(x[:, 5], state)
+    torch.testing.assert_close(y_last, m(x, causal=True)[:, 5], atol=1e-12, rtol=1e-12)
+    # the same cache with the position counter reset: a different (wrong) row, so the position is used
+    y_wrong, _ = m.step(x[:, 5], {**state, "pos": 0})
+    assert (y_wrong - y_last).abs().max() > 1e-4
+    with pytest.raises(TypeError, match=r"state: expected a key-value cache dict"):
+        m.step(x[:, 0], {"k": state["k"]})

@@ -41,3 +41,21 @@ def test_layers_get_the_pattern_and_num_heads():
     kinds = [type(b.mixer).__name__ for b in m.blocks]
     assert kinds == ["MultiHeadAttention", "IdentityMixer", "MultiHeadAttention"]
     assert m.blocks[0].mixer.num_heads == 2 and not isinstance(m.blocks[0].mixer.q_norm, torch.nn.Identity)
+
+
+def test_with_rope_sets_rope_where_the_mixer_takes_it_and_keeps_explicit_settings():
+    from attnlab.models.mixer_pattern import with_rope
+
+    layers = [("softmax", {}), ("deltanet", {}), ("sliding_window", {"rope": False})]
+    assert with_rope(layers) == [("softmax", {"rope": True}), ("deltanet", {}), ("sliding_window", {"rope": False})]
+    with pytest.raises(ValueError, match=r"pos: expected 'rope' with at least one mixer that takes rope="):
+        with_rope([("mamba", {})])
+
+
+def test_refuse_context_names_the_layer():
+    from attnlab.models.mixer_pattern import refuse_context
+
+    refuse_context([("softmax", {})], "X")
+    with pytest.raises(ValueError, match=r"mixer: expected mixers that need no extra context \(X provides none\), "
+                                         r"received layer 1: 'rnd_emb_qk' needs \['random_stream'\]"):
+        refuse_context([("softmax", {}), ("rnd_emb_qk", {})], "X")

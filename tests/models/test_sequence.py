@@ -69,3 +69,111 @@ def test_sequence_model_bad_config_is_named():
         SequenceModel(in_dim=3, head="class")
     with pytest.raises(ValueError, match="head"):
         SequenceModel(vocab_size=10, head="seq2seq")
+
+
+# ---- pos="rope" and the context the mixers may declare (P08) ------------------------------------
+
+
+def test_rope_positions_go_into_every_mixer_that_takes_them():
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=3, num_heads=2, mixer="deltanet,softmax,sliding_window", pos="rope",
+                      max_len=64)
+    assert m.pos_embed is None
+    assert [type(b.mixer.rope).__name__ if hasattr(b.mixer, "rope") else None for b in m.blocks] == \
+        [None, "RotaryEmbedding", "RotaryEmbedding"]
+    # an explicit setting wins
+    m2 = SequenceModel(vocab_size=20, dim=16, depth=1, num_heads=2, mixer="softmax", pos="rope",
+                       mixer_kwargs={"rope": {"base": 50.0}})
+    assert m2.blocks[0].mixer.rope.base == 50.0
+    with pytest.raises(ValueError, match=r"pos: expected 'rope' with at least one mixer that takes rope="):
+        SequenceModel(vocab_size=20, dim=16, depth=1, mixer="identity", pos="rope")
+
+
+def test_rope_model_sees_order_and_its_lm_is_causal():
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="softmax", pos="rope", head="class",
+                      num_classes=3).eval()
+    x = torch.randint(0, 20, (1, 9))
+    assert (m(x) - m(x.flip(1))).abs().max() > 1e-4  # without positions a mean-pooled softmax model is order-blind
+    lm = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="softmax", pos="rope").eval()
+    y = x.clone()
+    y[:, 5:] = (y[:, 5:] + 1) % 20
+    torch.testing.assert_close(lm(x)[:, :5], lm(y)[:, :5], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mixer, kw", [("static_emb_qk", {}), ("rnd_emb_qk", {}), ("fixed_seq_qk", {}),
+                                        ("rnd_table_qk", {"vocab_size": 20})])
+def test_context_mixers_get_their_context_and_stay_causal(mixer, kw):
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer=[(mixer, kw), ("softmax", {})],
+                      fixed_sequence=torch.arange(40) % 20).eval()
+    assert m.context_kinds == m.blocks[0].context_kinds
+    x = torch.randint(0, 20, (2, 12))
+    y = x.clone()
+    y[:, 7:] = (y[:, 7:] + 3) % 20
+    out_x, out_y = m(x), m(y)
+    torch.testing.assert_close(out_x[:, :7], out_y[:, :7], atol=1e-6, rtol=0)
+    assert (out_x[:, 7:] - out_y[:, 7:]).abs().max() > 1e-4
+    (out_x.sum()).backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if "blocks.0.mixer" in n)
+
+
+def test_fixed_stream_layers_attend_the_same_way_for_every_input():
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="rnd_emb_qk,softmax").eval()
+    from attnlab import record_attention
+    with record_attention(m) as rec:
+        m(torch.randint(0, 20, (1, 8)))
+        m(torch.randint(0, 20, (1, 8)))
+    first, second = rec.maps["blocks.0.mixer"]  # the input's maps only: the stream pass is not recorded
+    torch.testing.assert_close(first, second, atol=1e-7, rtol=0)  # input-independent map
+    a, b = rec.maps["blocks.1.mixer"]
+    assert (a - b).abs().max() > 1e-4  # the standard layer's map depends on the input
+
+
+def test_the_stream_is_the_model_itself_run_on_the_fixed_sequence():
+    """In the text stream the fixed_seq_qk layer is standard attention on the stream: a model whose stream is the
+    input itself equals a softmax model with the same weights."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 20, (1, 10))
+    m = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="fixed_seq_qk,softmax",
+                      fixed_sequence=x[0]).eval()
+    ref = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="softmax").eval()
+    state = {k.replace("mixer.qk.weight", "mixer.qkv.weight"): v for k, v in m.state_dict().items()
+             if not k.endswith("mixer.v.weight") and k != "fixed_sequence"}
+    state["blocks.0.mixer.qkv.weight"] = torch.cat([m.blocks[0].mixer.qk.weight, m.blocks[0].mixer.v.weight])
+    ref.load_state_dict(state)
+    torch.testing.assert_close(m(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_context_the_model_cannot_provide_is_refused_when_built():
+    with pytest.raises(ValueError, match=r"mixer: expected mixers whose context this SequenceModel can provide.*"
+                                         r"layer 0: 'rnd_table_qk' needs 'token_ids'"):
+        SequenceModel(in_dim=4, dim=16, mixer="rnd_table_qk", mixer_kwargs={"vocab_size": 5}, head="regression")
+    with pytest.raises(ValueError, match=r"fixed_sequence: expected token ids \(L,\)"):
+        SequenceModel(vocab_size=5, dim=16, mixer="fixed_seq_qk")
+    with pytest.raises(ValueError, match=r"fixed_sequence: expected token ids in \[0, 5\)"):
+        SequenceModel(vocab_size=5, dim=16, mixer="fixed_seq_qk", fixed_sequence=torch.arange(9))
+    m = SequenceModel(vocab_size=5, dim=16, num_heads=2, mixer="fixed_seq_qk", fixed_sequence=torch.arange(4))
+    with pytest.raises(ValueError, match=r"x: expected at most 4 positions \(the length of fixed_sequence\)"):
+        m(torch.zeros(1, 6, dtype=torch.long))
+    # vector input: the layer-0 embeddings and the random stream are there
+    v = SequenceModel(in_dim=4, dim=16, num_heads=2, mixer="static_emb_qk,rnd_emb_qk", head="regression")
+    assert v(torch.randn(2, 7, 4)).shape == (2, 7, 1)
+
+
+@pytest.mark.parametrize("pattern", ["rnd_emb_qk,softmax", "fixed_seq_qk,static_emb_qk", "rnd_emb_qk,fixed_seq_qk"])
+def test_joint_and_separate_stream_passes_agree(pattern):
+    """The streams ride along as batch rows (one pass per block) except when recording: both give one result."""
+    from attnlab import record_attention
+
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=3, num_heads=2, mixer=pattern,
+                      fixed_sequence=torch.arange(30) % 20).double().eval()
+    x = torch.randint(0, 20, (3, 10))
+    kpm = torch.ones(3, 10, dtype=torch.bool)
+    kpm[1, 7:] = False
+    joint = m(x, key_padding_mask=kpm)
+    with record_attention(m):
+        apart = m(x, key_padding_mask=kpm)
+    torch.testing.assert_close(joint, apart, atol=1e-12, rtol=1e-12)

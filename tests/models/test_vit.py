@@ -35,3 +35,11 @@ def test_vit_cls_pool_refuses_grid_mixers_and_wrong_images():
         v(torch.randn(2, 3, 20, 20))
     with pytest.raises(ValueError, match="img_size"):
         ViT(img_size=18, patch_size=4)
+
+
+def test_vit_refuses_mixers_that_need_context():
+    import pytest as _pytest
+
+    with _pytest.raises(ValueError, match=r"mixer: expected mixers that need no extra context \(ViT provides none\), "
+                                          r"received layer 0: 'static_emb_qk' needs \['embeddings'\]"):
+        ViT(img_size=16, mixer="static_emb_qk")

@@ -47,6 +47,40 @@ def test_nothing_is_recorded_outside_the_block_and_calls_are_numbered_inside():
     assert rec.max_logits == {"call0": [3.0]}  # the masked -inf logit does not count
 
 
+def test_pause_recording_stops_and_resumes():
+    import torch as _torch
+
+    from attnlab.ops.attention import attention
+    from attnlab.ops.recording import pause_recording, record_attention
+
+    q = _torch.randn(1, 1, 3, 2)
+    with record_attention() as rec:
+        attention(q, q, q)
+        with pause_recording():
+            attention(q, q, q)
+        attention(q, q, q)
+    assert sum(len(v) for v in rec.maps.values()) == 2
+
+
+def test_capture_keeps_the_inputs_of_each_attention_call_in_the_graph():
+    import torch as _torch
+
+    from attnlab.ops.attention import attention
+    from attnlab.ops.recording import capture_attention_inputs
+
+    q = _torch.randn(1, 2, 4, 3, requires_grad=True)
+    kpm = _torch.ones(1, 4, dtype=_torch.bool)
+    with capture_attention_inputs() as cap:
+        out = attention(q, q * 2, q, causal=True, key_padding_mask=kpm, scale=0.5)
+    attention(q, q, q)  # outside: not captured
+    assert len(cap) == 1 and cap[0].causal and cap[0].scale == 0.5 and cap[0].key_padding_mask is kpm
+    again = attention(cap[0].q, cap[0].k, q, causal=cap[0].causal, key_padding_mask=cap[0].key_padding_mask,
+                      scale=cap[0].scale)
+    _torch.testing.assert_close(again, out, atol=0, rtol=0)
+    (g,) = _torch.autograd.grad(cap[0].k.sum(), q)
+    assert (g == 2).all()
+
+
 def test_recorded_eval_forward_runs_in_eval_mode_and_restores_the_mode_even_on_error():
     model = torch.nn.Sequential(mixers.create("softmax", 8, num_heads=2), torch.nn.Dropout(0.5))
     model.train()

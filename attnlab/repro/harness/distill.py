@@ -39,13 +39,15 @@ def student_from_teacher(teacher: nn.Module, spec, mixer: str, mixer_kwargs: dic
 
 def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, lr: float = 1e-3,
              first_batch: int = 10_000,
-             add_loss: Callable[[nn.Module, object, torch.Tensor], torch.Tensor] | None = None) -> list[float]:
+             add_loss: Callable[[nn.Module, object, torch.Tensor], torch.Tensor] | None = None,
+             loss_fn: Callable[[torch.Tensor, object], torch.Tensor] | None = None) -> list[float]:
     """AdamW (no weight decay, grad-norm clip 1, linear warm-up over a tenth of the steps) on the task loss,
     on training batches from ``first_batch`` on (apart from those the model was trained on).
 
-    ``add_loss(model, batch, loss)``, called after the forward pass, returns the loss to minimise (the
-    task loss plus extra terms, e.g. a distillation loss). Returns the loss per step; the model ends in
-    eval mode."""
+    ``loss_fn(outputs, batch)``, when given, replaces the task loss (e.g. a distillation loss against a
+    teacher's logits on the same batch). ``add_loss(model, batch, loss)``, called after the forward pass,
+    returns the loss to minimise (the loss plus extra terms, e.g. an attention-distillation loss). Returns
+    the loss per step; the model ends in eval mode."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -54,7 +56,8 @@ def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, 
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 10))
         batch = task.batch("train", first_batch + step, batch_size)
-        loss, _ = task.loss(model(batch.inputs), batch)
+        outputs = model(batch.inputs)
+        loss = task.loss(outputs, batch)[0] if loss_fn is None else loss_fn(outputs, batch)
         if add_loss is not None:
             loss = add_loss(model, batch, loss)
         opt.zero_grad()

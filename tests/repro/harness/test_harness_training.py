@@ -73,6 +73,37 @@ def test_finetune_adds_the_extra_loss_and_ends_in_eval_mode(task):
     assert len(plain) == 3 and not model.training and extra[0] == pytest.approx(plain[0] + 5.0, abs=1e-4)
 
 
+
+def test_finetune_loss_fn_replaces_the_task_loss(task):
+    """``loss_fn(outputs, batch)`` is what is minimised: twice the task loss doubles the first step's loss, and a
+    distillation loss against a frozen copy of the model itself (KL only) starts at zero."""
+    import copy
+
+    from attnlab.train import distillation_loss
+
+    model = mixer_arm("m", "softmax", dim=16, depth=1, num_heads=2).build(task.spec)
+    plain = finetune(model, task, steps=2, batch_size=4, seed=0)
+    model = mixer_arm("m", "softmax", dim=16, depth=1, num_heads=2).build(task.spec)
+    seen = []
+
+    def doubled(outputs, batch):
+        seen.append(tuple(outputs.shape))
+        return 2 * task.loss(outputs, batch)[0]
+
+    twice = finetune(model, task, steps=2, batch_size=4, seed=0, loss_fn=doubled)
+    assert twice[0] == pytest.approx(2 * plain[0], rel=1e-5) and len(seen) == 2 and seen[0][0] == 4
+    model = mixer_arm("m", "softmax", dim=16, depth=1, num_heads=2).build(task.spec).eval()
+    frozen = copy.deepcopy(model)
+
+    def self_kd(outputs, batch):
+        with torch.no_grad():
+            t = frozen(batch.inputs)
+        return distillation_loss(outputs, t, batch.targets, ce_weight=0.0, kl_weight=1.0)
+
+    kd = finetune(model, task, steps=2, batch_size=4, seed=0, loss_fn=self_kd)
+    assert abs(kd[0]) < 1e-6 and not model.training
+
+
 class _Causal(nn.Module):
     def __init__(self, mixer):
         super().__init__()
