@@ -9,7 +9,8 @@ Model outputs by ``spec.output``:
   - ``"lm"``: (B, N, num_classes) logits, one prediction per position;
   - ``"class"``: (B, num_classes) logits, one label per example;
   - ``"regression"``: (B, N, out_dim) values, one per position (the task picks
-    the positions it scores).
+    the positions it scores);
+  - ``"frames"``: (B, T_out, C, H, W) predicted video frames (the task says which).
 """
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ class TaskSpec:
     """What a model for this task takes and returns.
 
     Attributes:
-        input: ``"tokens"`` (B, N) long, ``"vectors"`` (B, N, in_dim) float, or
-            ``"image"`` (B, in_chans, H, W) float.
-        output: ``"lm"``, ``"class"`` or ``"regression"`` (see module doc).
+        input: ``"tokens"`` (B, N) long, ``"vectors"`` (B, N, in_dim) float,
+            ``"image"`` (B, in_chans, H, W) float, or ``"video"`` (B, num_frames, in_chans, H, W) float.
+        output: ``"lm"``, ``"class"``, ``"regression"`` or ``"frames"`` (see module doc).
         seq_len: N for token/vector inputs (None for images).
         vocab_size: number of token ids (tokens input).
         in_dim: feature size (vectors input).
@@ -40,6 +41,7 @@ class TaskSpec:
         num_classes: classes per prediction (lm / class output).
         out_dim: values per position (regression output).
         causal: the task needs causal mixing (next-token prediction).
+        num_frames: frames per example (video input).
     """
 
     input: str
@@ -52,10 +54,11 @@ class TaskSpec:
     num_classes: int | None = None
     out_dim: int | None = None
     causal: bool = False
+    num_frames: int | None = None
 
     def __post_init__(self):
-        check_choice("input", self.input, ("tokens", "vectors", "image"))
-        check_choice("output", self.output, ("lm", "class", "regression"))
+        check_choice("input", self.input, ("tokens", "vectors", "image", "video"))
+        check_choice("output", self.output, ("lm", "class", "regression", "frames"))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import class_ce
 
-__all__ = ["Shapes", "SHAPE_NAMES"]
+__all__ = ["Shapes", "SHAPE_NAMES", "STAMP_KINDS", "stamp"]
 
 SHAPE_NAMES = ("square", "cross", "triangle", "ring")
 _COLORS = {
@@ -19,12 +19,18 @@ _COLORS = {
 }
 
 
-def _stamp(kind: str, s: int) -> np.ndarray:
-    """Boolean s x s mask of a shape."""
+#: every shape :func:`stamp` draws (the shapes task uses the first four; the moving-shapes video adds the disc)
+STAMP_KINDS = SHAPE_NAMES + ("disc",)
+
+
+def stamp(kind: str, s: int) -> np.ndarray:
+    """Boolean s x s mask of a shape: one of :data:`STAMP_KINDS`."""
     yy, xx = np.mgrid[0:s, 0:s]
     c = (s - 1) / 2
     if kind == "square":
         return np.ones((s, s), bool)
+    if kind == "disc":
+        return np.hypot(xx - c, yy - c) <= c + 0.3
     if kind == "cross":
         w = max(s // 3, 1)
         lo = (s - w) // 2
@@ -69,7 +75,7 @@ class Shapes(Task):
         if not float(noise) >= 0:
             fail("noise", "a number >= 0", noise)
         self.noise = float(noise)
-        self._stamps = {k: _stamp(k, size) for k in SHAPE_NAMES}
+        self._stamps = {k: stamp(k, size) for k in SHAPE_NAMES}
 
     @property
     def spec(self) -> TaskSpec:
