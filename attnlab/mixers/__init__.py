@@ -29,5 +29,7 @@ from attnlab.mixers import sea  # noqa: E402,F401
 from attnlab.mixers import neighborhood  # noqa: E402,F401
 from attnlab.mixers import sliding_window  # noqa: E402,F401
 from attnlab.mixers import axial  # noqa: E402,F401
+from attnlab.mixers import context_sharing  # noqa: E402,F401
+from attnlab.mixers import gathering_scattering  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]
