@@ -50,12 +50,12 @@ class MovingShapesPrediction(Task):
 
     def __init__(self, img_size: int = 32, context: int = 3, targets: int = 3, skip: int = 1, num_objects: int = 2,
                  object_size: tuple[int, int] = (5, 7), speed: tuple[int, int] = (1, 2), num_distractors: int = 3,
-                 background_speed: int = 0, noise: float = 0.01, anomaly_rate: float = 0.5, test_frames: int = 40,
+                 pan_speed: int = 0, noise: float = 0.01, anomaly_rate: float = 0.5, test_frames: int = 40,
                  event_len: int = 3, speedup: int = 3, seed: int = 0):
         super().__init__(seed)
         self.cfg = MovingShapesConfig(img_size=img_size, num_objects=num_objects, object_size=tuple(object_size),
                                       speed=tuple(speed), motion="traffic", shapes=("square", "disc"),
-                                      num_distractors=num_distractors, background_speed=background_speed, noise=noise)
+                                      num_distractors=num_distractors, pan_speed=pan_speed, noise=noise)
         self.context = check_positive_int("context", context)
         self.targets = check_positive_int("targets", targets)
         self.skip = check_positive_int("skip", skip)
@@ -93,7 +93,7 @@ class MovingShapesPrediction(Task):
         video = render_video(rng, self.cfg, total, anomaly)
         keep = slice(None, None, self.skip)
         return Video(video.frames[keep], video.clean[keep], video.ids[keep], video.flow, video.labels[keep],
-                     video.positions, anomaly)
+                     video.positions, anomaly, video.pan)
 
     def batch(self, split: str, index: int, batch_size: int) -> Batch:
         """Batch ``index`` of ``split``, deterministic in (seed, split, index); ``test`` clips may be abnormal."""

@@ -5,8 +5,9 @@ Everything here is a pure function of a ``numpy.random.Generator`` and a
 shows foreground objects (shapes in bright colours) moving over a cluttered background: a
 low-contrast texture with *distractor* shapes of the same shapes and palette, so that a single
 frame cannot tell a foreground object from a distractor; only motion can (the point of the
-zero-shot video object segmentation variant, P30). The background can pan (``background_speed``
-px per frame, wrapping around).
+zero-shot video object segmentation variant, P30). The camera can pan: the background moves by
+``pan`` = (px, py) px per frame, wrapping around, each component drawn per video from
+``[-pan_speed, pan_speed]``; an object never moves like the camera (it would be invisible to motion).
 
 Motion is integer pixels per frame, so the flow is exact: ``flow[t]`` is the displacement (dx, dy)
 of the content at each pixel of frame t between frames t and t+1. Warping frame t forward by it
@@ -65,7 +66,8 @@ class MovingShapesConfig:
         motion: ``"bounce"`` or ``"traffic"`` (module docstring).
         shapes: shapes of normal objects and distractors (names of :data:`attnlab.tasks.shapes.STAMP_KINDS`).
         num_distractors: shapes painted on the background texture (they move with it).
-        background_speed: horizontal pan of the background in px per frame (0: static camera).
+        pan_speed: largest camera pan per axis in px per frame (0: static camera); the pan of a video is
+            drawn from [-pan_speed, pan_speed] per axis.
         noise: std of the Gaussian pixel noise added to every frame (frames are clipped to [0, 1]).
     """
 
@@ -76,7 +78,7 @@ class MovingShapesConfig:
     motion: str = "bounce"
     shapes: tuple[str, ...] = ("square", "disc", "cross", "triangle", "ring")
     num_distractors: int = 4
-    background_speed: int = 0
+    pan_speed: int = 0
     noise: float = 0.02
 
     def __post_init__(self):
@@ -100,9 +102,9 @@ class MovingShapesConfig:
         if isinstance(self.num_distractors, bool) or not isinstance(self.num_distractors, int) \
                 or self.num_distractors < 0:
             fail("num_distractors", "an int >= 0", repr(self.num_distractors))
-        if isinstance(self.background_speed, bool) or not isinstance(self.background_speed, int) \
-                or abs(self.background_speed) >= self.img_size:
-            fail("background_speed", f"an int with |value| < img_size = {self.img_size}", repr(self.background_speed))
+        if isinstance(self.pan_speed, bool) or not isinstance(self.pan_speed, int) \
+                or not 0 <= self.pan_speed < self.img_size // 4:
+            fail("pan_speed", f"an int in [0, img_size / 4) = [0, {self.img_size // 4})", repr(self.pan_speed))
         if not (isinstance(self.noise, (int, float)) and 0 <= self.noise < 1):
             fail("noise", "a number in [0, 1)", repr(self.noise))
         object.__setattr__(self, "object_size", (lo, hi))
@@ -143,6 +145,7 @@ class Video:
             object has its own id, so ``ids > 0`` is the foreground mask and equal ids are one object.
         flow: (T - 1, 2, H, W) float32, exact displacement (dx, dy) in px of each pixel's content from
             frame t to frame t + 1 (foreground: its object's motion; background: the pan).
+        pan: (2,) int, the camera pan (px, py) per frame.
         labels: (T,) bool, True on the frames of an abnormal event.
         positions: {id: (T, 2) int array of the object's top-left (x, y) per frame, -10**6 when absent}.
         anomaly: the event, or None.
@@ -155,6 +158,7 @@ class Video:
     labels: np.ndarray
     positions: dict = field(default_factory=dict)
     anomaly: Anomaly | None = None
+    pan: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
 
     @property
     def masks(self) -> np.ndarray:
@@ -168,9 +172,14 @@ ABSENT = -10**6
 class _Track:
     """One object slot: its current object's position, velocity, look and id, and the positions per id."""
 
-    def __init__(self, rng, cfg: MovingShapesConfig, shapes: tuple[str, ...], new_id, entering: bool):
-        self.rng, self.cfg, self.shapes, self.new_id = rng, cfg, shapes, new_id
+    def __init__(self, rng, cfg: MovingShapesConfig, shapes: tuple[str, ...], new_id, pan: np.ndarray,
+                 entering: bool):
+        self.rng, self.cfg, self.shapes, self.new_id, self.pan = rng, cfg, shapes, new_id, np.abs(pan)
         self.spawn(entering)
+
+    def _moves_like_the_camera(self, v: np.ndarray) -> bool:
+        """True if ``v`` (or a reflection of it) equals the pan: the object would not move against the background."""
+        return bool((np.abs(v) == self.pan).all())
 
     def spawn(self, entering: bool) -> None:
         rng, cfg, n = self.rng, self.cfg, self.cfg.img_size
@@ -179,14 +188,16 @@ class _Track:
         self.colour = np.asarray(PALETTE[int(rng.integers(len(PALETTE)))], np.float32)
         self.id = self.new_id()
         s_lo, s_hi = cfg.speed
+        while True:
+            if cfg.motion == "traffic":
+                self.v = np.array([int(rng.integers(s_lo, s_hi + 1)), int(rng.integers(-1, 2))])
+            else:
+                self.v = rng.integers(-s_hi, s_hi + 1, size=2)
+            if self.v.any() and not self._moves_like_the_camera(self.v):
+                break
         if cfg.motion == "traffic":
-            self.v = np.array([int(rng.integers(s_lo, s_hi + 1)), int(rng.integers(-1, 2))])
             x = 1 - self.size if entering else int(rng.integers(1 - self.size, n))
         else:
-            while True:
-                self.v = rng.integers(-s_hi, s_hi + 1, size=2)
-                if self.v.any():
-                    break
             x = int(rng.integers(0, n - self.size + 1))
         self.p = np.array([x, int(rng.integers(0, n - self.size + 1))])
 
@@ -279,10 +290,12 @@ def render_video(rng: np.random.Generator, cfg: MovingShapesConfig, num_frames: 
     _check_render_args(cfg, num_frames, anomaly)
     n, t_all = cfg.img_size, num_frames
     counter = iter(range(1, 2**31 - 1))
-    tracks = [_Track(rng, cfg, cfg.shapes, lambda: next(counter), entering=False) for _ in range(cfg.num_objects)]
+    pan = rng.integers(-cfg.pan_speed, cfg.pan_speed + 1, size=2)
+    tracks = [_Track(rng, cfg, cfg.shapes, lambda: next(counter), pan, entering=False)
+              for _ in range(cfg.num_objects)]
     extra = None
     if anomaly is not None and anomaly.kind == "new_shape":
-        extra = _Track(rng, cfg, cfg.anomaly_shapes, lambda: next(counter), entering=False)
+        extra = _Track(rng, cfg, cfg.anomaly_shapes, lambda: next(counter), pan, entering=False)
         extra.p[0] = int(rng.integers(0, max(n - extra.size - int(extra.v[0]) * anomaly.length, 0) + 1))
     elif anomaly is not None:
         _place_lead(rng, tracks[0], anomaly, n)
@@ -320,9 +333,9 @@ def render_video(rng: np.random.Generator, cfg: MovingShapesConfig, num_frames: 
     frames = np.empty((t_all, 3, n, n), np.float32)
     ids = np.zeros((t_all, n, n), np.int32)
     flow = np.zeros((t_all - 1, 2, n, n), np.float32)
-    flow[:, 0] = cfg.background_speed
+    flow[:, 0], flow[:, 1] = pan[0], pan[1]
     for t in range(t_all):
-        img = np.roll(bg, cfg.background_speed * t, axis=-1)
+        img = np.roll(bg, (int(pan[1]) * t, int(pan[0]) * t), axis=(-2, -1))
         for p, size, mask, colour, oid, disp in drawn[t]:
             _paint(img, ids[t], flow[t] if t < t_all - 1 else None, p, size, mask, colour, oid, disp)
         frames[t] = img
@@ -332,4 +345,4 @@ def render_video(rng: np.random.Generator, cfg: MovingShapesConfig, num_frames: 
     clean = frames.copy()
     if cfg.noise:
         frames = np.clip(frames + cfg.noise * rng.standard_normal(frames.shape).astype(np.float32), 0.0, 1.0)
-    return Video(frames, clean, ids, flow, labels, positions, anomaly)
+    return Video(frames, clean, ids, flow, labels, positions, anomaly, pan)
