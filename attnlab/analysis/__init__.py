@@ -1,16 +1,19 @@
 """Analysis tools used by the papers: LR sensitivity and LR sweeps, attention-logit growth and
 output-logit divergence probes (P02); the KQ/OV pattern and debiased-GD probes of P24;
-attention similarity between two maps or models (KL, JS, top-k overlap, mass recall; P20).
+attention similarity between two maps or models (KL, JS, top-k overlap, mass recall; P20);
+how query-dependent an attention map is (P30) and FLOP counts with attention included.
 
     from attnlab.analysis import lr_sensitivity, max_attention_logit, output_log_z
 """
 from attnlab.analysis.attention_similarity import (attention_js, attention_kl, attention_maps, compare_maps,
                                                    compare_recordings, mass_recall, topk_overlap)
+from attnlab.analysis.flops import count_flops
 from attnlab.analysis.icl_patterns import fit_scale_r2, gd_prediction, kq_pattern, ov_pattern
 from attnlab.analysis.logit_growth import max_attention_logit, output_log_z
 from attnlab.analysis.lr_sensitivity import capped_losses, lr_sensitivity, lr_sweep
+from attnlab.analysis.query_dependence import query_dependence
 
 __all__ = ["lr_sensitivity", "capped_losses", "lr_sweep", "max_attention_logit", "output_log_z",
            "kq_pattern", "ov_pattern", "gd_prediction", "fit_scale_r2",
            "attention_kl", "attention_js", "topk_overlap", "mass_recall", "compare_maps", "compare_recordings",
-           "attention_maps"]
+           "attention_maps", "query_dependence", "count_flops"]
