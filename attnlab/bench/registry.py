@@ -33,6 +33,7 @@ CASE_MODULES = (
     "attnlab.bench.routed",
     "attnlab.bench.sparse",
     "attnlab.bench.vision",
+    "attnlab.bench.video",
 )
 
 #: params the worker consumes itself instead of passing them to the setup

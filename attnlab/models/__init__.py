@@ -32,6 +32,7 @@ from attnlab.models import s2aformer  # noqa: E402,F401
 from attnlab.models import hyena_vit  # noqa: E402,F401
 from attnlab.models import dinat  # noqa: E402,F401
 from attnlab.models import isomer  # noqa: E402,F401
+from attnlab.models import bidirectional_vad  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers",

@@ -179,6 +179,16 @@ class IsomerSegmenter(nn.Module):
             shapes.append((fuse.project.out_channels, side, side))
         return shapes
 
+    def stage_inputs(self, batch: int, *, seed: int = 0, requires_grad: bool = False
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Standard-normal appearance and motion maps of every stage's shape (batch ``batch``, fixed ``seed``):
+        inputs for timing or counting the fusion stages alone."""
+        g = torch.Generator().manual_seed(seed)
+        dtype = next(self.parameters()).dtype
+        maps = [[torch.randn(batch, *shape, generator=g, dtype=dtype).requires_grad_(requires_grad)
+                 for shape in self.stage_shapes()] for _ in range(2)]
+        return maps[0], maps[1]
+
     def fuse_all(self, appearances: Sequence[torch.Tensor], motions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The fusion stages alone: per-stage appearance and motion maps (B, C, h, w) -> fused maps (what P30's
         speed-up is about; timed and counted by the reproduction and ``attnlab bench isomer_fusion``)."""

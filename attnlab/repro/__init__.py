@@ -30,6 +30,8 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "isomer": "attnlab.repro.isomer",
+    "video_anomaly": "attnlab.repro.video_anomaly",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",
