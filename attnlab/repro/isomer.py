@@ -42,7 +42,7 @@ import torch
 
 from attnlab.analysis import count_flops, query_dependence
 from attnlab.ops.recording import record_attention
-from attnlab.repro.harness.arms import Arm, train_arms
+from attnlab.repro.harness.arms import Arm, TrainBudget, train_arms, train_config
 from attnlab.repro.harness.plots import plot_bar_panels, plot_curves
 from attnlab.repro.harness.rules import guard_learned, two_parts
 from attnlab.repro.harness.runner import ReproOutcome
@@ -55,23 +55,18 @@ CLAIM = ("Attention in a vanilla transformer fusing appearance and motion is que
          "a fraction of its cost (13x faster in the paper).")
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Training and measurement sizes of one run."""
+@dataclass(frozen=True, kw_only=True)
+class Budget(TrainBudget):
+    """Training sizes, and frames for the attention probe, batch and repeats for the fusion timing."""
 
-    steps: int
-    batch_size: int
-    eval_batches: int
     js_frames: int
     time_batch: int
     time_repeats: int
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
 
 
-QUICK = Budget(steps=3, batch_size=4, eval_batches=1, js_frames=2, time_batch=2, time_repeats=1)
-FULL = Budget(steps=300, batch_size=16, eval_batches=8, js_frames=4, time_batch=16, time_repeats=5)
+_TRAIN = dict(lr=2e-3, warmup_steps=20, weight_decay=0.01)
+QUICK = Budget(steps=3, batch_size=4, eval_batches=1, js_frames=2, time_batch=2, time_repeats=1, **_TRAIN)
+FULL = Budget(steps=300, batch_size=16, eval_batches=8, js_frames=4, time_batch=16, time_repeats=5, **_TRAIN)
 
 TASK = {"img_size": 32}
 ARMS = {"vanilla fusion": "vanilla_fusion_tiny", "Isomer (CST + SGST)": "isomer_tiny"}
@@ -123,14 +118,11 @@ def _fusion_step(model, apps, mots) -> None:
 def run(ctx) -> ReproOutcome:
     """Train both segmenters, then measure J / F, query dependence per stage, fusion FLOPs and fusion time."""
     from attnlab import models, tasks
-    from attnlab.train import TrainConfig
 
     b = ctx.budget
     task = tasks.create("moving_shapes_zvos", seed=ctx.seed, **TASK)
-    cfg = TrainConfig(steps=b.steps, batch_size=b.batch_size, lr=b.lr, warmup_steps=min(b.warmup_steps, b.steps),
-                      weight_decay=b.weight_decay, eval_every=max(b.steps // 3, 1), eval_batches=b.eval_batches,
-                      seed=ctx.seed)
-    res = train_arms(task, arms(), cfg, seed=ctx.seed, progress=ctx.progress, metric="J")
+    res = train_arms(task, arms(), train_config(b, seed=ctx.seed, evals=3), seed=ctx.seed, progress=ctx.progress,
+                     metric="J")
     vanilla, isomer = res.models[VANILLA], res.models[ISOMER]
 
     probe = task.batch("val", 10_000, b.js_frames).inputs

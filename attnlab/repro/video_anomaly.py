@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attnlab.repro.harness.arms import Arm, train_arms
+from attnlab.repro.harness.arms import Arm, TrainBudget, train_arms, train_config
 from attnlab.repro.harness.plots import plot_bar_panels, plot_curves
 from attnlab.repro.harness.rules import two_parts
 from attnlab.repro.harness.runner import ReproOutcome
@@ -45,21 +45,16 @@ CLAIM = ("A bi-directional hybrid of a convolutional temporal transformer and a 
          "(state-of-the-art frame AUC), and predicting in both directions beats predicting forwards only.")
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Training and test sizes of one run."""
+@dataclass(frozen=True, kw_only=True)
+class Budget(TrainBudget):
+    """Training sizes and the number of test videos."""
 
-    steps: int
-    batch_size: int
-    eval_batches: int
     test_videos: int
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
 
 
-QUICK = Budget(steps=2, batch_size=2, eval_batches=1, test_videos=2)
-FULL = Budget(steps=250, batch_size=8, eval_batches=4, test_videos=16)
+_TRAIN = dict(lr=2e-3, warmup_steps=20, weight_decay=0.01)
+QUICK = Budget(steps=2, batch_size=2, eval_batches=1, test_videos=2, **_TRAIN)
+FULL = Budget(steps=250, batch_size=8, eval_batches=4, test_videos=16, **_TRAIN)
 
 TASK = {"img_size": 32, "context": 3, "targets": 3, "test_frames": 40}
 MODEL = {"lstm_kernel": 3}
@@ -113,14 +108,11 @@ def copy_last_past_frame(task):
 def run(ctx) -> ReproOutcome:
     """Train both predictors on normal clips; score the anomalous test videos; frame AUROC of each."""
     from attnlab import tasks
-    from attnlab.train import TrainConfig
 
     b = ctx.budget
     task = tasks.create("moving_shapes_prediction", seed=ctx.seed, **TASK)
-    cfg = TrainConfig(steps=b.steps, batch_size=b.batch_size, lr=b.lr, warmup_steps=min(b.warmup_steps, b.steps),
-                      weight_decay=b.weight_decay, eval_every=max(b.steps // 5, 1), eval_batches=b.eval_batches,
-                      seed=ctx.seed)
-    res = train_arms(task, arms(), cfg, seed=ctx.seed, progress=ctx.progress)
+    res = train_arms(task, arms(), train_config(b, seed=ctx.seed, evals=5), seed=ctx.seed,
+                     progress=ctx.progress)
     videos = [task.test_video(i) for i in range(b.test_videos)]
     auc, per_kind = {}, {}
     for label, model in res.models.items():
