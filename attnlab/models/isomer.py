@@ -130,7 +130,8 @@ class IsomerSegmenter(nn.Module):
 
     Args:
         img_size: frame side (a multiple of the total stride).
-        in_chans, flow_chans: channels of the frame and of the flow (the input holds both, in that order).
+        in_chans: input channels, the frame's then the flow's (the ``moving_shapes_zvos`` task: 3 + 2);
+            flow_chans: how many of them (the last ones) are the flow.
         widths: channels per stage; strides: downsampling of each stage (the first stage's from the input).
         fusion: per stage, one of :data:`FUSIONS` (a single name for every stage).
         num_heads: per stage, heads of the vanilla / SGST attention; num_tokens: per stage, SGST's K tokens per side.
@@ -139,7 +140,7 @@ class IsomerSegmenter(nn.Module):
         sgst_discard_scatter: DLUT-yyc/Isomer's behaviour (SGST returns its projected input).
     """
 
-    def __init__(self, *, img_size: int = 32, in_chans: int = 3, flow_chans: int = 2,
+    def __init__(self, *, img_size: int = 32, in_chans: int = 5, flow_chans: int = 2,
                  widths: Sequence[int] = (16, 24, 32, 48), strides: Sequence[int] = (1, 2, 2, 2),
                  fusion: str | Sequence[str] = ("cst", "cst", "sgst", "sgst"), num_heads=(1, 1, 2, 2),
                  num_tokens=(8, 8, 8, 4), tau: float = 0.5, mlp_ratio: float = 4.0, cst_ratio: float = 16.0,
@@ -155,10 +156,13 @@ class IsomerSegmenter(nn.Module):
         total = math.prod(strides)
         if img_size % total:
             fail("img_size", f"a multiple of the total stride {total}", img_size)
+        check_positive_int("flow_chans", flow_chans)
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans <= flow_chans:
+            fail("in_chans", f"an int > flow_chans={flow_chans} (frame channels, then flow channels)", repr(in_chans))
         self.img_size, self.in_chans, self.flow_chans = img_size, in_chans, flow_chans
         self.fusion = _per_stage("fusion", fusion, n)
         heads, tokens = _per_stage("num_heads", num_heads, n), _per_stage("num_tokens", num_tokens, n)
-        chans = [(in_chans, flow_chans)] + [(w, w) for w in widths[:-1]]
+        chans = [(in_chans - flow_chans, flow_chans)] + [(w, w) for w in widths[:-1]]
         self.appearance = nn.ModuleList(ConvStage(c[0], w, s) for c, w, s in zip(chans, widths, strides))
         self.motion = nn.ModuleList(ConvStage(c[1], w, s) for c, w, s in zip(chans, widths, strides))
         self.fuse = nn.ModuleList(
@@ -195,13 +199,13 @@ class IsomerSegmenter(nn.Module):
         return [fuse(a, m) for fuse, a, m in zip(self.fuse, appearances, motions)]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The fused map of every stage for input (B, in_chans + flow_chans, H, W)."""
+        """The fused map of every stage for input (B, in_chans, H, W)."""
         check_tensor("x", x, ndim=4, floating=True)
-        if x.shape[1] != self.in_chans + self.flow_chans or x.shape[-1] != self.img_size \
-                or x.shape[-2] != self.img_size:
-            fail("x", f"shape (B, {self.in_chans + self.flow_chans}, {self.img_size}, {self.img_size}) "
-                 "(frame channels, then flow)", describe(x))
-        a, m = x[:, : self.in_chans], x[:, self.in_chans:]
+        if x.shape[1] != self.in_chans or x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            fail("x", f"shape (B, {self.in_chans}, {self.img_size}, {self.img_size}) (frame channels, then flow)",
+                 describe(x))
+        split = self.in_chans - self.flow_chans
+        a, m = x[:, :split], x[:, split:]
         fused = []
         for enc_a, enc_m, fuse in zip(self.appearance, self.motion, self.fuse):
             a, m = enc_a(a), enc_m(m)
@@ -209,7 +213,7 @@ class IsomerSegmenter(nn.Module):
         return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans + flow_chans, H, W) -> per-pixel logits (B, H*W, num_classes)."""
+        """(B, in_chans, H, W) -> per-pixel logits (B, H*W, num_classes)."""
         fused = self.features(x)
         size = fused[0].shape[-2:]
         ups = [F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if f.shape[-2:] != size
