@@ -1,6 +1,7 @@
 """Middle-frame prediction on the generated moving-shapes video (P21's proxy task), with an anomaly test split."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -16,11 +17,14 @@ from attnlab.tasks.video_metrics import psnr, ssim, ssim_l1_loss
 __all__ = ["MovingShapesPrediction", "VideoScores"]
 
 
+@dataclass
 class VideoScores:
-    """Per-frame errors of one long video: ``frames`` (indices of the scored frames), ``errors`` and ``labels``."""
+    """Per-frame errors of one long video: ``frames`` (indices of the scored frames), ``errors`` and ``labels``
+    (True = abnormal), one entry per scored frame."""
 
-    def __init__(self, frames: np.ndarray, errors: np.ndarray, labels: np.ndarray):
-        self.frames, self.errors, self.labels = frames, errors, labels
+    frames: np.ndarray
+    errors: np.ndarray
+    labels: np.ndarray
 
 
 @register("moving_shapes_prediction")
