@@ -36,3 +36,5 @@ def test_quick_run(quick_run):
     assert len(m["query dependence per stage, trained vanilla (bits)"]) == 4
     assert all(0 <= v <= 1 for v in m["query dependence per stage, vanilla at init (bits)"])
     assert 0 <= m[isomer.J_VANILLA] <= 1 and 0 <= m[isomer.J_ISOMER] <= 1
+    assert r.per_seed[isomer.J_VANILLA] == [m[isomer.J_VANILLA]] and r.per_seed[isomer.JS_LOW] == [m[isomer.JS_LOW]]
+    assert isomer.FULL.seeds == (0, 1, 2) and m["seeds"] == 1

@@ -45,3 +45,6 @@ def test_quick_run(quick_run):
     assert 0 <= m[video_anomaly.AUC_BI] <= 1 and 0 <= m[video_anomaly.AUC_FWD] <= 1
     assert 0 <= m["frame AUROC copy last past frame"] <= 1
     assert m["parameters bi-directional"] > m["parameters forward only"]
+    assert r.per_seed == {video_anomaly.AUC_BI: [m[video_anomaly.AUC_BI]],
+                          video_anomaly.AUC_FWD: [m[video_anomaly.AUC_FWD]]}
+    assert video_anomaly.FULL.seeds == (0, 1, 2) and m["seeds"] == 1
