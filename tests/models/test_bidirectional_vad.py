@@ -64,11 +64,11 @@ def test_learns_a_fixed_batch_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     m = models.create(name, **TINY)
     task = tasks.create("moving_shapes_prediction", img_size=16, object_size=(3, 5), num_distractors=1)
-    clip = task.batch("train", 0, 4).inputs
+    clip = task.batch("train", 0, 2).inputs
     target = clip[:, 3:6]
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
-    for step in range(25):
+    for step in range(15):
         loss = (m(clip) - target).abs().mean()
         opt.zero_grad()
         loss.backward()
@@ -77,7 +77,7 @@ def test_learns_a_fixed_batch_and_every_parameter_gets_a_gradient(name):
             assert not missing, missing
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert losses[-1] < 0.65 * losses[0], losses
 
 
 def test_bad_input_is_named():
