@@ -30,6 +30,9 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "attention_drop": "attnlab.repro.attention_drop",
+    "scan_snap": "attnlab.repro.scan_snap",
+    "att_svm": "attnlab.repro.att_svm",
     "isomer": "attnlab.repro.isomer",
     "video_anomaly": "attnlab.repro.video_anomaly",
 }
