@@ -3,12 +3,16 @@ directions detects them at least as well as predicting forwards only.
 
 Setting. The generated ``moving_shapes_prediction`` task (32 px frames; objects of two normal shapes
 drive rightwards over a cluttered background; clips of 3 past + 3 middle + 3 future frames). Both
-arms train on normal clips only, with P21's loss (0.5 (1 - SSIM) + 0.5 Gaussian-L1), the same data,
-optimiser (AdamW, LR 2e-3, warm-up, cosine), steps and seed:
+arms train on normal clips only, with P21's loss (0.5 (1 - SSIM) + 0.5 Gaussian-L1), the same data and
+steps:
 
 * ``bi-directional`` — :class:`attnlab.models.bidirectional_vad.BiDirectionalVAD` (ConvTTrans encoder,
   twin forward / backward decoders, layer-interactive ConvLSTM bridge, merge 0.85 / 0.15);
 * ``forward only`` — the same network without the backward pipeline (P21's ablation).
+
+Protocol (``attnlab.repro.harness.protocol``): each arm at its own LR from a sweep over 1e-3 / 3e-3 at 50
+of the 200 steps on the val split (AdamW, warm-up, cosine; final val loss picks), then three seeds (each
+seed draws the training data, the test videos and the initialisation).
 
 Test: long videos (40 frames) that each hold one abnormal event of 3 frames (teleport, 3x speed-up,
 wrong direction, a new shape; the kinds in turn). Every scorable frame is predicted once (sliding
@@ -17,13 +21,15 @@ video (P21's anomaly score), and the frame-level AUROC is taken over all frames 
 Reported beside: the AUROC per kind, and that of a predictor that copies the last past frame (how
 easy the events are without learning).
 
-Rule (written before the run): part 1, the bi-directional model's frame AUROC is above 0.9; part 2,
-it is at least the forward-only model's. Both -> holds; neither -> does not hold; one ->
-inconclusive. The rule reads means over three seeds (each seed draws the training data, the test
-videos and the initialisation). History: the first full run used one seed (same rule): AUROC
-bi-directional 0.897, forward only 0.886, copying the last frame 0.732 -> inconclusive, in 156 s of
-CPU; the budget was then raised to three seeds (still within 10 minutes of one core), the rule
-unchanged.
+Rule (written before the run; seed by seed, 95 % t intervals). Arms at chance (val SSIM of the predicted
+middle frames not above that of the better no-learning predictor, copying the last past frame or averaging
+the context frames, at every LR tried): inconclusive if both are; does not hold if the bi-directional model
+alone is. Otherwise part 1, the bi-directional model's frame AUROC clears 0.9; part 2, its AUROC minus the
+forward-only model's clears 0. Both parts agree -> their verdict; otherwise inconclusive. History: before
+the protocol, the first full run (one seed, LR 2e-3 for both, 250 steps, the same parts on point values)
+measured AUROC bi-directional 0.897, forward only 0.886, copying the last past frame 0.732 -> inconclusive,
+in 156 s of CPU; the protocol's sweep and seeds needed the step budget cut to 200 to stay within 10 minutes
+of one core.
 
 Deviations: 32 px generated video (P21: UCSD Ped2, CUHK Avenue, ShanghaiTech at 256 px, frames
 sampled every 3rd); widths 8/16/32, 4 heads, 2 encoder and 2 + 2 decoder layers (P21: 16/32/64, 8
@@ -38,9 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attnlab.repro.harness.arms import Arm, TrainBudget, train_arms, train_config
+from attnlab.repro.harness.arms import Arm, count_params
+from attnlab.repro.harness.intervals import t_interval
 from attnlab.repro.harness.plots import plot_bar_panels, plot_curves
-from attnlab.repro.harness.rules import two_parts
+from attnlab.repro.harness.protocol import AT_CHANCE, Chance, Protocol, at_chance_figure, train_fair
+from attnlab.repro.harness.rules import chance_rule, clears, unanimous
 from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P21"
@@ -50,33 +58,41 @@ CLAIM = ("A bi-directional hybrid of a convolutional temporal transformer and a 
 
 
 @dataclass(frozen=True, kw_only=True)
-class Budget(TrainBudget):
-    """Training sizes and the number of test videos."""
+class Budget:
+    """Training sizes, the protocol and the number of test videos."""
 
+    steps: int
+    batch_size: int
+    eval_batches: int
     test_videos: int
-    seeds: tuple[int, ...] = (0,)
+    protocol: Protocol
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
 
 
-_TRAIN = dict(lr=2e-3, warmup_steps=20, weight_decay=0.01)
-QUICK = Budget(steps=2, batch_size=2, eval_batches=1, test_videos=2, **_TRAIN)
-FULL = Budget(steps=250, batch_size=8, eval_batches=4, test_videos=16, seeds=(0, 1, 2), **_TRAIN)
+QUICK = Budget(steps=2, batch_size=2, eval_batches=1, test_videos=2,
+               protocol=Protocol(lrs=(1e-3, 3e-3), seeds=(0, 1), sweep_fraction=0.5))
+FULL = Budget(steps=200, batch_size=8, eval_batches=4, test_videos=16,
+              protocol=Protocol(lrs=(1e-3, 3e-3), seeds=(0, 1, 2), sweep_fraction=0.25))
 
 TASK = {"img_size": 32, "context": 3, "targets": 3, "test_frames": 40}
 MODEL = {"lstm_kernel": 3}
 ARMS = {"bi-directional": "bidirectional_vad_tiny", "forward only": "forward_vad_tiny"}
 BI, FWD = ARMS
+COPY = "copy last past frame"
 
 #: thresholds of the rule
 AUROC_MIN = 0.9
 
 AUC_BI = "frame AUROC bi-directional"
-AUC_FWD = "frame AUROC forward only"
-FIGURES = (AUC_BI, AUC_FWD)
+AUC_GAP = "frame AUROC bi-directional - forward only"
+FIGURES = (AUC_BI, AUC_GAP, AT_CHANCE)
 
 
 def judge(figures: dict) -> str:
     """The rule of the module docstring, on the figures named in ``FIGURES``."""
-    return two_parts(figures[AUC_BI] > AUROC_MIN, figures[AUC_BI] >= figures[AUC_FWD])
+    return chance_rule(figures[AT_CHANCE], ARMS, counts_against=(BI,)) \
+        or unanimous(clears(figures[AUC_BI], AUROC_MIN), clears(figures[AUC_GAP], 0.0))
 
 
 def arms() -> list[Arm]:
@@ -110,55 +126,88 @@ def copy_last_past_frame(task):
     return lambda clips: clips[:, c - 1: c].expand(-1, t, -1, -1, -1)
 
 
-def _train_seed(ctx, b, seed: int) -> tuple[dict, dict, object]:
-    """One seed: the task (data, test videos) at that seed, both arms trained; (AUROC, AUROC per kind, ArmResults)."""
+def mean_of_context(task):
+    """The other no-learning predictor: every middle frame is the mean of the past and future context frames."""
+    c = task.context
+    keep = [*range(c), *range(c + task.targets, 2 * c + task.targets)]
+    return lambda clips: clips[:, keep].mean(1, keepdim=True).expand(-1, task.targets, -1, -1, -1)
+
+
+def make_task(seed: int):
+    """The frame-prediction task of a seed (its data and test videos)."""
     from attnlab import tasks
 
-    task = tasks.create("moving_shapes_prediction", seed=seed, **TASK)
-    res = train_arms(task, arms(), train_config(b, seed=seed, evals=5), seed=seed, progress=ctx.progress)
-    videos = [task.test_video(i) for i in range(b.test_videos)]
-    auc, per_kind = {}, {}
-    for label, model in res.models.items():
-        model.eval()
-        auc[label], per_kind[label] = anomaly_auroc(task, model, videos)
-    copy = "copy last past frame"
-    auc[copy], per_kind[copy] = anomaly_auroc(task, copy_last_past_frame(task), videos)
-    return auc, per_kind, res
+    return tasks.create("moving_shapes_prediction", seed=seed, **TASK)
+
+
+def chance(task, batches: int, batch_size: int) -> Chance:
+    """SSIM at chance: the better val SSIM of the two no-learning predictors (margin 0: an arm whose predictions are
+    no better than copying or averaging frames learned nothing of the motion)."""
+    levels = []
+    for predict in (copy_last_past_frame(task), mean_of_context(task)):
+        total = 0.0
+        for i in range(batches):
+            batch = task.batch("val", i, batch_size)
+            total += task.loss(predict(batch.inputs), batch)[1]["ssim"] / batches
+        levels.append(total)
+    return Chance(float(max(levels)), 0.0)
+
+
+def _test_videos(task, n: int) -> list:
+    return [task.test_video(i) for i in range(n)]
 
 
 def run(ctx) -> ReproOutcome:
-    """Train both predictors on normal clips per seed; score the anomalous test videos; frame AUROC of each."""
+    """Train both predictors on normal clips under the protocol; score the anomalous test videos; frame AUROC."""
+    from attnlab.train import TrainConfig
+
     b = ctx.budget
-    runs = [_train_seed(ctx, b, ctx.seed + s) for s in b.seeds]
-    labels = list(runs[0][0])
-    auc = {label: float(np.mean([r[0][label] for r in runs])) for label in labels}
-    kinds = list(runs[0][1][BI])
-    per_kind = {label: {k: float(np.mean([r[1][label][k] for r in runs])) for k in kinds} for label in labels}
-    per_seed = {f"frame AUROC {label}": [r[0][label] for r in runs] for label in labels}
-    measured = {AUC_BI: auc[BI], AUC_FWD: auc[FWD], "frame AUROC copy last past frame": auc["copy last past frame"],
-                "frame AUROC per seed bi-directional": per_seed[AUC_BI],
-                "frame AUROC per seed forward only": per_seed[AUC_FWD], "seeds": len(runs)}
+    template = TrainConfig(steps=b.steps, batch_size=b.batch_size, lr=2e-3, warmup_steps=min(b.warmup_steps, b.steps),
+                           weight_decay=b.weight_decay, eval_every=max(b.steps // 5, 1), eval_batches=b.eval_batches,
+                           log_every=max(b.steps // 5, 1))
+
+    def measure(model, task, split: str) -> dict:
+        if split != "test":
+            return {}
+        model.eval()
+        auc, per_kind = anomaly_auroc(task, model, _test_videos(task, b.test_videos))
+        return {"auroc": auc, **{f"auroc {k}": v for k, v in per_kind.items()}}
+
+    fair = train_fair(arms(), make_task, template, b.protocol, seed=ctx.seed, progress=ctx.progress,
+                      name="middle-frame prediction", metric="ssim", keep_models=True, measure=measure,
+                      chance=chance(make_task(ctx.seed), b.eval_batches, b.batch_size))
+    seeds = [ctx.seed + s for s in b.protocol.seeds]
+    copy = [anomaly_auroc(make_task(s), copy_last_past_frame(make_task(s)), _test_videos(make_task(s), b.test_videos))
+            for s in seeds]
+    auc = {label: fair.interval(label, "auroc") for label in ARMS}
+    auc[COPY] = t_interval([c[0] for c in copy])
+    kinds = [k.removeprefix("auroc ") for k in fair.runs[BI][0].measured if k.startswith("auroc ")]
+    per_kind = {label: {k: float(np.mean(fair.values(label, f"auroc {k}"))) for k in kinds} for label in ARMS}
+    per_kind[COPY] = {k: float(np.mean([c[1][k] for c in copy])) for k in kinds}
+    measured = {AUC_BI: auc[BI], AUC_GAP: fair.difference(BI, FWD, "auroc"), **at_chance_figure(fair),
+                f"frame AUROC {FWD}": auc[FWD], f"frame AUROC {COPY}": auc[COPY]}
     for label, by_kind in per_kind.items():
-        measured.update({f"AUROC {label}, {k}": v for k, v in by_kind.items()})
-    first = runs[0][2]
+        measured.update({f"AUROC {label}, {k} (seed mean)": v for k, v in by_kind.items()})
+    first = fair.models(0)
     for label in ARMS:
-        measured[f"val SSIM {label}"] = float(np.mean([r[2].results[label].final_eval["ssim"] for r in runs]))
-        measured[f"val PSNR {label}"] = float(np.mean([r[2].results[label].final_eval["psnr"] for r in runs]))
-        measured[f"parameters {label}"] = first.params[label]
-    plot_curves(ctx, first.curves, "video_anomaly_ssim.png", ylabel="val SSIM of predicted middle frames",
-                title="middle-frame prediction on normal clips (first seed)",
-                final={k: v.final_eval["ssim"] for k, v in first.results.items()}, digits=3)
-    panels = {"frame AUROC, all events": auc}
+        measured[f"test SSIM {label}"] = fair.interval(label)
+        measured[f"parameters {label}"] = count_params(first[label])
+    measured["lr"] = fair.lr
+    plot_curves(ctx, {label: fair.runs[label][0].curve for label in ARMS}, "video_anomaly_ssim.png",
+                ylabel="val SSIM of predicted middle frames", title="middle-frame prediction on normal clips (first seed)",
+                final={label: fair.runs[label][0].metric for label in ARMS}, digits=3)
+    panels = {"frame AUROC, all events": {label: iv.mean for label, iv in auc.items()}}
     panels.update({f"AUROC, {k}": {label: per_kind[label][k] for label in per_kind} for k in kinds})
-    plot_bar_panels(ctx, panels, "video_anomaly_auroc.png", ylabel="frame AUROC", hline=AUROC_MIN,
+    plot_bar_panels(ctx, panels, "video_anomaly_auroc.png", ylabel="frame AUROC (seed mean)", hline=AUROC_MIN,
                     hline_label="0.9", rotation=30, panel_width=3.2)
     summary = (f"Middle-frame prediction on the generated moving-shapes video (32 px, {b.steps} steps x "
-               f"{b.batch_size} normal clips, means over {len(runs)} seed(s)), scored on {b.test_videos} test videos "
-               f"of {TASK['test_frames']} frames with one 3-frame event each: frame AUROC bi-directional "
-               f"{auc[BI]:.3f} (per seed {', '.join(f'{v:.3f}' for v in per_seed[AUC_BI])}), forward only "
-               f"{auc[FWD]:.3f} ({', '.join(f'{v:.3f}' for v in per_seed[AUC_FWD])}); copying the last past frame "
-               f"{auc['copy last past frame']:.3f}; per kind (bi / forward): "
-               + ", ".join(f"{k} {per_kind[BI][k]:.2f} / {per_kind[FWD][k]:.2f}" for k in kinds) +
-               f". Rule: part 1 bi-directional AUROC > {AUROC_MIN}, part 2 bi-directional >= forward only (seed "
-               "means); both -> holds, neither -> does not hold, one -> inconclusive.")
-    return ReproOutcome(measured, summary, {AUC_BI: per_seed[AUC_BI], AUC_FWD: per_seed[AUC_FWD]})
+               f"{b.batch_size} normal clips, each arm at its own LR {fair.lr}, 95 % intervals over seeds "
+               f"{list(b.protocol.seeds)}), scored on {b.test_videos} test videos of {TASK['test_frames']} frames with "
+               f"one 3-frame event each: frame AUROC bi-directional {auc[BI].text(3)}, forward only {auc[FWD].text(3)}, "
+               f"bi - forward {measured[AUC_GAP].text(3)}; copying the last past frame {auc[COPY].text(3)}; per kind "
+               "(bi / forward, seed means): " + ", ".join(f"{k} {per_kind[BI][k]:.2f} / {per_kind[FWD][k]:.2f}"
+                                                         for k in kinds) +
+               f". Rule: part 1 bi-directional AUROC clears {AUROC_MIN}, part 2 bi - forward clears 0; both agree -> "
+               "their verdict, else inconclusive; the bi-directional model at chance -> does not hold.")
+    per_seed = {f"frame AUROC {label}": fair.values(label, "auroc") for label in ARMS}
+    return ReproOutcome(measured, summary, per_seed, protocol=[fair.record()])

@@ -1,4 +1,4 @@
-"""Repro video_anomaly (P21): the rule on hand-written figures (each outcome, every edge); the scoring on an
+"""Repro video_anomaly (P21): the rule on hand-written intervals (each outcome, every edge); chance; the scoring on an
 oracle; the quick run's figures."""
 from __future__ import annotations
 
@@ -6,18 +6,39 @@ import pytest
 
 from attnlab import tasks
 from attnlab.repro import video_anomaly
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
+BI, FWD = video_anomaly.BI, video_anomaly.FWD
 
-@pytest.mark.parametrize("bi, fwd, verdict", [
-    (0.95, 0.93, HOLDS), (0.9001, 0.9001, HOLDS),       # edges: strictly above 0.9, at least forward
-    (0.9, 0.85, INCONCLUSIVE),                          # not above 0.9
-    (0.95, 0.9501, INCONCLUSIVE),                       # below forward only
-    (0.85, 0.9, DOES_NOT_HOLD), (0.5, 0.6, DOES_NOT_HOLD),
-    (0.85, 0.8, INCONCLUSIVE),
+
+@pytest.mark.parametrize("auc, gap, at_chance, verdict", [
+    ((0.91, 0.97), (0.001, 0.05), [], HOLDS),
+    ((0.9, 0.97), (0.001, 0.05), [], INCONCLUSIVE),             # edges: strictly above 0.9 ...
+    ((0.91, 0.97), (0.0, 0.05), [], INCONCLUSIVE),              # ... and strictly above forward only
+    ((0.8, 0.89), (-0.05, -0.001), [], DOES_NOT_HOLD),          # both parts fail
+    ((0.8, 0.89), (0.001, 0.05), [], INCONCLUSIVE),             # the parts disagree
+    ((0.91, 0.97), (-0.05, -0.001), [], INCONCLUSIVE),
+    ((0.8, 0.95), (-0.05, 0.05), [], INCONCLUSIVE),             # undecided intervals
+    ((0.91, 0.97), (0.001, 0.05), [BI, FWD], INCONCLUSIVE),     # nothing learned
+    ((0.91, 0.97), (0.001, 0.05), [BI], DOES_NOT_HOLD),         # the bi-directional model alone learned nothing
+    ((0.91, 0.97), (0.001, 0.05), [FWD], HOLDS),                # the ablation at chance is named, not decisive
 ])
-def test_rule(bi, fwd, verdict):
-    assert video_anomaly.judge({video_anomaly.AUC_BI: bi, video_anomaly.AUC_FWD: fwd}) == verdict
+def test_rule(iv, auc, gap, at_chance, verdict):
+    figures = {video_anomaly.AUC_BI: iv(*auc), video_anomaly.AUC_GAP: iv(*gap), AT_CHANCE: at_chance}
+    assert video_anomaly.judge(figures) == verdict
+
+
+def test_chance_is_the_better_no_learning_predictor():
+    task = video_anomaly.make_task(0)
+    level = video_anomaly.chance(task, 1, 4).level
+    batch = task.batch("val", 0, 4)
+    got = [task.loss(p(batch.inputs), batch)[1]["ssim"]
+           for p in (video_anomaly.copy_last_past_frame(task), video_anomaly.mean_of_context(task))]
+    assert level == pytest.approx(max(got)) and 0.3 < level < 1.0
+    mean = video_anomaly.mean_of_context(task)(batch.inputs)
+    assert mean.shape == batch.targets.shape
+    assert mean[:, 0].sub(batch.inputs[:, [0, 1, 2, 6, 7, 8]].mean(1)).abs().max() < 1e-6  # never the middle frames
 
 
 def test_scoring_ranks_an_oracle_that_errs_on_events_perfectly():
@@ -42,9 +63,9 @@ def test_scoring_ranks_an_oracle_that_errs_on_events_perfectly():
 def test_quick_run(quick_run):
     r = quick_run("video_anomaly")
     m = r.measured
-    assert 0 <= m[video_anomaly.AUC_BI] <= 1 and 0 <= m[video_anomaly.AUC_FWD] <= 1
-    assert 0 <= m["frame AUROC copy last past frame"] <= 1
+    auc = {a: r.per_seed[f"frame AUROC {a}"] for a in video_anomaly.ARMS}
+    assert all(0 <= v <= 1 for a in auc for v in auc[a])
+    assert m[video_anomaly.AUC_BI].values == pytest.approx(auc[BI])
+    assert m[video_anomaly.AUC_GAP].values == pytest.approx([b - f for b, f in zip(auc[BI], auc[FWD])])
     assert m["parameters bi-directional"] > m["parameters forward only"]
-    assert r.per_seed == {video_anomaly.AUC_BI: [m[video_anomaly.AUC_BI]],
-                          video_anomaly.AUC_FWD: [m[video_anomaly.AUC_FWD]]}
-    assert video_anomaly.FULL.seeds == (0, 1, 2) and m["seeds"] == 1
+    assert len(auc[BI]) == len(video_anomaly.QUICK.protocol.seeds) and set(r.protocol[0]["chosen"]) == set(auc)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["Arm", "mixer_arm", "ArmResults", "TrainBudget", "train_arms", "train_config", "count_params",
-           "total_params"]
+__all__ = ["Arm", "mixer_arm", "ArmResults", "train_arms", "count_params", "total_params"]
 
 
 @dataclass(frozen=True)
@@ -59,28 +58,6 @@ class ArmResults:
     cpu_seconds: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainBudget:
-    """How every arm of a reproduction trains (a module's budget subclasses it with its own measurement sizes)."""
-
-    steps: int
-    batch_size: int
-    eval_batches: int = 4
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-
-
-def train_config(budget, *, seed: int = 0, evals: int = 3):
-    """The ``attnlab.train.TrainConfig`` of a :class:`TrainBudget` (or anything with its fields): warm-up capped at
-    the steps, about ``evals`` evaluations along the way."""
-    from attnlab.train import TrainConfig
-
-    return TrainConfig(steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr,
-                       warmup_steps=min(budget.warmup_steps, budget.steps), weight_decay=budget.weight_decay,
-                       eval_every=max(budget.steps // evals, 1), eval_batches=budget.eval_batches, seed=seed)
 
 
 def train_arms(task, arms: list[Arm], cfg, *, seed: int = 0, progress: bool = False,

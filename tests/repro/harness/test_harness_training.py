@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from attnlab.repro.harness.arms import Arm, mixer_arm, train_arms, train_config
+from attnlab.repro.harness.arms import Arm, mixer_arm, train_arms
 from attnlab.repro.harness.distill import finetune, linear_attention_maps, student_from_teacher, token_mixers
 from attnlab.repro.harness.sweep import lr_sweep
 from attnlab.repro.harness.timing import task_step_seconds
@@ -35,16 +35,6 @@ def test_train_arms_gives_every_arm_the_same_start(task):
     assert all(torch.equal(p, q) for p, q in zip(res.models["a"].parameters(), res.models["b"].parameters()))
     assert [s for s, _ in res.curves["a"]] == [2, 4] and res.params["a"] == res.params["b"] > 0
     assert type(token_mixers(res.models["c"])["blocks.0.mixer"]).__name__ == "LinearAttention"
-
-
-def test_train_config_reads_a_budget():
-    from types import SimpleNamespace
-
-    budget = SimpleNamespace(steps=10, batch_size=4, lr=1e-3, warmup_steps=20, weight_decay=0.1, eval_batches=2)
-    cfg = train_config(budget, seed=5, evals=3)
-    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.eval_batches, cfg.seed) == (10, 4, 1e-3, 0.1, 2, 5)
-    assert cfg.warmup_steps == 10 and cfg.eval_every == 3  # warm-up capped at the steps; about 3 evaluations
-    assert train_config(SimpleNamespace(**{**vars(budget), "steps": 2}), evals=5).eval_every == 1
 
 
 def test_lr_sweep_starts_every_run_alike_and_records_divergence_as_nan(task):
