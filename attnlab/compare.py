@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab.utils.precision import check_precision
 from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
@@ -63,6 +64,7 @@ class CompareResult:
     overall: list[tuple[str, float]]  # (mixer, mean rank over tasks)
     seconds: float
     out_dir: str
+    precision: str = "fp32"
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -163,7 +165,8 @@ def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
     return sorted(((m, sum(v) / len(v)) for m, v in mean.items() if m not in failed), key=lambda t: t[1])
 
 
-def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path) -> RunRecord:
+def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path,
+               precision: str = "fp32") -> RunRecord:
     from attnlab.models import count_parameters
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig, train
@@ -177,7 +180,7 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
     model = build_model(mixer, run, task.spec)
     config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
                          eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
-                         log_every=max(run.steps // 50, 1))
+                         log_every=max(run.steps // 50, 1), precision=precision)
     # overwrite: the per-run folders belong to this comparison's output folder
     result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+').replace(':', '-')}",
                    progress=progress, overwrite=True)
@@ -203,7 +206,7 @@ def _train_one_isolated(threads: int | None, *args) -> RunRecord:
 
 def run_compare(
     suite: Suite, *, out_dir: str | Path, seed: int = 0, progress: bool = True, steps_scale: float = 1.0,
-    threads: int | None = 1, isolate: bool = True,
+    threads: int | None = 1, isolate: bool = True, precision: str = "fp32",
 ) -> CompareResult:
     """Train every mixer of ``suite`` on each of its tasks; rank; write the outputs.
 
@@ -212,20 +215,23 @@ def run_compare(
     one thread than on two on a 2-core CPU. None keeps torch's setting.
     ``isolate``: run each training in a fresh process, one after the other, so that its peak-memory
     figure is not hidden by memory an earlier run left with the allocator (about 2 s per run to start).
+    ``precision``: ``"fp32"`` or ``"bf16"`` (every run trains and evaluates under CPU autocast with fp32
+    master weights; see :class:`attnlab.train.TrainConfig`).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None, received {threads!r}")
+    check_precision("precision", precision)
     check_suite(suite, steps_scale)
     if isolate:
         return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                            isolate=True, threads=threads)
+                            isolate=True, threads=threads, precision=precision)
     with torch_threads(threads):
         return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                            isolate=False, threads=None)
+                            isolate=False, threads=None, precision=precision)
 
 
 def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float,
-                 isolate: bool, threads: int | None) -> CompareResult:
+                 isolate: bool, threads: int | None, precision: str) -> CompareResult:
     """The loop of :func:`run_compare` (``threads`` is applied inside each isolated worker)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -245,17 +251,17 @@ def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool
                 print(f"[compare] {run.task}: {mixer}", flush=True)
             try:
                 if not isolate:
-                    rec = _train_one(mixer, run, seed, progress, out / "runs")
+                    rec = _train_one(mixer, run, seed, progress, out / "runs", precision)
                 else:
                     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                         rec = pool.submit(_train_one_isolated, threads, mixer, run, seed, progress,
-                                          out / "runs").result()
+                                          out / "runs", precision).result()
             except (RuntimeError, ValueError, TypeError, KeyError, BrokenProcessPool) as e:
                 rec = RunRecord(mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False,
                                 status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             records.append(rec)
     overall = rank_records(records)
-    result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out))
+    result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out), precision)
     write_outputs(result, out)
     return result
 
@@ -290,7 +296,8 @@ def failed_rows(result: CompareResult) -> list[list[str]]:
 
 def to_markdown(result: CompareResult) -> str:
     """The Markdown report: ranked table per task, overall ranking, the plot."""
-    lines = [f"# attnlab compare — suite `{result.suite}`", "", f"Ran in {result.seconds:.0f} s.", "",
+    lines = [f"# attnlab compare — suite `{result.suite}`", "",
+             f"Ran in {result.seconds:.0f} s at precision {result.precision}.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", "## Overall (mean rank over tasks, 1 = best)", "", "| mixer | mean rank |", "|---|---|"]

@@ -34,6 +34,7 @@ CASE_MODULES = (
     "attnlab.bench.routed",
     "attnlab.bench.sparse",
     "attnlab.bench.vision",
+    "attnlab.bench.training",
     "attnlab.bench.video",
 )
 
