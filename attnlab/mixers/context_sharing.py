@@ -48,7 +48,7 @@ class ContextSharing(TokenMixer):
 
     def context(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The shared context c of each example: (B, N, C) -> (B, C)."""
-        shared = context_sharing(x[:, None], self.score(x)[:, None, :, 0], key_padding_mask=key_padding_mask)
+        shared = context_sharing(x[:, None], self.score(x).to(x.dtype)[:, None, :, 0], key_padding_mask=key_padding_mask)
         return shared[:, 0, 0]
 
     def mix(self, x, *, grid, causal, key_padding_mask):

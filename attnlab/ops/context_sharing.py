@@ -33,12 +33,20 @@ def _check(x: object, logits: object, key_padding_mask: object) -> None:
 
 
 def context_weights(logits: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax over positions of (B, H, N) logits, padded positions (False in the (B, N) mask) at weight 0."""
+    """softmax over positions of (B, H, N) logits, padded positions (False in the (B, N) mask) at weight 0; a fully
+    padded sequence gets all-zero weights (not the NaN of a softmax over nothing, forward or backward)."""
     if key_padding_mask is not None:
-        logits = logits.masked_fill(~key_padding_mask[:, None, :], float("-inf"))
+        logits = logits.masked_fill(~_keep(key_padding_mask)[:, None, :], float("-inf"))
     if logits.dtype in (torch.float16, torch.bfloat16):  # softmax statistics in fp32
-        return torch.softmax(logits.float(), dim=-1).to(logits.dtype)
-    return torch.softmax(logits, dim=-1)
+        w = torch.softmax(logits.float(), dim=-1).to(logits.dtype)
+    else:
+        w = torch.softmax(logits, dim=-1)
+    return w if key_padding_mask is None else w * key_padding_mask.any(-1)[:, None, None]
+
+
+def _keep(key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """The positions a softmax may weigh: the real ones, or all of them in a fully padded row (weighted 0 after)."""
+    return key_padding_mask | ~key_padding_mask.any(-1, keepdim=True)
 
 
 def context_sharing(x: torch.Tensor, logits: torch.Tensor, *,
@@ -69,7 +77,9 @@ def context_sharing_reference(x: torch.Tensor, logits: torch.Tensor, *,
     n = x.shape[2]
     scores = logits[:, :, None, :].repeat(1, 1, n, 1)  # (B, H, N, N): row i = the logits, whatever i is
     if key_padding_mask is not None:
-        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
+        scores = scores.masked_fill(~_keep(key_padding_mask)[:, None, None, :], float("-inf"))
     probs = torch.exp(scores - scores.amax(-1, keepdim=True))
     probs = probs / probs.sum(-1, keepdim=True)
+    if key_padding_mask is not None:  # a fully padded sequence: no context
+        probs = probs * key_padding_mask.any(-1)[:, None, None, None]
     return probs @ x

@@ -51,9 +51,11 @@ def soft_token_merge(x: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor
         (B, K, C) tokens.
     """
     _check_merge(x, logits, weight, key_padding_mask)
-    if key_padding_mask is not None:
-        logits = logits.masked_fill(~key_padding_mask[:, :, None], float("-inf"))
+    if key_padding_mask is not None:  # a fully padded sequence: no token content (zeros), never NaN
+        logits = logits.masked_fill(~_keep(key_padding_mask)[:, :, None], float("-inf"))
     a = torch.softmax(logits, dim=1)
+    if key_padding_mask is not None:
+        a = a * key_padding_mask.any(-1)[:, None, None]
     xw = x if weight is None else x * weight[..., None]
     return a.transpose(1, 2) @ xw
 
@@ -62,14 +64,20 @@ def soft_token_merge_reference(x: torch.Tensor, logits: torch.Tensor, weight: to
                                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The same, token by token: normalised exponentials of one logit column, a weighted sum over positions."""
     _check_merge(x, logits, weight, key_padding_mask)
-    keep = torch.ones(x.shape[:2], dtype=torch.bool) if key_padding_mask is None else key_padding_mask
+    keep = torch.ones(x.shape[:2], dtype=torch.bool) if key_padding_mask is None else _keep(key_padding_mask)
     w = torch.ones(x.shape[:2], dtype=x.dtype) if weight is None else weight
     tokens = []
     for k in range(logits.shape[-1]):
         col = logits[:, :, k].masked_fill(~keep, float("-inf"))
         e = torch.exp(col - col.amax(1, keepdim=True))
         tokens.append(((e / e.sum(1, keepdim=True) * w)[..., None] * x).sum(1))
-    return torch.stack(tokens, dim=1)
+    out = torch.stack(tokens, dim=1)
+    return out if key_padding_mask is None else out * key_padding_mask.any(-1)[:, None, None]
+
+
+def _keep(key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """The positions a softmax may weigh: the real ones, or all of them in a fully padded row (zeroed after)."""
+    return key_padding_mask | ~key_padding_mask.any(-1, keepdim=True)
 
 
 def _check_split(q, k_fg, v_fg, k_bg, v_bg, fg, bg):
