@@ -253,9 +253,12 @@ def _writable_dir(arg: str, path: str | Path) -> Path:
 
 
 def _named_model_for_task(name: str, spec, kwargs: dict):
-    """A registered design (``attnlab list models``) sized for an image task's spec."""
+    """A registered design (``attnlab list models``) sized for an image or video task's spec."""
     from attnlab.compare import named_model
+    from attnlab.models import create
 
+    if spec.input == "video":  # the video designs take frames of img_size with in_chans channels
+        return create(name, **{"img_size": spec.img_size[0], "in_chans": spec.in_chans, **kwargs})
     if spec.input != "image":
         raise ValueError(f"--model: expected an image task for a named design, received task input {spec.input!r} "
                          f"(use --mixer for sequence tasks)")

@@ -37,6 +37,7 @@ CASE_MODULES = (
     "attnlab.bench.language",
     "attnlab.bench.training",
     "attnlab.bench.dense",
+    "attnlab.bench.video",
 )
 
 #: params the worker consumes itself instead of passing them to the setup

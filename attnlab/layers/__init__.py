@@ -9,6 +9,7 @@ on these. One job per module:
     mlp.py          Mlp, GluMlp, make_ffn
     drop_path.py    DropPath, drop_path_rates
     patch_embed.py  PatchEmbed, check_img_patch
+    conv_lstm.py    ConvLSTM (P21's layer-interactive ConvLSTM)
     block.py        MixerBlock (the backbones' block), Block (timm-named block of the vision designs)
     weight_init.py  trunc_normal_init_ (the ViT-style initialisation of the vision designs)
     rotary.py       RotaryEmbedding, make_rope (RoPE for the attention mixers, a growing cos/sin cache)
@@ -16,6 +17,7 @@ on these. One job per module:
     kv_cache.py     empty_kv_cache, attend_with_cache (the softmax-family mixers' decoding step)
 """
 from attnlab.layers.block import Block, MixerBlock
+from attnlab.layers.conv_lstm import ConvLSTM
 from attnlab.layers.drop_path import DropPath, drop_path_rates
 from attnlab.layers.mlp import FFN_CHOICES, GluMlp, Mlp, make_ffn
 from attnlab.layers.norm import NORM_CHOICES, ChannelLayerNorm, RMSNorm, make_norm
@@ -27,7 +29,7 @@ from attnlab.layers.heads import split_qkv
 from attnlab.layers.kv_cache import attend_with_cache, cache_length, check_token, empty_kv_cache
 
 __all__ = [
-    "Block", "MixerBlock", "DropPath", "drop_path_rates", "FFN_CHOICES", "GluMlp", "Mlp", "make_ffn",
+    "Block", "MixerBlock", "ConvLSTM", "DropPath", "drop_path_rates", "FFN_CHOICES", "GluMlp", "Mlp", "make_ffn",
     "NORM_CHOICES", "ChannelLayerNorm", "RMSNorm", "make_norm", "PatchEmbed", "check_img_patch", "ShortConv",
     "trunc_normal_init_", "RotaryEmbedding", "make_rope", "attend_with_cache", "cache_length", "check_token",
     "empty_kv_cache", "split_qkv",

@@ -35,5 +35,7 @@ from attnlab.mixers import taylor_attention  # noqa: E402,F401
 from attnlab.mixers import self_gated_attention  # noqa: E402,F401
 from attnlab.mixers import gated_mlp  # noqa: E402,F401
 from attnlab.mixers import complex_attention  # noqa: E402,F401
+from attnlab.mixers import context_sharing  # noqa: E402,F401
+from attnlab.mixers import gathering_scattering  # noqa: E402,F401
 
 __all__ = ["TokenMixer", "Capabilities", "MixerInfo", "create", "available", "get_info", "register"]

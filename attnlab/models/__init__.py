@@ -37,6 +37,8 @@ from attnlab.models import dinat  # noqa: E402,F401
 from attnlab.models import fit  # noqa: E402,F401
 from attnlab.models import kmax_deeplab  # noqa: E402,F401
 from attnlab.models import fod  # noqa: E402,F401
+from attnlab.models import isomer  # noqa: E402,F401
+from attnlab.models import bidirectional_vad  # noqa: E402,F401
 
 __all__ = [
     "SequenceModel", "ViT", "ICLAttention", "ScanSnapModel", "SVMAttention", "MixerBlock", "build_for_task",

@@ -18,6 +18,9 @@ def build_for_task(spec, *, mixer: object = "softmax", dim: int = 64, depth: int
     causal iff ``spec.causal``); image tasks a :class:`ViT` (patch size 4 unless
     given). ``kwargs`` go to the backbone (e.g. ``ffn="glu"``, ``mixer_kwargs=...``).
     """
+    if spec.input == "video" or spec.output == "frames":
+        fail("spec", "a token, vector or image task (a video task takes a named design, e.g. bidirectional_vad_tiny)",
+             f"input {spec.input!r}, output {spec.output!r}")
     common = dict(mixer=mixer, dim=dim, depth=depth, num_heads=num_heads)
     if spec.output not in ("lm", "class", "regression"):
         fail("spec.output", "'lm', 'class' or 'regression' for a generic backbone (a 'masks' or 'anomaly_map' task "

@@ -40,6 +40,8 @@ REPROS: dict[str, str] = {
     "complexformer": "attnlab.repro.complexformer",
     "deconstructing_attention": "attnlab.repro.deconstructing_attention",
     "echoatt": "attnlab.repro.echoatt",
+    "isomer": "attnlab.repro.isomer",
+    "video_anomaly": "attnlab.repro.video_anomaly",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",

@@ -18,5 +18,7 @@ from attnlab.tasks import anomaly  # noqa: E402,F401
 from attnlab.tasks import distant_xor  # noqa: E402,F401
 from attnlab.tasks import bigram_copy  # noqa: E402,F401
 from attnlab.tasks import scan_snap  # noqa: E402,F401
+from attnlab.tasks import video_segmentation  # noqa: E402,F401
+from attnlab.tasks import frame_prediction  # noqa: E402,F401
 
 __all__ = ["Task", "TaskSpec", "Batch", "create", "available", "register"]

@@ -14,7 +14,8 @@ Model outputs by ``spec.output``:
     (B, L, num_classes + 1) class logits of L queries, plus those of earlier layers (``"aux"``); see
     :mod:`attnlab.tasks.panoptic`;
   - ``"anomaly_map"``: (B, H, W) anomaly scores per pixel (higher = more anomalous). Such a task only scores:
-    an anomaly detector trains with its own objective on the normal images of the train split.
+    an anomaly detector trains with its own objective on the normal images of the train split;
+  - ``"frames"``: (B, T_out, C, H, W) predicted video frames (the task says which).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ __all__ = ["TaskSpec", "Batch", "Task", "TokenLMTask", "split_seed"]
 
 SPLITS = ("train", "val", "test")
 #: what a model for a task returns (module docstring)
-OUTPUTS = ("lm", "class", "regression", "masks", "anomaly_map")
+OUTPUTS = ("lm", "class", "regression", "masks", "anomaly_map", "frames")
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,9 @@ class TaskSpec:
     """What a model for this task takes and returns.
 
     Attributes:
-        input: ``"tokens"`` (B, N) long, ``"vectors"`` (B, N, in_dim) float, or
-            ``"image"`` (B, in_chans, H, W) float.
-        output: ``"lm"``, ``"class"``, ``"regression"``, ``"masks"`` or ``"anomaly_map"`` (see module doc).
+        input: ``"tokens"`` (B, N) long, ``"vectors"`` (B, N, in_dim) float,
+            ``"image"`` (B, in_chans, H, W) float, or ``"video"`` (B, num_frames, in_chans, H, W) float.
+        output: ``"lm"``, ``"class"``, ``"regression"``, ``"masks"``, ``"anomaly_map"`` or ``"frames"`` (see module doc).
         seq_len: N for token/vector inputs (None for images).
         vocab_size: number of token ids (tokens input).
         in_dim: feature size (vectors input).
@@ -47,6 +48,7 @@ class TaskSpec:
         num_classes: classes per prediction (lm / class output).
         out_dim: values per position (regression output).
         causal: the task needs causal mixing (next-token prediction).
+        num_frames: frames per example (video input).
     """
 
     input: str
@@ -59,9 +61,10 @@ class TaskSpec:
     num_classes: int | None = None
     out_dim: int | None = None
     causal: bool = False
+    num_frames: int | None = None
 
     def __post_init__(self):
-        check_choice("input", self.input, ("tokens", "vectors", "image"))
+        check_choice("input", self.input, ("tokens", "vectors", "image", "video"))
         check_choice("output", self.output, OUTPUTS)
 
 

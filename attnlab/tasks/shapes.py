@@ -9,7 +9,7 @@ from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import class_ce
 
-__all__ = ["Shapes", "SHAPE_NAMES", "shape_mask"]
+__all__ = ["Shapes", "SHAPE_NAMES", "STAMP_KINDS", "shape_mask"]
 
 SHAPE_NAMES = ("square", "cross", "triangle", "ring")
 _COLORS = {
@@ -19,14 +19,20 @@ _COLORS = {
 }
 
 
+#: every shape :func:`shape_mask` draws (the shapes task uses the first four; segmentation and the video add the disc)
+STAMP_KINDS = SHAPE_NAMES + ("disc",)
+
+
 def shape_mask(kind: str, s: int) -> np.ndarray:
-    """Boolean s x s mask of a shape: ``"square"``, ``"cross"``, ``"triangle"``, ``"ring"`` or ``"disc"``."""
+    """Boolean s x s mask of a shape: one of :data:`STAMP_KINDS` (square, cross, triangle, ring, disc)."""
     yy, xx = np.mgrid[0:s, 0:s]
     c = (s - 1) / 2
     if kind == "disc":
         return np.hypot(xx - c, yy - c) <= c + 0.3
     if kind == "square":
         return np.ones((s, s), bool)
+    if kind == "disc":
+        return np.hypot(xx - c, yy - c) <= c + 0.3
     if kind == "cross":
         w = max(s // 3, 1)
         lo = (s - w) // 2

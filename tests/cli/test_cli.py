@@ -98,6 +98,24 @@ def test_train_a_named_design_on_an_image_task(tmp_path, capsys):
     assert e.value.code == 2 and "--model: expected an image task" in capsys.readouterr().err
 
 
+def test_train_a_named_video_design_on_a_video_task(tmp_path, capsys):
+    main(["train", "--task", "moving_shapes_prediction", "--task-arg", "img_size=16", "--model", "forward_vad_tiny",
+          "--model-arg", "widths=[4,8,8]", "--model-arg", "num_heads=2", "--model-arg", "depth=1", "--steps", "2",
+          "--batch-size", "2", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "0", "--no-progress",
+          "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "model forward_vad_tiny" in out and '"steps": 2' in out and '"ssim"' in out
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--task", "moving_shapes_prediction", "--mixer", "softmax", "--no-progress",
+              "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "spec: expected a token, vector or image task" in capsys.readouterr().err
+    main(["train", "--task", "moving_shapes_zvos", "--task-arg", "img_size=16", "--task-arg", "object_size=[3,5]",
+          "--model", "isomer_tiny", "--steps",
+          "1", "--batch-size", "2", "--warmup", "1", "--eval-every", "0", "--ckpt-every", "0", "--no-progress",
+          "--out", str(tmp_path / "zvos")])
+    assert '"J"' in capsys.readouterr().out  # frame + flow channels reach the two-stream segmenter
+
+
 def test_compare_through_the_cli_overrides_mixers_and_tasks(tmp_path, capsys):
     main(["compare", "--suite", "smoke", "--mixers", " identity;", "--tasks", "associative_recall",
           "--steps-scale", "0.1", "--no-progress", "--out", str(tmp_path)])

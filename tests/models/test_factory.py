@@ -16,3 +16,11 @@ def test_build_for_task_matches_each_kind_of_spec():
     assert isinstance(img, ViT) and img(torch.randn(2, 1, 16, 16)).shape == (2, 7)
     cls = build_for_task(TaskSpec("tokens", "class", seq_len=8, vocab_size=5, num_classes=2, causal=True), dim=32)
     assert cls.pool == "last"
+
+
+def test_build_for_task_refuses_a_video_task_by_name():
+    import pytest
+
+    spec = TaskSpec("video", "frames", img_size=(16, 16), in_chans=3, num_frames=9)
+    with pytest.raises(ValueError, match="spec: expected a token, vector or image task"):
+        build_for_task(spec)

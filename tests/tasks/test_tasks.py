@@ -37,6 +37,11 @@ def test_loss_of_perfect_and_wrong_outputs(name):
         (lg, mg), (lb, mb) = t.loss(good, b), t.loss(bad, b)
         assert lg.item() == 0 and abs(lb.item() - 1.0) < 1e-6 and mg["mse"] < mb["mse"]
         return
+    if spec.output == "frames":  # predicted video frames: the true frames, and their negatives
+        good, bad = b.targets.clone(), 1.0 - b.targets
+        (lg, mg), (lb, mb) = t.loss(good, b), t.loss(bad, b)
+        assert lg.item() < 1e-6 < lb.item() and mg[t.metric] > mb[t.metric]
+        return
     if spec.output == "lm":
         tgt = b.targets.clamp_min(0)
         good = torch.nn.functional.one_hot(tgt, spec.num_classes).float() * 20

@@ -43,6 +43,7 @@ FULL_CPU_ESTIMATE = {
     "attention_drop": 1310, "att_svm": 31, "scan_snap": 23,
     "kmax_deeplab": 900, "fod": 1100, "fit": 1600,
     "complexformer": 840, "deconstructing_attention": 1350, "echoatt": 1200,
+    "isomer": 460, "video_anomaly": 470,
 }
 
 
