@@ -30,7 +30,13 @@ class MultiHeadAttention(TokenMixer):
         attn_drop: dropout on attention probabilities (training only).
         proj_drop: dropout after the output projection.
         proj_bias: bias on the output projection.
+
+    ``attention_fn``: None (the default: :func:`attnlab.ops.attention.attention`) or a function with its
+    signature used instead; sequence parallelism (``attnlab.distributed``) sets it to Ulysses / ring / hybrid
+    attention over a sharded sequence. ``supports_sequence_parallel`` marks the mixers that honour it.
     """
+
+    supports_sequence_parallel = True
 
     capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, complexity="O(N^2)", paper="P02")
 
@@ -54,11 +60,12 @@ class MultiHeadAttention(TokenMixer):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.attention_fn = None
 
     def mix(self, x, *, grid, causal, key_padding_mask):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
-        o = attention(
+        o = (self.attention_fn or attention)(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=self.attn_drop if self.training else 0.0
         )
         return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))

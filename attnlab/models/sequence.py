@@ -15,6 +15,8 @@ __all__ = ["SequenceModel", "sinusoidal_positions"]
 HEADS = ("lm", "class", "regression")
 POS = ("learned", "sinusoidal", "none")
 POOLS = ("mean", "last")
+#: sequence-parallel attentions a SequenceModel can be trained with under torchrun (attnlab.distributed)
+SEQUENCE_PARALLEL = ("ulysses", "ring", "hybrid")
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -48,6 +50,13 @@ class SequenceModel(nn.Module):
         causal: mixing is causal; default True for the LM head, else False.
         dropout, drop_path: dropout on residual branches / stochastic depth (linear over depth).
         norm: ``"layernorm"`` or ``"rmsnorm"``.
+        sequence_parallel: None, or ``"ulysses"``, ``"ring"`` or ``"hybrid"``: under torchrun
+            (``attnlab.distributed.SequenceParallel``) the sequence is sharded across the ranks and every
+            attention layer runs that distributed attention; in one process the model is unchanged.
+            Needs softmax-attention mixers and a per-token head (``"lm"`` or ``"regression"``).
+
+    ``position_offset`` (attribute, default 0): the position in the whole sequence of the first token the
+    model is given; sequence parallelism sets it to the start of this rank's shard.
     """
 
     def __init__(
@@ -55,7 +64,7 @@ class SequenceModel(nn.Module):
         num_heads: int = 4, mixer: object = "softmax", mixer_kwargs: dict | None = None, ffn: str = "mlp",
         mlp_ratio: float = 4.0, head: str = "lm", num_classes: int | None = None, out_dim: int | None = None,
         max_len: int = 1024, pos: str = "learned", causal: bool | None = None, dropout: float = 0.0,
-        drop_path: float = 0.0, norm: str = "layernorm", pool: str = "mean",
+        drop_path: float = 0.0, norm: str = "layernorm", pool: str = "mean", sequence_parallel: str | None = None,
     ):
         super().__init__()
         if (vocab_size is None) == (in_dim is None):
@@ -91,6 +100,8 @@ class SequenceModel(nn.Module):
             for (name, kw), r in zip(self.layer_mixers, rates)
         )
         self.norm = make_norm(norm, dim)
+        self.sequence_parallel = _check_sequence_parallel(sequence_parallel, head, self.blocks, self.layer_mixers)
+        self.position_offset = 0
         if head == "regression":
             self.out_dim = check_positive_int("out_dim", out_dim if out_dim is not None else 1)
             self.head = nn.Linear(dim, self.out_dim)
@@ -118,8 +129,9 @@ class SequenceModel(nn.Module):
                 fail("x", f"token ids in [0, {self.vocab_size})", f"ids in [{int(x.min())}, {int(x.max())}]")
         elif x.dim() != 3 or x.shape[-1] != self.in_dim or not x.is_floating_point():
             fail("x", f"float vectors of shape (B, N, {self.in_dim})", describe(x))
-        if x.shape[1] > self.max_len:
-            fail("x", f"at most max_len={self.max_len} positions", describe(x))
+        if x.shape[1] + self.position_offset > self.max_len:
+            fail("x", f"at most max_len={self.max_len} positions (from position_offset={self.position_offset})",
+                 describe(x))
         if x.shape[1] == 0:
             fail("x", "at least one position", describe(x))
         return x
@@ -132,7 +144,7 @@ class SequenceModel(nn.Module):
             key_padding_mask = check_key_padding_mask("key_padding_mask", key_padding_mask, b, n)
         h = self.embed(x)
         if self.pos_embed is not None:
-            h = h + self.pos_embed[:, :n].to(h.dtype)
+            h = h + self.pos_embed[:, self.position_offset:self.position_offset + n].to(h.dtype)
         for blk in self.blocks:
             h = blk(h, causal=self.causal, key_padding_mask=key_padding_mask)
         return self.norm(h)
@@ -155,3 +167,18 @@ class SequenceModel(nn.Module):
                 last = (key_padding_mask.long().cumsum(1).argmax(1))  # index of the last real token
                 pooled = h[torch.arange(h.shape[0], device=h.device), last]
         return self.head(pooled)
+
+
+def _check_sequence_parallel(kind: str | None, head: str, blocks: nn.ModuleList, layer_mixers: list) -> str | None:
+    """``kind`` if a model with this head and these mixers can shard its sequence that way; else the standard error."""
+    if kind is None:
+        return None
+    check_choice("sequence_parallel", kind, (None,) + SEQUENCE_PARALLEL)
+    if head == "class":
+        fail("sequence_parallel", "a per-token head ('lm' or 'regression'): a 'class' head pools the whole sequence",
+             f"{kind!r} with head='class'")
+    for blk, (name, _) in zip(blocks, layer_mixers):
+        if not getattr(blk.mixer, "supports_sequence_parallel", False):
+            fail("sequence_parallel", "a model whose every mixer is softmax attention (softmax, softmax_qknorm)",
+                 f"{kind!r} with mixer {name!r}")
+    return kind

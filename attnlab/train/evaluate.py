@@ -24,11 +24,14 @@ def metric_floats(metrics: dict) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int = 32, split: str = "val") -> dict:
+def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int = 32, split: str = "val",
+             parallel=None) -> dict:
     """Mean loss and task metrics over batches ``0 .. batches-1`` of ``split``, in eval mode.
 
     Returns ``{"loss": float, <task metric>: float, ...}``: per-batch values averaged
-    with equal weight. The model's train/eval mode is restored afterwards.
+    with equal weight. The model's train/eval mode is restored afterwards. ``parallel``: the
+    run's strategy (:mod:`attnlab.train.parallel`); every rank of a distributed run calls this
+    and gets the same figures.
     """
     check_model_and_task(model, task)
     for name, v in (("batches", batches), ("batch_size", batch_size)):
@@ -42,7 +45,8 @@ def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int 
     try:
         for i in range(batches):
             batch = task.batch(split, i, batch_size)
-            loss, metrics = task.loss(model(batch.inputs), batch)
+            outputs = parallel.forward(model, batch) if parallel is not None else model(batch.inputs)
+            loss, metrics = task.loss(outputs, batch)
             for k, v in metric_floats({"loss": loss, **metrics}).items():
                 sums[k] = sums.get(k, 0.0) + v
     finally:

@@ -34,6 +34,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
+    parallel=None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` with AdamW + warm-up/cosine (see :class:`TrainConfig`).
 
@@ -54,6 +55,8 @@ def train(
             run exactly. Without a checkpoint it starts fresh (with a warning).
         progress: show a tqdm bar with loss / lr / task metric.
         callbacks: :data:`Callback` functions called after every step.
+        parallel: how the run spreads over processes (:mod:`attnlab.train.parallel`; default one process;
+            :mod:`attnlab.distributed` has data and sequence parallelism under torchrun).
     Returns:
         A :class:`TrainResult`.
     """
@@ -61,7 +64,7 @@ def train(
     for cb in callbacks:
         if not callable(cb):
             fail("callbacks", "callables cb(step, row)", describe(cb), TypeError)
-    trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume)
+    trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume, parallel=parallel)
     with _progress_bar(trainer, progress) as bar:
         while not trainer.done:
             row = trainer.step()

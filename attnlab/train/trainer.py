@@ -24,6 +24,7 @@ from attnlab.train.config import RESUME_FREE_FIELDS, TrainConfig
 from attnlab.train.evaluate import check_model_and_task, evaluate, metric_floats
 from attnlab.train.losses import log_partition, z_loss
 from attnlab.train.metrics import MetricsWriter
+from attnlab.train.parallel import SingleProcess
 from attnlab.train.optim import build_optimizer, set_lr
 from attnlab.utils.checks import describe, fail
 from attnlab.utils.memory import PeakRSS
@@ -82,6 +83,9 @@ class Trainer:
     ``config.z_loss > 0`` the z-loss of the output logits is added (P02). A non-finite loss or
     gradient norm sets ``diverged`` (that update is not applied; no exception).
 
+    ``parallel``: how the run spreads over processes (:mod:`attnlab.train.parallel`; default one
+    process). Under a distributed strategy every rank builds a Trainer; rank 0 alone writes files.
+
     Attributes:
         model, task, config, optimizer: as given / built.
         out_dir: the run folder (None: nothing is written).
@@ -94,7 +98,7 @@ class Trainer:
 
     def __init__(
         self, model: nn.Module, task: Task, config: TrainConfig, *, out_dir: str | Path | None = None,
-        resume: bool = False,
+        resume: bool = False, parallel=None,
     ) -> None:
         check_model_and_task(model, task)
         if not isinstance(config, TrainConfig):
@@ -106,6 +110,7 @@ class Trainer:
             fail("config.z_loss", f"0 for a task with {task.spec.output!r} output (z-loss needs logits)",
                  config.z_loss)
         self.model, self.task, self.config = model, task, config
+        self.parallel = parallel if parallel is not None else SingleProcess()
         self.optimizer = build_optimizer(model, config)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._ckpt_dir = self.out_dir / CHECKPOINT_DIR if self.out_dir is not None else None
@@ -113,10 +118,12 @@ class Trainer:
         self.evals: list[dict] = []
         self.start_step = self._restore() if resume else 0
         if self.start_step == 0:
-            if self._ckpt_dir is not None and self._ckpt_dir.exists():
+            if self._ckpt_dir is not None and self._ckpt_dir.exists() and self.parallel.is_writer:
                 shutil.rmtree(self._ckpt_dir)
             torch.manual_seed(config.seed)
-        self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if self.out_dir is not None else None
+        writes = self.out_dir is not None and self.parallel.is_writer
+        self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if writes else None
+        self._net = self.parallel.wrap(model)  # after the restore: a distributed wrapper syncs the loaded weights
         self.steps_done = self.start_step
         self._last_saved = self.start_step or None
         self.diverged = False
@@ -145,7 +152,8 @@ class Trainer:
         return self.diverged or self.steps_done >= self.config.steps
 
     def train_batch(self, step: int) -> Batch:
-        """The training batch of step ``step`` (1-based): ``task.batch("train", step - 1, batch_size)``."""
+        """The training batch of step ``step`` (1-based): ``task.batch("train", step - 1, batch_size)`` (the whole
+        batch; a distributed strategy runs its share of it)."""
         return self.task.batch("train", step - 1, self.config.batch_size)
 
     def step(self) -> dict:
@@ -176,7 +184,7 @@ class Trainer:
 
     def _forward(self, batch: Batch, step: int, lr: float) -> tuple[torch.Tensor, dict, dict]:
         """The loss to minimise (task loss + z-loss), the step's row so far, and the task's metrics."""
-        outputs = self.model(batch.inputs)
+        outputs = self.parallel.forward(self._net, batch, step)
         loss, metrics = self.task.loss(outputs, batch)
         row = {"step": step, "loss": float(loss.detach()), "lr": lr}
         total = loss
@@ -216,7 +224,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Evaluate on ``eval_batches`` val batches now; the row ``{"step", "loss", <metrics>}`` joins ``evals``."""
         ev = {"step": self.steps_done, **evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                                  batch_size=self.config.batch_size)}
+                                                  batch_size=self.config.batch_size, parallel=self.parallel)}
         self._log("val", ev, self.evals)
         return ev
 
@@ -227,7 +235,7 @@ class Trainer:
     def checkpoint(self) -> Path | None:
         """Save checkpoint ``steps_done`` under ``out_dir/checkpoints``, rewrite metrics.csv; its path (None
         without ``out_dir``)."""
-        if self._ckpt_dir is None:
+        if self._ckpt_dir is None or not self.parallel.is_writer:
             return None
         state = {"config": self.config.to_dict(), "history": self.history, "evals": self.evals}
         path = save_checkpoint(self._ckpt_dir, self.steps_done, self.model, self.optimizer, state)
@@ -245,7 +253,7 @@ class Trainer:
             final_eval = {k: v for k, v in self.evals[-1].items() if k != "step"}
         else:
             final_eval = evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                  batch_size=self.config.batch_size)
+                                  batch_size=self.config.batch_size, parallel=self.parallel)
         if not self.diverged and self._last_saved != self.steps_done and self.steps_done > 0:
             self.checkpoint()
         if self._writer is not None:
