@@ -145,6 +145,24 @@ def _doc_line(obj) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from attnlab.distributed.launch import RankLost, torchrun_session
+
+    out = Path(args.out or f"runs/train/{args.task}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with torchrun_session(timeout=args.dist_timeout, out_dir=out) as session:
+            try:
+                _train(args, out, session)
+            except (KeyError, ValueError, TypeError):
+                if session.is_writer:
+                    raise
+                raise SystemExit(2) from None  # the same bad input on every rank: rank 0 says it once
+    except RankLost as e:  # a dead or stuck peer under torchrun: one clear line, not a backend traceback
+        print(f"attnlab train: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _train(args: argparse.Namespace, out: Path, session) -> None:
+    """``attnlab train`` in this process: one process, or one rank of a torchrun launch (``session``)."""
     import torch
 
     from attnlab.models import build_for_task, count_parameters
@@ -155,6 +173,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
     model_kwargs = _parse_kv(args.model_arg, "--model-arg")
+    if args.sequence_parallel:
+        model_kwargs["sequence_parallel"] = args.sequence_parallel
     if args.model:
         model = _named_model_for_task(args.model, task.spec, model_kwargs)
         what = f"model {args.model}"
@@ -162,18 +182,42 @@ def cmd_train(args: argparse.Namespace) -> None:
         model = build_for_task(task.spec, mixer=args.mixer, dim=args.dim, depth=args.depth, num_heads=args.heads,
                                mixer_kwargs=mixer_kwargs or None, **model_kwargs)
         what = f"mixer {args.mixer}"
-    print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}")
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
         seed=args.seed, ckpt_every=args.ckpt_every,
     )
-    out = Path(args.out or f"runs/train/{task.name}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = train(model, task, config, out_dir=out, resume=args.resume, progress=not args.no_progress)
+    parallel = _parallel_strategy(model, task, config, args, session)
+    if session.is_writer:
+        where = f"; {session.world_size} ranks ({_describe_parallel(model)})" if session.distributed else ""
+        print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}{where}")
+    result = train(model, task, config, out_dir=out, resume=args.resume,
+                   progress=not args.no_progress and session.is_writer, parallel=parallel)
+    if not session.is_writer:
+        return
     final = result.final_eval or {}
-    print(json.dumps({"final_eval": final, "steps": result.steps_done, "diverged": result.diverged,
-                      "train_seconds": round(result.train_seconds, 2),
-                      "tokens_per_second": round(result.tokens_per_second), "out_dir": str(out)}, indent=2))
+    summary = {"final_eval": final, "steps": result.steps_done, "diverged": result.diverged,
+               "train_seconds": round(result.train_seconds, 2),
+               "tokens_per_second": round(result.tokens_per_second), "out_dir": str(out)}
+    if session.distributed:
+        summary["world_size"] = session.world_size
+        summary["tokens_per_second_per_process"] = round(result.tokens_per_second / session.world_size)
+    print(json.dumps(summary, indent=2))
+
+
+def _parallel_strategy(model, task, config, args, session):
+    """None in one process; under torchrun the data- or sequence-parallel strategy (checked before any compute)."""
+    if not session.distributed:
+        return None
+    from attnlab.distributed.launch import make_strategy
+
+    return make_strategy(model, batch_size=config.batch_size, seq_len=task.spec.seq_len, seed=config.seed,
+                         ulysses_size=args.ulysses_size)
+
+
+def _describe_parallel(model) -> str:
+    kind = getattr(model, "sequence_parallel", None)
+    return f"sequence parallel: {kind}" if kind else "data parallel"
 
 
 def _named_model_for_task(name: str, spec, kwargs: dict):
@@ -311,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder (checkpoints, metrics); default runs/train/<task>-<mixer>-<time>")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--sequence-parallel", choices=["ulysses", "ring", "hybrid"],
+                   help="under torchrun: shard every sequence across the ranks, attention by this method "
+                        "(softmax mixers); default: data parallel")
+    s.add_argument("--ulysses-size", type=int, help="hybrid: ranks per Ulysses group (default: as many as heads allow)")
+    s.add_argument("--dist-timeout", type=float, default=120.0,
+                   help="under torchrun: seconds a collective waits for the other ranks before the run stops")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("compare", help="train mixers on tasks and rank them (default: built-in suite, ~5 min)")

@@ -62,7 +62,8 @@ class ShardedStrategy:
         self.module = model
         if self.world_size == 1:
             return model
-        return DistributedDataParallel(model, process_group=self.group, broadcast_buffers=False)
+        # buffers are deterministic (position tables): no broadcast before every forward
+        return DistributedDataParallel(model, process_group=self.group, forward_sync_buffers=False)
 
     def place(self, inputs: torch.Tensor) -> torch.Tensor:
         """This rank's share of ``inputs`` along :attr:`dim` (equal shares; the caller checked divisibility)."""
@@ -85,6 +86,11 @@ class ShardedStrategy:
     def run_whole(self, net: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """The model on the whole input, in this process (no sharding)."""
         return net(inputs)
+
+    def barrier(self) -> None:
+        """Wait for every rank (the end of a run: rank 0's files are then complete everywhere)."""
+        if self.world_size > 1:
+            dist.barrier(group=self.group)
 
 
 class DataParallel(ShardedStrategy):

@@ -33,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(fn, args, rank, world, port, threads, collective_timeout, results) -> None:
+def _rank_main(fn, args, rank, world, port, threads, collective_timeout, init_group, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     try:
@@ -41,30 +41,36 @@ def _rank_main(fn, args, rank, world, port, threads, collective_timeout, results
         import torch.distributed as dist
 
         torch.set_num_threads(threads)
-        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=collective_timeout))
-        try:
+        if not init_group:  # fn joins the group itself, from the torchrun-style environment set above
             out = fn(*args)
-        finally:
-            dist.destroy_process_group()
+        else:
+            dist.init_process_group("gloo", rank=rank, world_size=world,
+                                    timeout=timedelta(seconds=collective_timeout))
+            try:
+                out = fn(*args)
+            finally:
+                dist.destroy_process_group()
         results.put((rank, True, pickle.dumps(out)))
     except BaseException:  # noqa: BLE001 - every failure is reported to the parent, which decides
         results.put((rank, False, traceback.format_exc()))
 
 
 def run_ranks(fn: Callable[..., Any], *args, world_size: int = 2, timeout: float = 120.0, threads: int = 1,
-              collective_timeout: float | None = None) -> list[Any]:
+              collective_timeout: float | None = None, init_group: bool = True) -> list[Any]:
     """``[fn(*args) on rank 0, ..., on rank W-1]``, each rank a fresh process in one gloo group on loopback.
 
     ``fn`` must be importable (a module-level function); its result must pickle (tensors do, by value).
     ``timeout``: seconds for the whole run (start-up included); ``collective_timeout``: seconds a collective
-    waits for a peer (default: ``timeout``). Raises :class:`RanksFailed` on any rank's exception, death or
+    waits for a peer (default: ``timeout``). ``init_group=False``: ``fn`` joins the group itself (every rank's
+    environment holds torchrun's variables, e.g. for :func:`attnlab.distributed.launch.torchrun_session`). Raises :class:`RanksFailed` on any rank's exception, death or
     the deadline, after killing the ranks still running.
     """
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_rank_main, daemon=True,
-                         args=(fn, args, r, world_size, port, threads, collective_timeout or timeout, results))
+                         args=(fn, args, r, world_size, port, threads, collective_timeout or timeout, init_group,
+                               results))
              for r in range(world_size)]
     for p in procs:
         p.start()

@@ -28,7 +28,7 @@ from attnlab.distributed.ring_attention import ring_attention
 from attnlab.distributed.ulysses import check_heads_divisible, ulysses_attention
 from attnlab.utils.checks import check_positive_int, describe, fail
 
-__all__ = ["SequenceParallel", "attention_layers", "install_sequence_parallel"]
+__all__ = ["SequenceParallel", "attention_layers", "install_sequence_parallel", "plan_layout"]
 
 
 def attention_layers(model: nn.Module) -> list[nn.Module]:
@@ -36,36 +36,46 @@ def attention_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if getattr(m, "supports_sequence_parallel", False)]
 
 
-def install_sequence_parallel(model: nn.Module, kind: str, *, ulysses_size: int | None = None) -> dict:
-    """Make every attention layer of ``model`` run ``kind`` attention over the world; returns the layout.
+def plan_layout(model: nn.Module, kind: str, world: int, ulysses_size: int | None = None) -> tuple[int, int]:
+    """``(U, G)``: Ulysses group size and ring size of ``kind`` for ``model`` on ``world`` ranks (U * G = W).
 
-    A collective (it creates process groups): every rank calls it with the same arguments. ValueError
-    naming the offending head count when Ulysses (or the hybrid's Ulysses size) does not divide it.
-    Returns ``{"kind", "world_size", "ulysses_size", "ring_size"}``.
+    No communication: run it before any compute. ValueError naming ``num_heads`` when Ulysses (or the hybrid's
+    Ulysses size) does not divide an attention layer's head count, or ``ulysses_size`` when it does not divide W.
     """
-    world = dist.get_world_size()
-    layers = attention_layers(model)
-    heads = sorted({m.num_heads for m in layers})
+    heads = sorted({m.num_heads for m in attention_layers(model)})
     if kind == "ulysses":
-        for h in heads:
-            check_heads_divisible(h, world, "num_heads")
-        group = dist.new_group(list(range(world)))
-        fn, layout = functools.partial(ulysses_attention, group=group), (world, 1)
+        u = world
     elif kind == "ring":
-        group = dist.new_group(list(range(world)))
-        fn, layout = functools.partial(ring_attention, group=group), (1, world)
+        u = 1
     elif kind == "hybrid":
         u = ulysses_size if ulysses_size is not None else min(default_ulysses_size(world, h) for h in heads)
         check_positive_int("ulysses_size", u)
-        for h in heads:
-            check_heads_divisible(h, u, "num_heads")
-        groups = make_hybrid_groups(u)
-        fn, layout = functools.partial(hybrid_attention, groups=groups), (u, world // u)
+        if world % u:
+            fail("ulysses_size", f"a divisor of the world size {world}", u)
     else:
         fail("sequence_parallel", "one of ['ulysses', 'ring', 'hybrid']", describe(kind))
-    for m in layers:
+    for h in heads:
+        check_heads_divisible(h, u, "num_heads")
+    return u, world // u
+
+
+def install_sequence_parallel(model: nn.Module, kind: str, *, ulysses_size: int | None = None) -> dict:
+    """Make every attention layer of ``model`` run ``kind`` attention over the world; returns the layout.
+
+    A collective (it creates process groups): every rank calls it with the same arguments. Checks as
+    :func:`plan_layout`. Returns ``{"kind", "world_size", "ulysses_size", "ring_size"}``.
+    """
+    world = dist.get_world_size()
+    u, g = plan_layout(model, kind, world, ulysses_size)
+    if kind == "ulysses":
+        fn = functools.partial(ulysses_attention, group=dist.new_group(list(range(world))))
+    elif kind == "ring":
+        fn = functools.partial(ring_attention, group=dist.new_group(list(range(world))))
+    else:
+        fn = functools.partial(hybrid_attention, groups=make_hybrid_groups(u))
+    for m in attention_layers(model):
         m.attention_fn = fn
-    return {"kind": kind, "world_size": world, "ulysses_size": layout[0], "ring_size": layout[1]}
+    return {"kind": kind, "world_size": world, "ulysses_size": u, "ring_size": g}
 
 
 class SequenceParallel(ShardedStrategy):
@@ -91,14 +101,20 @@ class SequenceParallel(ShardedStrategy):
         self.ulysses_size = ulysses_size
         self.layout: dict | None = None
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """Install the model's sequence-parallel attention in every attention layer, then wrap in DDP."""
+    def check_model(self, model: nn.Module) -> tuple[int, int]:
+        """The ``(U, G)`` layout for ``model``, or the standard error (a model without ``sequence_parallel``, head
+        counts that do not divide); no communication, so it runs before any compute."""
         kind = getattr(model, "sequence_parallel", None)
         if kind is None:
             fail("model", "a SequenceModel built with sequence_parallel='ulysses', 'ring' or 'hybrid'",
                  type(model).__name__ + " without sequence_parallel")
+        return plan_layout(model, kind, self.world_size, self.ulysses_size)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Install the model's sequence-parallel attention in every attention layer, then wrap in DDP."""
+        self.check_model(model)
         if self.world_size > 1:
-            self.layout = install_sequence_parallel(model, kind, ulysses_size=self.ulysses_size)
+            self.layout = install_sequence_parallel(model, model.sequence_parallel, ulysses_size=self.ulysses_size)
         return super().wrap(model)
 
     def place(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ torch.distributed themselves; they call three hooks of a *parallel strategy*:
   process; a strategy runs its share of the batch and gathers the rest, so the task's loss and
   metrics are computed on the whole batch exactly as in one process (``step`` is the 1-based
   training step, None in evaluation);
-- ``is_writer``: whether this process writes the metrics files and checkpoints (rank 0).
+- ``is_writer``: whether this process writes the metrics files and checkpoints (rank 0);
+- ``barrier()``: wait for every process; the Trainer calls it at the end of a run, so that the files
+  rank 0 wrote are complete on every process when ``train()`` returns (a resume may follow at once).
 
 :class:`SingleProcess` is the default. The distributed strategies (data parallel, sequence
 parallel) live in :mod:`attnlab.distributed`.
@@ -37,3 +39,6 @@ class SingleProcess:
     def forward(self, net: nn.Module, batch: Batch, step: int | None = None):
         """``net(batch.inputs)``."""
         return net(batch.inputs)
+
+    def barrier(self) -> None:
+        """Nothing to wait for."""

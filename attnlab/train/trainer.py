@@ -258,6 +258,7 @@ class Trainer:
             self.checkpoint()
         if self._writer is not None:
             self._writer.close()
+        self.parallel.barrier()
         ran = self.steps_done - self.start_step
         tokens = self.task.tokens_per_example() * self.config.batch_size * ran
         return TrainResult(

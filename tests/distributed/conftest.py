@@ -69,24 +69,46 @@ def _errors_of(fn) -> str | None:
     return None
 
 
+def _comm_checks() -> dict:
+    """all_to_all and gather_for_loss on this rank: what they returned, and the gradients they passed back."""
+    from attnlab.distributed.comm import all_to_all, gather_for_loss
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x = (torch.arange(2 * 4 * 3, dtype=torch.float64).reshape(1, 4, 3, 2) + 100 * rank).requires_grad_(True)
+    y = all_to_all(x, scatter_dim=1, gather_dim=2)            # (1, 4/W, 3W, 2)
+    (y * torch.arange(y.numel(), dtype=torch.float64).reshape(y.shape)).sum().backward()
+    z = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    g = gather_for_loss(z, 0)
+    (g * torch.arange(g.numel(), dtype=torch.float32).reshape(g.shape)).sum().backward()
+    return {"rank": rank, "world": world, "x": x.detach(), "y": y.detach(), "x_grad": x.grad, "g": g.detach(),
+            "z_grad": z.grad}
+
+
 def attention_session(cases, hybrid_sizes) -> dict:
     """On every rank: all ``cases``, plus the refusals; rank 0 returns ``{case: [out, dq, dk, dv]}``."""
     from attnlab.distributed import make_hybrid_groups, ulysses_attention
 
     groups = {f"hybrid_u{u}": make_hybrid_groups(u) for u in hybrid_sizes}
     results = {case: _run_case(*case, groups) for case in cases}
+    results["comm"] = _comm_checks()
     q = torch.randn(1, 3, 4, 2)  # 3 heads cannot be split over 2 ranks
     results["refusals"] = {
         "ulysses_uneven_heads": _errors_of(lambda: ulysses_attention(q, q, q)),
         "dropout": _errors_of(lambda: ulysses_attention(q[:, :2], q[:, :2], q[:, :2], dropout_p=0.1)),
     }
-    return results if dist.get_rank() == 0 else {}
+    return results if dist.get_rank() == 0 else {"comm": results["comm"]}
 
 
 @pytest.fixture(scope="session")
-def parallel_attention():
+def parallel_attention_all_ranks():
+    """The 2-rank attention session's results on both ranks: rank 0 all cases, rank 1 its ``comm`` checks."""
+    return run_ranks(attention_session, CASES, (1, 2), world_size=2, timeout=240)
+
+
+@pytest.fixture(scope="session")
+def parallel_attention(parallel_attention_all_ranks):
     """``{case: [out, dq, dk, dv]}`` of every case in :data:`CASES` on 2 gloo ranks (one session), and refusals."""
-    return run_ranks(attention_session, CASES, (1, 2), world_size=2, timeout=240)[0]
+    return parallel_attention_all_ranks[0]
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +151,93 @@ def check_case(parallel_attention, reference):
                                        msg=lambda m, n=name: f"{kind} {n}: {m}")
 
     return check
+
+
+# ---- training under a strategy (test_ddp.py, test_sequence_parallel.py, test_launch.py) ---------------------
+
+#: the tiny run every training test uses: 6 steps, a checkpoint stop at step 3
+TRAIN = dict(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=3, eval_batches=1, log_every=1, seed=0)
+STOP_AT = 3
+
+
+def tiny_task():
+    """Associative recall, 32 tokens, 4 pairs: per-example losses on 4 positions spread over the sequence."""
+    from attnlab.tasks import create
+
+    return create("associative_recall", seq_len=32, num_pairs=4, vocab_size=32, seed=0)
+
+
+def tiny_model(task, *, dropout=0.0, sequence_parallel=None):
+    """A 2-layer causal LM (dim 16, 2 heads), the same weights in every process (seeded)."""
+    from attnlab.models import build_for_task
+
+    torch.manual_seed(0)
+    return build_for_task(task.spec, mixer="softmax", dim=16, depth=2, num_heads=2, dropout=dropout,
+                          sequence_parallel=sequence_parallel)
+
+
+def stop_at(step):
+    """A callback that stops the run after ``step`` (a checkpoint is written there)."""
+    return lambda s, row: s >= step
+
+
+def run_summary(model, result) -> dict:
+    """What a test compares: per-step losses and grad norms, evaluations, final evaluation, final weights."""
+    return {"loss": [r["loss"] for r in result.history], "grad_norm": [r["grad_norm"] for r in result.history],
+            "evals": [e["loss"] for e in result.evals], "final_eval": result.final_eval,
+            "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def train_run(out_dir=None, *, parallel=None, dropout=0.0, sequence_parallel=None, resume=False, callbacks=()):
+    """One run of the tiny setting (``parallel``: a strategy or None for one process)."""
+    from attnlab.train import TrainConfig, train
+
+    task = tiny_task()
+    model = tiny_model(task, dropout=dropout, sequence_parallel=sequence_parallel)
+    result = train(model, task, TrainConfig(**TRAIN), out_dir=out_dir, resume=resume, progress=False,
+                   callbacks=callbacks, parallel=parallel() if parallel else None)
+    return run_summary(model, result)
+
+
+def training_session(root: str, single_process_checkpoint: str) -> dict:
+    """On every rank of 2: data-parallel runs (uninterrupted; stopped at step 3 and resumed; resumed from a
+    one-process checkpoint), a stopped copy for the parent to resume at world size 1, and sequence-parallel runs."""
+    import shutil
+    from pathlib import Path
+
+    from attnlab.distributed import DataParallel, SequenceParallel
+
+    def dp():
+        return DataParallel(batch_size=TRAIN["batch_size"], seed=TRAIN["seed"])
+
+    root = Path(root)
+    out = {"dp": train_run(parallel=dp), "dp_dropout": train_run(root / "dropout_a", parallel=dp, dropout=0.1)}
+    train_run(root / "dropout_b", parallel=dp, dropout=0.1, callbacks=[stop_at(STOP_AT)])
+    out["dp_dropout_resumed"] = train_run(root / "dropout_b", parallel=dp, dropout=0.1, resume=True)
+    train_run(root / "two", parallel=dp, callbacks=[stop_at(STOP_AT)])
+    if dist.get_rank() == 0:
+        shutil.copytree(root / "two", root / "two_stopped")
+    dist.barrier()
+    out["dp_files"] = sorted(p.name for p in (root / "two").iterdir())
+    out["dp_from_one_process"] = train_run(single_process_checkpoint, parallel=dp, resume=True)
+    for kind in ("ulysses", "ring", "hybrid"):
+        out[f"sp_{kind}"] = train_run(parallel=lambda: SequenceParallel(seq_len=32, seed=0), sequence_parallel=kind)
+    return out if dist.get_rank() == 0 else {}
+
+
+@pytest.fixture(scope="session")
+def parallel_training(tmp_path_factory):
+    """The 2-rank training session (:func:`training_session`), after the one-process runs it is compared with:
+    ``{"single": uninterrupted one-process run, "ranks": the session's results, "root": its folder}``."""
+    root = tmp_path_factory.mktemp("parallel_training")
+    single = train_run()
+    train_run(root / "one", callbacks=[stop_at(STOP_AT)])
+    ranks = run_ranks(training_session, str(root), str(root / "one"), world_size=2, timeout=300)[0]
+    return {"single": single, "ranks": ranks, "root": root}
+
+
+@pytest.fixture
+def train_one():
+    """``train_one(out_dir=None, *, parallel=None, dropout=0.0, sequence_parallel=None, resume=False, callbacks=())``:
+    the tiny run in this process (see :func:`train_run`)."""
+    return train_run
