@@ -55,3 +55,25 @@ def test_qknorm_is_per_head_and_differs_from_plain_softmax():
     normed.load_state_dict(plain.state_dict(), strict=False)
     x = 3 * torch.randn(1, 9, 16, dtype=torch.float64)
     assert (normed(x) - plain(x)).abs().max() > 1e-3
+
+
+def test_attention_fn_replaces_the_attention_op():
+    # the hook sequence parallelism uses: the mixer calls attention_fn with attention's arguments
+    import attnlab.mixers as mixers
+    from attnlab.ops.attention import attention
+
+    m = mixers.create("softmax", 8, num_heads=2).eval()
+    x = torch.randn(2, 5, 8)
+    kpm = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    want = m(x, causal=True, key_padding_mask=kpm)
+    calls = []
+
+    def spy(q, k, v, **kw):
+        calls.append((q.shape, kw))
+        return attention(q, k, v, **kw)
+
+    m.attention_fn = spy
+    torch.testing.assert_close(m(x, causal=True, key_padding_mask=kpm), want, rtol=0, atol=0)
+    assert calls == [((2, 2, 5, 4), {"causal": True, "key_padding_mask": kpm, "dropout_p": 0.0})]
+    m.attention_fn = lambda q, k, v, **kw: torch.zeros_like(q)
+    assert m(x).abs().max() <= m.proj.bias.abs().max() + 1e-6  # only the output projection's bias is left
