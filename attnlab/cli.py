@@ -247,7 +247,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         suite = replace(suite, tasks=tuple(by_name.get(t, TaskRun(t)) for t in args.tasks.split(",")))
     out = Path(args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale, threads=args.threads or None)
+                         steps_scale=args.steps_scale, threads=args.threads or None, executor=args.executor,
+                         workers=args.workers, address=args.address)
     _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
            [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
@@ -373,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder; default runs/compare/<suite>-<time>")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: a pool of --workers warm processes (default); ray: one Ray task per run "
+                        '(pip install -e ".[ray]" -c constraints.txt)')
+    s.add_argument("--workers", type=int, default=1,
+                   help="local: worker processes running runs side by side (default 1: one after the other); "
+                        "ray without --address: CPUs of the local Ray instance (default: all)")
+    s.add_argument("--address", help="ray: join this cluster (head node host:port, ray://host:port or auto) "
+                                      "instead of starting a local Ray instance")
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("bench", help="time and peak memory against sequence length")
@@ -405,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, ImportError) as e:
         # Bad names/arguments: one clear line, not a traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"attnlab {args.command}: {msg}", file=sys.stderr)
