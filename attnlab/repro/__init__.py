@@ -30,6 +30,7 @@ REPROS: dict[str, str] = {
     "sea": "attnlab.repro.sea",
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
+    "unified_long_sequence": "attnlab.repro.unified_long_sequence",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",

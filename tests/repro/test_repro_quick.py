@@ -2,7 +2,7 @@
 
 The verdict stored in result.json must be what the module's ``judge`` gives for the figures stored
 beside it (read back from the file), the figures must be the ones the module names, and the quick run
-must say it is a smoke test. The three slowest quick modes are marked slow to keep the default run
+must say it is a smoke test. The slowest quick modes are marked slow to keep the default run
 short; ``pytest -m slow tests/repro`` runs them.
 """
 from __future__ import annotations
@@ -18,8 +18,9 @@ from attnlab.repro import REPROS, VERDICTS, load_result
 from attnlab.repro.harness.rules import QUICK_NOTE
 from attnlab.repro.harness.runner import load_module
 
-#: the three longest quick modes (5-10 s each in process at load 2; the other seventeen take 1-6 s): -m slow
-SLOW = {"instability_proxies", "deltanet", "icl_regression"}
+#: the longest quick modes (5-10 s each in process at load 2; unified_long_sequence starts gloo ranks, 10-40 s;
+#: the others take 1-6 s): -m slow
+SLOW = {"instability_proxies", "deltanet", "icl_regression", "unified_long_sequence"}
 
 
 def _params():
