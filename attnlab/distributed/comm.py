@@ -16,7 +16,23 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_to_all", "gather_for_loss", "all_gather_cat", "ring_pass", "group_peer"]
+__all__ = ["all_to_all", "gather_for_loss", "all_gather_cat", "ring_pass", "group_peer", "head_chunks",
+           "default_heads_per_chunk", "CHUNK_BYTES"]
+
+#: the size a head chunk's (B, heads, n, D) block aims at: the parallel attentions work on this many bytes of
+#: heads at a time, so their transient buffers stay small next to the inputs and outputs
+CHUNK_BYTES = 2 * 2**20
+
+
+def head_chunks(num_heads: int, per_chunk: int) -> list[slice]:
+    """Slices of ``per_chunk`` consecutive heads covering ``num_heads`` (the last may be shorter)."""
+    return [slice(i, min(i + per_chunk, num_heads)) for i in range(0, num_heads, per_chunk)]
+
+
+def default_heads_per_chunk(x: torch.Tensor) -> int:
+    """Heads per chunk so that one chunk of ``x`` (B, H, n, D) holds about :data:`CHUNK_BYTES` (at least 1 head)."""
+    per_head = x.shape[0] * x.shape[2] * x.shape[3] * x.element_size()
+    return max(1, min(x.shape[1], CHUNK_BYTES // max(per_head, 1)))
 
 
 def group_peer(group: dist.ProcessGroup | None, group_rank: int) -> int:

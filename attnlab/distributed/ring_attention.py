@@ -7,8 +7,10 @@ matrix. Each (query block, key block) pair runs through torch's CPU flash-attent
 (``aten::_scaled_dot_product_flash_attention_for_cpu``, which returns the block's log-normaliser),
 so memory per rank is O((N/W) * D). The backward pass sends (k, v, dk, dv) around the ring once more
 and calls the kernel's backward with the global output and log-normaliser, so each key block's
-gradient returns to its owner. Causal masking skips blocks from later ranks entirely; a key-padding
-mask is gathered once (B x N booleans) and applied per block; rows with no visible key give zeros.
+gradient returns to its owner. Communication per rank and step: W - 1 passes of (k, v) forward, W - 1
+of (k, v, dk, dv) and one of (dk, dv) backward, each tensor B * H * N/W * D elements. Causal masking
+skips blocks from later ranks entirely; a key-padding mask is gathered once (B x N booleans) and
+applied per block; rows with no visible key give zeros.
 
 The result equals :func:`attnlab.ops.attention_reference` on the gathered sequence (tested with 2
 gloo processes, fp64 / fp32 / bf16, causal and not, with padding). Layout (B, H, N/W, D) per rank.
@@ -20,9 +22,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from attnlab.distributed.comm import all_gather_cat, ring_pass
+from attnlab.distributed.comm import all_gather_cat, default_heads_per_chunk, head_chunks, ring_pass
 from attnlab.ops.attention import check_attention_options, check_qkv
-from attnlab.utils.checks import fail
+from attnlab.utils.checks import check_positive_int, fail
 
 __all__ = ["ring_attention", "shard_sequence", "gather_sequence", "check_sequence_parallel_call"]
 
@@ -65,61 +67,88 @@ def _steps(causal: bool, rank: int, world: int):
         yield step, src, src == rank, causal and src > rank
 
 
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _forward_heads(q, k, v, out, lse, kpm_full, causal, scale, group) -> None:
+    """The W ring steps for one group of heads: fold every key block into ``out`` / ``lse`` (views, in place)."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    n = q.shape[2]
+    kb, vb = k, v
+    for step, src, diagonal, skip in _steps(causal, rank, world):
+        if not skip:
+            kpm_b = kpm_full[:, src * n:(src + 1) * n] if kpm_full is not None else None
+            o_b, lse_b = _flash(q, kb, vb, 0.0, causal and diagonal, attn_mask=_block_mask(kpm_b, q.dtype),
+                                scale=scale)
+            visible = _has_visible_key(kpm_b, causal and diagonal, n)
+            lse_b = lse_b.to(lse.dtype)
+            if visible is not None:  # a row that sees nothing in this block adds no weight (the kernel says lse 0)
+                lse_b = lse_b.masked_fill(~visible, float("-inf"))
+                o_b = o_b.masked_fill(~visible[..., None], 0.0)
+            new = torch.logaddexp(lse, lse_b)
+            safe = new.masked_fill(torch.isneginf(new), 0.0)
+            out.mul_(torch.exp(lse - safe)[..., None]).add_(o_b.to(out.dtype).mul_(torch.exp(lse_b - safe)[..., None]))
+            lse.copy_(new)
+            del o_b
+        if step < world - 1:
+            kb, vb = ring_pass([kb, vb], group)
+
+
+def _backward_heads(dout, q, k, v, out, lse, kpm_full, causal, scale, group, dq, dk, dv) -> None:
+    """The backward ring for one group of heads: accumulate into ``dq`` and leave each key block's gradient in
+    ``dk`` / ``dv`` (views) at its owner."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    n = q.shape[2]
+    kb, vb = k, v
+    dkb, dvb = torch.zeros(k.shape, dtype=dk.dtype), torch.zeros(v.shape, dtype=dv.dtype)
+    for step, src, diagonal, skip in _steps(causal, rank, world):
+        if not skip:
+            kpm_b = kpm_full[:, src * n:(src + 1) * n] if kpm_full is not None else None
+            g_q, g_k, g_v = _flash_backward(dout, q, kb, vb, out, lse, 0.0, causal and diagonal,
+                                            attn_mask=_block_mask(kpm_b, q.dtype), scale=scale)
+            dq += g_q
+            dkb += g_k
+            dvb += g_v
+            del g_q, g_k, g_v
+        # W rotations of (dk, dv) in total, so each block's gradient ends at its owner; k, v need only W - 1
+        if step < world - 1:
+            kb, vb, dkb, dvb = ring_pass([kb, vb, dkb, dvb], group)
+        else:
+            dkb, dvb = ring_pass([dkb, dvb], group)
+    dk.copy_(dkb)
+    dv.copy_(dvb)
+
+
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, kpm, group):
-        world, rank = dist.get_world_size(group), dist.get_rank(group)
-        n = q.shape[2]
+    def forward(ctx, q, k, v, causal, scale, kpm, group, per_chunk):
         kpm_full = all_gather_cat(kpm, 1, group) if kpm is not None else None
-        lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32 if q.dtype != torch.float64 else q.dtype)
-        out = torch.zeros(q.shape[:3] + (v.shape[-1],), dtype=lse.dtype)
-        kb, vb = k, v
-        for step, src, diagonal, skip in _steps(causal, rank, world):
-            if not skip:
-                kpm_b = kpm_full[:, src * n:(src + 1) * n] if kpm_full is not None else None
-                o_b, lse_b = _flash(q, kb, vb, 0.0, causal and diagonal, attn_mask=_block_mask(kpm_b, q.dtype),
-                                    scale=scale)
-                visible = _has_visible_key(kpm_b, causal and diagonal, n)
-                lse_b = lse_b.to(lse.dtype)
-                if visible is not None:  # a row that sees nothing in this block adds no weight (the kernel says lse 0)
-                    lse_b = lse_b.masked_fill(~visible, float("-inf"))
-                    o_b = o_b.masked_fill(~visible[..., None], 0.0)
-                new = torch.logaddexp(lse, lse_b)
-                safe = new.masked_fill(torch.isneginf(new), 0.0)
-                out = out * torch.exp(lse - safe)[..., None] + o_b.to(out.dtype) * torch.exp(lse_b - safe)[..., None]
-                lse = new
-            if step < world - 1:
-                kb, vb = ring_pass([kb, vb], group)
+        acc = _accumulator(q.dtype)
+        lse = torch.full(q.shape[:3], float("-inf"), dtype=acc)
+        out = torch.zeros(q.shape[:3] + (v.shape[-1],), dtype=acc)
+        for hs in head_chunks(q.shape[1], per_chunk):
+            _forward_heads(q[:, hs].contiguous(), k[:, hs].contiguous(), v[:, hs].contiguous(), out[:, hs],
+                           lse[:, hs], kpm_full, causal, scale, group)
         out = out.to(q.dtype)
         # rows that saw no key: +inf turns every exp(s - lse) of the backward into 0
-        lse = lse.masked_fill(torch.isneginf(lse), float("inf"))
+        lse.masked_fill_(torch.isneginf(lse), float("inf"))
         ctx.save_for_backward(q, k, v, out, lse, kpm_full if kpm_full is not None else torch.empty(0))
-        ctx.causal, ctx.scale, ctx.group, ctx.has_kpm = causal, scale, group, kpm is not None
+        ctx.causal, ctx.scale, ctx.group, ctx.has_kpm, ctx.per_chunk = causal, scale, group, kpm is not None, per_chunk
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse, kpm_full = ctx.saved_tensors
-        causal, scale, group = ctx.causal, ctx.scale, ctx.group
-        world, rank = dist.get_world_size(group), dist.get_rank(group)
-        n = q.shape[2]
-        dout = dout.contiguous().to(q.dtype)
-        acc = torch.float32 if q.dtype != torch.float64 else q.dtype
-        dq = torch.zeros(q.shape, dtype=acc)
-        kb, vb = k, v
-        dkb, dvb = torch.zeros(k.shape, dtype=acc), torch.zeros(v.shape, dtype=acc)
-        lse_k = lse.to(torch.float32 if q.dtype != torch.float64 else q.dtype)
-        for _, src, diagonal, skip in _steps(causal, rank, world):
-            if not skip:
-                kpm_b = kpm_full[:, src * n:(src + 1) * n] if ctx.has_kpm else None
-                g_q, g_k, g_v = _flash_backward(dout, q, kb, vb, out, lse_k, 0.0, causal and diagonal,
-                                                attn_mask=_block_mask(kpm_b, q.dtype), scale=scale)
-                dq += g_q
-                dkb += g_k
-                dvb += g_v
-            # W rotations in total, so each block's (dk, dv) ends at its owner
-            kb, vb, dkb, dvb = ring_pass([kb, vb, dkb, dvb], group)
-        return dq.to(q.dtype), dkb.to(k.dtype), dvb.to(v.dtype), None, None, None, None
+        kpm_full = kpm_full if ctx.has_kpm else None
+        dout = dout.to(q.dtype)
+        acc = _accumulator(q.dtype)
+        dq, dk, dv = torch.zeros(q.shape, dtype=acc), torch.empty(k.shape, dtype=acc), torch.empty(v.shape, dtype=acc)
+        for hs in head_chunks(q.shape[1], ctx.per_chunk):
+            _backward_heads(dout[:, hs].contiguous(), q[:, hs].contiguous(), k[:, hs].contiguous(),
+                            v[:, hs].contiguous(), out[:, hs].contiguous(), lse[:, hs].contiguous(), kpm_full,
+                            ctx.causal, ctx.scale, ctx.group, dq[:, hs], dk[:, hs], dv[:, hs])
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
 
 
 def ring_attention(
@@ -132,6 +161,7 @@ def ring_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     group: dist.ProcessGroup | None = None,
+    heads_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """Softmax attention over a sequence sharded contiguously across the ranks of ``group``.
 
@@ -143,13 +173,16 @@ def ring_attention(
         scale: logit scale, default D^-1/2.
         dropout_p: must be 0 (accepted so that the function can stand in for ``ops.attention``).
         group: process group (default: the world).
+        heads_per_chunk: heads whose ring runs at once (default :func:`heads_per_chunk`: blocks of about
+            2 MiB); the rotating blocks and the kernel's buffers scale with it, the result does not.
     Returns:
         This rank's block of the output, (B, H, n, Dv). Differentiable. bf16 inputs run through the kernel
         in bf16 and are combined in fp32.
     """
     scale = check_sequence_parallel_call(q, k, v, key_padding_mask, scale, dropout_p)
-    return _RingAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), bool(causal), scale,
-                                key_padding_mask, group)
+    per_chunk = heads_per_chunk if heads_per_chunk is not None else default_heads_per_chunk(q)
+    check_positive_int("heads_per_chunk", per_chunk)
+    return _RingAttention.apply(q, k, v, bool(causal), scale, key_padding_mask, group, per_chunk)
 
 
 def shard_sequence(x: torch.Tensor, dim: int = 2, group: dist.ProcessGroup | None = None) -> torch.Tensor:

@@ -23,6 +23,9 @@ DTYPES = (torch.float64, torch.float32, torch.bfloat16)
 #: (kind, dtype, causal, masked) of every case
 CASES = [(kind, dt, c, m) for kind in ("ring", "ulysses", "hybrid_u1", "hybrid_u2", "heads") for dt in DTYPES
          for c in (False, True) for m in (False, True)]
+# one head per chunk (the default puts these small tensors' heads in one chunk): the chunk loops at work
+CASES += [(kind, torch.float64, c, m) for kind in ("ring_chunked", "ulysses_chunked") for c in (False, True)
+          for m in (False, True)]
 
 
 def case_inputs(dtype: torch.dtype, *, b=SHAPE["b"], h=SHAPE["h"], n=SHAPE["n"], d=SHAPE["d"]):
@@ -51,9 +54,11 @@ def _run_case(kind, dtype, causal, masked, groups):
     leaves = [shard_sequence(t).requires_grad_(True) for t in (q, k, v)]
     local_mask = shard_sequence(kpm, 1) if masked else None
     kw = dict(causal=causal, key_padding_mask=local_mask)
-    if kind == "ring":
+    if kind.endswith("_chunked"):
+        kw["heads_per_chunk"] = 1
+    if kind.startswith("ring"):
         out = ring_attention(*leaves, **kw)
-    elif kind == "ulysses":
+    elif kind.startswith("ulysses"):
         out = ulysses_attention(*leaves, **kw)
     else:
         out = hybrid_attention(*leaves, groups=groups[kind], **kw)

@@ -25,3 +25,9 @@ def test_refuses_without_a_process_group():
     q = torch.randn(1, 1, 4, 2)
     with pytest.raises(ValueError, match="group: expected an initialised torch.distributed process group"):
         ring_attention(q, q, q)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_head_per_chunk_gives_the_same_result(check_case, causal, masked):
+    check_case("ring_chunked", torch.float64, causal, masked)

@@ -32,3 +32,9 @@ def test_check_heads_divisible():
     check_heads_divisible(8, 4)
     with pytest.raises(ValueError, match="num_heads: expected a head count divisible by the 4 ranks"):
         check_heads_divisible(6, 4, "num_heads")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_head_per_chunk_gives_the_same_result(check_case, causal, masked):
+    check_case("ulysses_chunked", torch.float64, causal, masked)
