@@ -11,7 +11,7 @@ from the saved log-normaliser (no N x N tensor is stored for autograd either).
 ``blocked_attention`` is tested against :func:`blocked_attention_reference` (the dense
 ``softmax(Q K^T * scale, masked) V`` of :func:`attnlab.ops.attention.attention_reference`), forward
 and backward. Peak extra memory is about one block's scores, ``B * H * block * M`` floats (the
-scores are scaled, masked, exponentiated and normalised in place).
+scores are masked, exponentiated and normalised in place), in the backward about two.
 """
 from __future__ import annotations
 
@@ -55,11 +55,13 @@ class _BlockedAttention(torch.autograd.Function):
         lse = torch.empty(q.shape[:3] + (1,), dtype=cd, device=q.device)
         for start, stop in query_blocks(q.shape[2], block_size):
             s = _block_scores(qc[:, :, start:stop], kc, scale, start, stop, causal, kpm)
-            lse_b = torch.logsumexp(s, dim=-1, keepdim=True)
-            # A row with no visible key: +inf makes exp(s - lse) = 0 there, so its output (and gradient) is 0.
-            lse_b.masked_fill_(torch.isneginf(lse_b), float("inf"))
-            lse[:, :, start:stop] = lse_b
-            p = s.sub_(lse_b).exp_()
+            # softmax in the scores' own buffer (torch.logsumexp would allocate a second block of scores)
+            row_max = s.amax(dim=-1, keepdim=True)
+            row_max.masked_fill_(torch.isneginf(row_max), 0.0)  # a row with no visible key: exp(-inf) = 0 below
+            denom = s.sub_(row_max).exp_().sum(dim=-1, keepdim=True)
+            # log-normaliser; +inf on rows with no visible key makes exp(s - lse) = 0 in the backward
+            lse[:, :, start:stop] = torch.where(denom > 0, row_max + denom.log(), float("inf"))
+            p = s.div_(torch.where(denom > 0, denom, 1.0))
             out[:, :, start:stop] = torch.matmul(p, vc[:, :, : p.shape[-1]])
             del s, p
         ctx.save_for_backward(q, k, v, out, lse, kpm if kpm is not None else torch.empty(0))
