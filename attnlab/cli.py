@@ -174,6 +174,9 @@ def _train(args: argparse.Namespace, out: Path, session) -> None:
     mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
     model_kwargs = _parse_kv(args.model_arg, "--model-arg")
     if args.sequence_parallel:
+        if task.spec.input == "image" or args.model:
+            raise ValueError(f"--sequence-parallel: expected a sequence task trained with --mixer (a SequenceModel), "
+                             f"received task {task.name!r}{' and --model ' + args.model if args.model else ''}")
         model_kwargs["sequence_parallel"] = args.sequence_parallel
     if args.model:
         model = _named_model_for_task(args.model, task.spec, model_kwargs)

@@ -117,18 +117,19 @@ def _ddp_rank(steps: int, batch: int, seq_len: int, dim: int, depth: int) -> dic
     trainer = Trainer(model, task, config, parallel=DataParallel(batch_size=batch))
     for _ in range(3):  # warm-up steps, not timed
         trainer.step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         trainer.step()
-    seconds = time.perf_counter() - t0
-    world = trainer.parallel.world_size
-    return {"tokens_per_s_per_process": steps * batch * seq_len / world / seconds, "seconds": seconds}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    tokens = steps * batch * seq_len / trainer.parallel.world_size  # this process's share
+    return {"tokens_per_s_per_process": tokens / seconds, "tokens_per_cpu_s": tokens / cpu, "seconds": seconds}
 
 
 def ddp_throughput(steps: int = 30, batch: int = 32, seq_len: int = 256, dim: int = 128, depth: int = 2,
                    world: int = 2, repeats: int = 1) -> list[dict]:
-    """Tokens/s per process: one process (1 thread) against ``world`` data-parallel ranks (1 thread each), the same
-    global batch, alternating the arms repeat by repeat."""
+    """Tokens/s per process (wall clock, and per CPU second of the process): one process (1 thread) against
+    ``world`` data-parallel ranks (1 thread each), the same global batch, alternating the arms repeat by repeat;
+    ``load`` is the 1-minute load average after each arm."""
     from attnlab.distributed import run_ranks
 
     rows = []
@@ -136,13 +137,17 @@ def ddp_throughput(steps: int = 30, batch: int = 32, seq_len: int = 256, dim: in
         for w in (1, world):
             got = run_ranks(_ddp_rank, steps, batch, seq_len, dim, depth, world_size=w, timeout=1800)
             rows.append({"world": w, "repeat": rep, "tokens_per_s_per_process":
-                         min(r["tokens_per_s_per_process"] for r in got), "seconds": max(r["seconds"] for r in got)})
+                         min(r["tokens_per_s_per_process"] for r in got),
+                         "tokens_per_cpu_s": min(r["tokens_per_cpu_s"] for r in got),
+                         "seconds": max(r["seconds"] for r in got), "load": os.getloadavg()[0]})
     return rows
 
 
 def compare_wall(suite: str = "default", steps_scale: float = 0.3, workers: int = 2, repeats: int = 1,
                  out_dir: str = "runs/bench/compare-workers") -> list[dict]:
-    """Wall time of ``attnlab compare`` on ``suite``: one worker (serial) against ``workers``, alternating."""
+    """Wall time of ``attnlab compare`` on ``suite``: one worker (serial) against ``workers``, alternating.
+    ``overhead_per_run_s``: (wall - training seconds / workers) / runs, what a run costs beyond its training
+    steps (process start-up shared out, model build, evaluations, checkpoints, outputs)."""
     from attnlab.compare import run_compare
     from attnlab.suites import get_suite
 
@@ -152,9 +157,10 @@ def compare_wall(suite: str = "default", steps_scale: float = 0.3, workers: int 
             t0 = time.perf_counter()
             res = run_compare(get_suite(suite), out_dir=f"{out_dir}/{w}-{rep}", progress=False,
                               steps_scale=steps_scale, workers=w)
-            rows.append({"workers": w, "repeat": rep, "wall_seconds": time.perf_counter() - t0,
-                         "train_seconds": sum(r.train_seconds for r in res.records), "runs": len(res.records),
-                         "qualities": [r.quality for r in res.records]})
+            wall, train = time.perf_counter() - t0, sum(r.train_seconds for r in res.records)
+            rows.append({"workers": w, "repeat": rep, "wall_seconds": wall, "train_seconds": train,
+                         "runs": len(res.records), "overhead_per_run_s": (wall - train / w) / len(res.records),
+                         "load": os.getloadavg()[0], "qualities": [r.quality for r in res.records]})
     return rows
 
 
