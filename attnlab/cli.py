@@ -3,11 +3,22 @@
 ``attnlab compare`` with no arguments runs the built-in default suite (a few
 minutes on a 2-core CPU) and writes a ranked table, JSON/CSV, a loss-curve PNG
 and a Markdown report under ``runs/compare/``.
+
+Exit status: 0 when everything asked for was done; 2 for invalid input (an unknown name,
+with close matches; a bad value; an output folder that cannot be written; a run folder in
+use or holding another run), one line on stderr; 1 when part of the work failed (a compare
+run or a benchmark measurement raised, a training run diverged, a file could not be
+written); 130 / 143 when training was stopped by SIGINT / SIGTERM (after a checkpoint; the
+message gives the ``--resume`` command). Heavy modules (the registries, matplotlib, rich,
+scikit-learn) are imported by the commands that need them, so ``--help`` costs little more
+than ``import torch``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import textwrap
 import time
@@ -60,7 +71,7 @@ def _fit_last_column(header: list[str], rows: list[list[str]]) -> list[list[str]
     return [r[:-1] + [textwrap.shorten(str(r[-1]), room, placeholder=" …")] for r in rows]
 
 
-def cmd_list(args: argparse.Namespace) -> None:
+def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("papers", "all"):
         from attnlab.papers import PAPERS
@@ -71,12 +82,14 @@ def cmd_list(args: argparse.Namespace) -> None:
     if what in ("mixers", "all"):
         import attnlab.mixers as mixers
         from attnlab.papers import paper_label
+        from attnlab.utils.skip_init import skip_init
 
         where, caps = [], []
         for info in mixers.available():
             c = info.capabilities
             try:
-                m = mixers.create(info.name, 64)
+                with skip_init():  # only counted: no need to initialise
+                    m = mixers.create(info.name, 64)
                 params = f"{sum(p.numel() for p in m.parameters()):,}"
             except (TypeError, ValueError) as e:  # e.g. needs a kwarg that has no default at dim 64
                 params = f"n/a ({e})"
@@ -91,11 +104,13 @@ def cmd_list(args: argparse.Namespace) -> None:
     if what in ("models", "all"):
         import attnlab.models as models
         from attnlab.papers import paper_label
+        from attnlab.utils.skip_init import skip_init
 
         rows = []
         for info in models.available_info():
             try:
-                params = f"{models.count_parameters(models.create(info.name)):,}"
+                with skip_init():  # only counted: initialising the default configs took seconds
+                    params = f"{models.count_parameters(models.create(info.name)):,}"
             except Exception as e:  # noqa: BLE001 - listing must not die on one model
                 params = f"n/a ({type(e).__name__})"
             rows.append([info.name, paper_label(info.paper), _module_file(info.module), params, info.summary])
@@ -126,32 +141,34 @@ def cmd_list(args: argparse.Namespace) -> None:
                 for c in cases]
         _table("benchmark cases (attnlab bench <case>)", ["case", "baseline", "default N", "description"], rows)
         rows = [[c.name, "\n".join(c.ops), "\n".join(t.removeprefix("tests/") for t in c.tests)] for c in cases]
-        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"], rows)
+        _table("what each case times, and the tests that prove it correct", ["case", "op", "test (under tests/)"],
+               rows)
     if what in ("suites", "all"):
         from attnlab.suites import SUITES
 
         rows = [[s.name, ", ".join(s.mixers), ", ".join(t.task for t in s.tasks), s.description] for s in SUITES.values()]
         _table("compare suites (attnlab compare --suite <name>)", ["suite", "mixers", "tasks", "description"], rows)
+    return 0
 
 
 def _doc_line(obj) -> str:
     import inspect
 
     doc = inspect.getdoc(obj) or ""
-    return doc.splitlines()[0][:90] if doc else ""
+    return textwrap.shorten(doc.splitlines()[0], 90, placeholder=" …") if doc else ""
 
 
 # ---- train -----------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from attnlab.distributed.launch import RankLost, torchrun_session
 
     out = Path(args.out or f"runs/train/{args.task}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         with torchrun_session(timeout=args.dist_timeout, out_dir=out) as session:
             try:
-                _train(args, out, session)
+                return _train(args, out, session)
             except (KeyError, ValueError, TypeError):
                 if session.is_writer:
                     raise
@@ -161,14 +178,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
-def _train(args: argparse.Namespace, out: Path, session) -> None:
-    """``attnlab train`` in this process: one process, or one rank of a torchrun launch (``session``)."""
+def _train(args: argparse.Namespace, out: Path, session) -> int:
+    """``attnlab train`` in this process: one process, or one rank of a torchrun launch (``session``); the exit
+    status."""
     import torch
 
     from attnlab.models import build_for_task, count_parameters
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig, train
+    from attnlab.utils.threads import torch_threads
 
+    if args.resume and args.overwrite:
+        raise ValueError("--overwrite: expected it without --resume (continue the run, or replace it, not both), "
+                         "received both")
+    threads = _check_threads(args.threads)
     task = create_task(args.task, seed=args.seed, **_parse_kv(args.task_arg, "--task-arg"))
     torch.manual_seed(args.seed)
     mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
@@ -191,21 +214,38 @@ def _train(args: argparse.Namespace, out: Path, session) -> None:
         seed=args.seed, ckpt_every=args.ckpt_every,
     )
     parallel = _parallel_strategy(model, task, config, args, session)
+    # the folder last: every other argument is checked before anything is created
+    out = _writable_dir("--out", out)
     if session.is_writer:
         where = f"; {session.world_size} ranks ({_describe_parallel(model)})" if session.distributed else ""
         print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}{where}")
-    result = train(model, task, config, out_dir=out, resume=args.resume,
-                   progress=not args.no_progress and session.is_writer, parallel=parallel)
-    if not session.is_writer:
-        return
-    final = result.final_eval or {}
-    summary = {"final_eval": final, "steps": result.steps_done, "diverged": result.diverged,
-               "train_seconds": round(result.train_seconds, 2),
-               "tokens_per_second": round(result.tokens_per_second), "out_dir": str(out)}
-    if session.distributed:
-        summary["world_size"] = session.world_size
-        summary["tokens_per_second_per_process"] = round(result.tokens_per_second / session.world_size)
-    print(json.dumps(summary, indent=2))
+    with torch_threads(threads):
+        result = train(model, task, config, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress and session.is_writer, parallel=parallel)
+    if session.is_writer:
+        rate = ({"images_per_second": round(result.examples_per_second, 1)} if task.spec.input == "image"
+                else {"tokens_per_second": round(result.tokens_per_second)})
+        summary = {"final_eval": result.final_eval, "steps": result.steps_done, "diverged": result.diverged,
+                   "interrupted": result.interrupted, "train_seconds": round(result.train_seconds, 2), **rate,
+                   "out_dir": str(out)}
+        if session.distributed:
+            summary["world_size"] = session.world_size
+            summary["tokens_per_second_per_process"] = round(result.tokens_per_second / session.world_size)
+        print(json.dumps(summary, indent=2))
+    if result.interrupted:
+        if session.is_writer:
+            launcher = (("torchrun", "--nproc-per-node", str(session.world_size), "-m", "attnlab")
+                        if session.distributed else ("attnlab",))
+            print(f"attnlab train: stopped by {result.interrupted} after step {result.steps_done} of {config.steps} "
+                  f"(checkpoint saved in {out}); continue with:\n  {_resume_command(args.argv, out, launcher)}",
+                  file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
+    if result.diverged:
+        if session.is_writer:
+            print(f"attnlab train: the run diverged at step {result.steps_done + 1} (non-finite loss or gradient "
+                  f"norm); try a lower --lr or --clip", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _parallel_strategy(model, task, config, args, session):
@@ -223,6 +263,47 @@ def _describe_parallel(model) -> str:
     return f"sequence parallel: {kind}" if kind else "data parallel"
 
 
+def _resume_command(argv: list[str], out: Path, launcher: tuple[str, ...] = ("attnlab",)) -> str:
+    """The command line ``argv`` (``train ...``) with ``--out <out> --resume`` (and without ``--overwrite``), run
+    by ``launcher`` (``torchrun --nproc-per-node W -m attnlab`` for a torchrun launch)."""
+    rest = []
+    i = 0
+    while i < len(argv):  # drop --out (re-added with the folder actually used), --overwrite, --resume
+        a = argv[i]
+        if a in ("--overwrite", "--resume"):
+            i += 1
+        elif a == "--out":
+            i += 2
+        elif a.startswith("--out="):
+            i += 1
+        else:
+            rest.append(a)
+            i += 1
+    return shlex.join([*launcher, *rest, "--out", str(out), "--resume"])
+
+
+def _check_threads(threads: int) -> int | None:
+    """``--threads``: a positive int, or 0 for torch's default (None); ValueError otherwise."""
+    if threads < 0:
+        raise ValueError(f"--threads: expected a positive int, or 0 for torch's default, received {threads}")
+    return threads or None
+
+
+def _writable_dir(arg: str, path: str | Path) -> Path:
+    """``path`` as a folder that exists (created) and can be written; ValueError naming ``arg`` and the path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{arg}: expected a folder, received {path}, which is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{arg}: expected a folder that can be created, received {path} ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{arg}: expected a writable folder, received {path} (not writable: permissions or a "
+                         f"read-only file system)")
+    return path
+
+
 def _named_model_for_task(name: str, spec, kwargs: dict):
     """A registered design (``attnlab list models``) sized for an image task's spec."""
     from attnlab.compare import named_model
@@ -236,10 +317,10 @@ def _named_model_for_task(name: str, spec, kwargs: dict):
 # ---- compare ---------------------------------------------------------------
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
+def cmd_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from attnlab.compare import HEADER, run_compare, table_rows
+    from attnlab.compare import FAILED_HEADER, HEADER, check_suite, failed_rows, run_compare, table_rows
     from attnlab.suites import TaskRun, get_suite
 
     suite = get_suite(args.suite)
@@ -247,15 +328,22 @@ def cmd_compare(args: argparse.Namespace) -> None:
         suite = replace(suite, mixers=tuple(m.strip() for m in args.mixers.split(";") if m.strip()))
     if args.tasks:
         by_name = {t.task: t for t in suite.tasks}
-        suite = replace(suite, tasks=tuple(by_name.get(t, TaskRun(t)) for t in args.tasks.split(",")))
-    out = Path(args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        suite = replace(suite, tasks=tuple(by_name.get(t.strip(), TaskRun(t.strip())) for t in args.tasks.split(",")))
+    check_suite(suite, args.steps_scale)  # before the output folder is made
+    threads = _check_threads(args.threads)
+    out = _writable_dir("--out", args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale, threads=args.threads or None, executor=args.executor,
+                         steps_scale=args.steps_scale, threads=threads, executor=args.executor,
                          workers=args.workers, address=args.address)
     _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
            [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
     print(f"wrote {out}/report.md, results.json, results.csv, loss_curves.png")
+    if result.failed:
+        _table("failed runs (not ranked)", FAILED_HEADER, failed_rows(result))
+        print(f"attnlab compare: {len(result.failed)} of {len(result.records)} runs failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---- bench -----------------------------------------------------------------
@@ -273,17 +361,24 @@ def _parse_sizes(text: str, case) -> list[int]:
     return validate_sizes(case, sizes, arg="--sizes")
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+def cmd_bench(args: argparse.Namespace) -> int:
     from attnlab.bench.registry import get_case
     from attnlab.bench.report import rows_to_markdown, write_outputs
     from attnlab.bench.runner import run_bench
 
+    from attnlab.utils.checks import check_positive_int
+
     case = get_case(args.case)
     sizes = _parse_sizes(args.sizes, case) if args.sizes is not None else None
+    check_positive_int("--repeats", args.repeats)
+    if args.threads is not None:
+        check_positive_int("--threads", args.threads)
+    params = _parse_kv(args.param, "--param")
+    case.setup_params(params, arg="--param")  # unknown keys refused before the folder is made
+    out = _writable_dir("--out", args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
-                     impls=args.impls.split(",") if args.impls else None, params=_parse_kv(args.param, "--param"),
+                     impls=args.impls.split(",") if args.impls else None, params=params,
                      threads=args.threads, progress=not args.no_progress)
-    out = Path(args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
     paths = write_outputs(rows, out, args.case, case.reference)
     print(rows_to_markdown(rows, case.reference))
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']}")
@@ -291,21 +386,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if failed:
         print(f"attnlab bench: {len(failed)} of {len(rows)} measurements failed (first: N={failed[0].n} "
               f"{failed[0].impl}: {failed[0].status})", file=sys.stderr)
-        raise SystemExit(1)
+        return 1
+    return 0
 
 
 # ---- repro -----------------------------------------------------------------
 
 
-def cmd_repro(args: argparse.Namespace) -> None:
+def cmd_repro(args: argparse.Namespace) -> int:
     from attnlab.repro import REPROS, run_repro
-    from attnlab.repro.harness.runner import format_value
+    from attnlab.repro.harness.runner import format_value, load_module
 
     if args.slug in (None, "list"):
         args.what = "repros"
         cmd_list(args)
-        return
+        return 0
     slugs = sorted(REPROS) if args.slug == "all" else [args.slug]
+    for slug in slugs:
+        load_module(slug)  # unknown slugs fail here, before anything runs
+    if args.out:
+        _writable_dir("--out", args.out)
     for slug in slugs:
         out = Path(args.out) / slug if (args.out and len(slugs) > 1) else (Path(args.out) if args.out else None)
         r = run_repro(slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
@@ -316,10 +416,64 @@ def cmd_repro(args: argparse.Namespace) -> None:
         print(f"claim: {r.claim}\nverdict: {r.verdict_line}. {r.summary}\n({r.seconds:.1f} s wall, "
               f"{r.cpu_seconds:.1f} s CPU, {r.threads} thread(s); report: "
               f"{out or Path('runs/repro') / (slug + ('-quick' if args.quick else ''))}/report.md)\n")
+    return 0
 
 
 def _short(s: str) -> str:
     return s if len(s) < 200 else s[:197] + "..."
+
+
+# ---- analyze ---------------------------------------------------------------
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    """``attnlab analyze drop``: P17 module importance on a text, then perplexity as modules are dropped."""
+    import torch
+
+    from attnlab.analysis.drop_study import drop_curve, plot_drop_study
+    from attnlab.analysis.lm_loading import load_lm, text_batches
+    from attnlab.analysis.redundancy import redundancy_scores
+    from attnlab.utils.checks import fail
+    from attnlab.utils.threads import torch_threads
+
+    data = Path(args.data)
+    if not data.is_file():
+        fail("--data", "an existing text file", repr(args.data))
+    try:
+        lm = load_lm(args.model, arg="--model")
+    except ImportError as e:  # transformers missing: one line with the install command
+        raise ValueError(f"--model: {e}") from None
+    seq_len = min(args.seq_len, lm.max_len or args.seq_len)
+    batches = text_batches(lm.encode(data.read_text(encoding="utf-8", errors="replace")), seq_len, args.batch_size,
+                           arg="--data")
+    if len(batches) < 2:
+        fail("--data", f"text for at least 2 batches of {args.batch_size} x {seq_len} tokens (calibration, evaluation)",
+             f"{sum(b.shape[0] for b in batches)} window(s)")
+    half = (len(batches) + 1) // 2
+    calib, evals = batches[:half][: args.calib_batches], batches[half:][: args.eval_batches]
+    out = Path(args.out or f"runs/analyze/drop-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    with torch_threads(args.threads or None), torch.inference_mode():
+        scores = redundancy_scores(lm.model, calib, consecutive=args.target == "consecutive")
+        limit = 2 * scores.depth if args.target == "joint" else scores.depth
+        n = args.n if args.n is not None else max(scores.depth // 4, 1)
+        if not 0 <= n <= limit:
+            fail("--n", f"0 <= n <= {limit} for --target {args.target} on {scores.depth} blocks", n)
+        curve = drop_curve(lm.model, scores, n, args.target, evals)
+    print(f"{args.model}: {scores.family} blocks; text as {lm.encoding}; {scores.tokens} calibration tokens, "
+          f"{sum(b.numel() for b in evals)} evaluation tokens")
+    _table("importance, 1 - cos (P17)", ["block", "name", "attention", "MLP", "block"],
+           [[i, name, f"{a:.4g}", f"{m:.4g}", f"{b:.4g}"] for i, name, a, m, b in scores.rows()])
+    _table(f"perplexity after drops ({args.target})", ["dropped", "plan (least important first)", "perplexity"],
+           [[s.k, s.plan.describe(), f"{s.perplexity:.4f}"] for s in curve])
+    plot = plot_drop_study(scores, curve, args.target, out / "drop.png")
+    (out / "drop.json").write_text(json.dumps({
+        "model": args.model, "data": str(data), "target": args.target, "encoding": lm.encoding,
+        "calibration_tokens": scores.tokens, "blocks": [dict(zip(("index", "name", "attn", "mlp", "block"), r))
+                                                        for r in scores.rows()],
+        "curve": [{"k": s.k, "attn": list(s.plan.attn), "mlp": list(s.plan.mlp), "perplexity": s.perplexity}
+                  for s in curve]}, indent=2, allow_nan=True))
+    print(f"wrote {plot} and {out / 'drop.json'}")
 
 
 # ---- parser ----------------------------------------------------------------
@@ -348,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=500)
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--warmup", type=int, default=50)
+    s.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: min(50, --steps))")
     s.add_argument("--wd", type=float, default=0.0)
     s.add_argument("--wd-mode", default="coupled", choices=["coupled", "independent"])
     s.add_argument("--clip", type=float, default=1.0)
@@ -358,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (checkpoints, metrics); default runs/train/<task>-<mixer>-<time>")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out that holds an earlier run (deletes its checkpoints and metrics)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads while training (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sequence-parallel", choices=["ulysses", "ring", "hybrid"],
                    help="under torchrun: shard every sequence across the ranks, attention by this method "
@@ -409,19 +567,62 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder; default runs/repro/<slug>")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_repro)
+
+    s = sub.add_parser("analyze", help="analysis tools on a trained model (drop: P17 module redundancy)")
+    s.add_argument("tool", choices=["drop"], help="drop: importance of every attention/MLP/block, perplexity after drops")
+    s.add_argument("--model", required=True, help="attnlab run/checkpoint/model folder, Hugging Face folder or cached name")
+    s.add_argument("--data", required=True, help="text file: first half calibrates the scores, second half evaluates")
+    s.add_argument("--target", default="attn", choices=["attn", "mlp", "block", "joint", "consecutive"])
+    s.add_argument("--n", type=int, help="modules to drop (default: a quarter of the blocks)")
+    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--calib-batches", type=int, default=8)
+    s.add_argument("--eval-batches", type=int, default=8)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    s.add_argument("--out", help="output folder; default runs/analyze/drop-<time>")
+    s.set_defaults(fn=cmd_analyze)
     return p
 
 
+class _NeverRaised(Exception):
+    pass
+
+
+def _locked_error_type() -> type[Exception]:
+    """RunLockedError if attnlab.train is loaded (only a command that trains can raise it), without importing the
+    training package into commands that do not need it."""
+    mod = sys.modules.get("attnlab.train.run_lock")
+    return mod.RunLockedError if mod is not None else _NeverRaised
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``attnlab`` command."""
+    """Entry point of the ``attnlab`` command; exits with the status described in the module docstring."""
+    import warnings
+
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    shown = warnings.showwarning
+    # warnings (a skipped damaged checkpoint, a stale lock taken over) as one line each, not file:line + source
+    warnings.showwarning = lambda message, category, *rest, **kw: print(
+        f"attnlab {args.command}: warning: {message}", file=sys.stderr)
     try:
-        args.fn(args)
-    except (KeyError, ValueError, TypeError, ImportError) as e:
-        # Bad names/arguments: one clear line, not a traceback.
+        code = args.fn(args)
+    except (KeyError, ValueError, TypeError, ImportError, _locked_error_type()) as e:  # evaluated only on a raise
+        # Bad names/arguments, a missing optional extra (ray), a run folder in use: one clear line, not a traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"attnlab {args.command}: {msg}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as e:  # a file system problem met while working: one line naming the path
+        where = f": {e.filename}" if e.filename else ""
+        print(f"attnlab {args.command}: {e.strerror or e}{where}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: files on disk are consistent (atomic writes), nothing more to do
+        print(f"attnlab {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        warnings.showwarning = shown
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

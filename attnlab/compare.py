@@ -3,7 +3,10 @@
 Every mixer gets the same backbone, size, data (batch i is the same for all),
 optimiser and step budget on each task. The ranking comes from the trained
 models' validation quality; ties in quality (e.g. two mixers at 100 % recall) are
-broken by validation loss, never by speed. Outputs:
+broken by validation loss, never by speed. A run that failed (an exception) is never
+ranked: it is listed below the ranking with its error, and its mixer leaves the overall
+ranking (its mean would be over fewer tasks). Names and budgets are checked before
+anything runs (:func:`check_suite`). Outputs:
 a ranked table, ``results.json``, ``results.csv``, ``loss_curves.png`` and
 ``report.md`` in the output folder.
 """
@@ -22,7 +25,8 @@ from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
 __all__ = ["RunRecord", "CompareResult", "run_compare", "warm_worker", "rank_records", "incompatibility", "build_model",
-           "named_model", "table_rows", "to_markdown", "write_outputs", "HEADER", "MODEL_PREFIX"]
+           "named_model", "table_rows", "failed_rows", "to_markdown", "write_outputs", "check_suite", "HEADER",
+           "FAILED_HEADER", "MODEL_PREFIX"]
 
 
 @dataclass
@@ -44,16 +48,26 @@ class RunRecord:
     rank: int | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
 
+    @property
+    def failed(self) -> bool:
+        """The run raised an error (it is then never ranked)."""
+        return self.status.startswith("error")
+
 
 @dataclass
 class CompareResult:
-    """All runs of a comparison, with the overall ranking (best first)."""
+    """All runs of a comparison, with the overall ranking (best first; mixers with a failed run left out)."""
 
     suite: str
     records: list[RunRecord]
     overall: list[tuple[str, float]]  # (mixer, mean rank over tasks)
     seconds: float
     out_dir: str
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        """The runs that raised an error."""
+        return [r for r in self.records if r.failed]
 
 
 MODEL_PREFIX = "model:"
@@ -105,12 +119,34 @@ def incompatibility(mixer_spec: str, task_spec) -> str | None:
     return None
 
 
+def check_suite(suite: Suite, steps_scale: float = 1.0) -> None:
+    """Refuse, before anything runs, a ``steps_scale`` that is not a finite number > 0 and any unknown
+    mixer (each name of a pattern), ``model:`` design or task (KeyError with close matches)."""
+    from attnlab.mixers import get_info as mixer_info
+    from attnlab.models import get_info as model_info
+    from attnlab.tasks import available as available_tasks
+    from attnlab.utils.names import lookup
+
+    if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not math.isfinite(steps_scale) \
+            or steps_scale <= 0:
+        raise ValueError(f"steps_scale: expected a finite number > 0, received {steps_scale!r}")
+    for spec in suite.mixers:
+        if spec.startswith(MODEL_PREFIX):
+            model_info(spec[len(MODEL_PREFIX):].strip())
+        else:
+            for name in spec.split(","):
+                mixer_info(name.strip())
+    for run in suite.tasks:
+        lookup(available_tasks(), run.task, "task")
+
+
 def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
-    """Rank per task by quality (1 = best; ties broken by validation loss; failed/diverged runs rank last),
-    then average the ranks over tasks."""
+    """Rank per task by quality (1 = best; ties broken by validation loss; diverged runs rank last), then
+    average the ranks over tasks. Skipped and failed runs get no rank; a mixer with a failed run is left out
+    of the overall ranking."""
     by_task: dict[str, list[RunRecord]] = {}
     for r in records:
-        if not r.status.startswith("skipped"):
+        if not r.status.startswith("skipped") and not r.failed:
             by_task.setdefault(r.task, []).append(r)
     mean: dict[str, list[int]] = {}
     for task, recs in by_task.items():
@@ -123,7 +159,8 @@ def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
         for i, r in enumerate(sorted(recs, key=key), start=1):
             r.rank = i
             mean.setdefault(r.mixer, []).append(i)
-    return sorted(((m, sum(v) / len(v)) for m, v in mean.items()), key=lambda t: t[1])
+    failed = {r.mixer for r in records if r.failed}
+    return sorted(((m, sum(v) / len(v)) for m, v in mean.items() if m not in failed), key=lambda t: t[1])
 
 
 def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path) -> RunRecord:
@@ -141,8 +178,11 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
     config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
                          eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
                          log_every=max(run.steps // 50, 1))
+    # overwrite: the per-run folders belong to this comparison's output folder
     result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+').replace(':', '-')}",
-                   progress=progress)
+                   progress=progress, overwrite=True)
+    if result.interrupted:  # Ctrl-C / SIGTERM: stop the comparison, do not record a half-trained run
+        raise KeyboardInterrupt(result.interrupted)
     final = result.final_eval or {}
     quality = final.get(task.metric)
     curve = [(int(row["step"]), float(row["loss"])) for row in result.history if "loss" in row]
@@ -191,6 +231,7 @@ def run_compare(
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None, received {threads!r}")
+    check_suite(suite, steps_scale)
     if not isolate:
         with torch_threads(threads):
             return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
@@ -259,6 +300,12 @@ def table_rows(result: CompareResult) -> list[list[str]]:
 
 
 HEADER = ["task", "rank", "mixer", "metric", "quality", "params", "train s", "tokens/s", "peak MiB"]
+FAILED_HEADER = ["task", "mixer", "error"]
+
+
+def failed_rows(result: CompareResult) -> list[list[str]]:
+    """Rows of the failed runs (not ranked): task, mixer, error."""
+    return [[r.task, r.mixer, r.status.removeprefix("error: ")] for r in result.failed]
 
 
 def to_markdown(result: CompareResult) -> str:
@@ -268,6 +315,10 @@ def to_markdown(result: CompareResult) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", "## Overall (mean rank over tasks, 1 = best)", "", "| mixer | mean rank |", "|---|---|"]
     lines += [f"| {m} | {v:.2f} |" for m, v in result.overall]
+    if result.failed:
+        lines += ["", "## Failed runs (not ranked)", "", "| " + " | ".join(FAILED_HEADER) + " |",
+                  "|" + "---|" * len(FAILED_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in failed_rows(result)]
     lines += ["", "![loss curves](loss_curves.png)", ""]
     return "\n".join(lines)
 

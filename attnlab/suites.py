@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from attnlab.utils.names import lookup
+
 __all__ = ["TaskRun", "Suite", "SUITES", "get_suite"]
 
 
@@ -85,7 +87,5 @@ SUITES: dict[str, Suite] = {
 
 
 def get_suite(name: str) -> Suite:
-    """The suite called ``name``; KeyError listing the suites if unknown."""
-    if name not in SUITES:
-        raise KeyError(f"suite: expected one of {sorted(SUITES)}, received {name!r}")
-    return SUITES[name]
+    """The suite called ``name``; KeyError listing the suites (and close matches) if unknown."""
+    return lookup(SUITES, name, "suite", arg="suite")

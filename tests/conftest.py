@@ -13,6 +13,11 @@ Fixtures:
 
   Modules with their own parameters (a fast mixer and a reference module holding the same weights)
   pass the two parameter lists as a pair: ``grads_of=(list(fast.parameters()), list(ref.parameters()))``.
+
+- ``transformers_module`` / ``hf_lm``: Hugging Face ``transformers`` (an optional extra) and tiny randomly
+  initialised causal LMs of each family the analysis tools support (``hf_lm("llama")``; nothing is
+  downloaded, ``HF_HUB_OFFLINE=1``); a test using them is skipped, with the install command as the
+  reason, where transformers is not installed.
 """
 from __future__ import annotations
 
@@ -122,3 +127,48 @@ def assert_close():
     upstream=None, equal_nan=False)``: outputs, then gradients of the same upstream gradient (see _assert_close)."""
     return _assert_close
 
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported: nothing may download
+
+#: tiny configs of the Hugging Face families the analysis tools support: (config class, model class, keywords)
+_LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128)
+HF_TINY = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", _LLAMA_LIKE),
+    "mistral": ("MistralConfig", "MistralForCausalLM", _LLAMA_LIKE),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _LLAMA_LIKE),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_LLAMA_LIKE, head_dim=8)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=3, n_head=4, n_positions=128)),
+}
+
+
+@pytest.fixture(scope="session")
+def transformers_module():
+    """The ``transformers`` module; skips the test (reason: the install command) where it is not installed."""
+    from attnlab.analysis.hf_models import HF_INSTALL, import_transformers
+
+    try:
+        return import_transformers()
+    except ImportError:
+        pytest.skip(f"transformers not installed ({HF_INSTALL})")
+
+
+@pytest.fixture
+def hf_lm(transformers_module):
+    """``hf_lm(family, vocab_size=64, seed=0, **config)``: a tiny random causal LM of that family (eval mode).
+
+    Families: the keys of ``HF_TINY`` (3 layers, width 32); special token ids are unset (none outside the
+    tiny vocabulary).
+    """
+
+    def build(family: str, vocab_size: int = 64, seed: int = 0, **overrides):
+        config_cls, model_cls, kw = HF_TINY[family]
+        config = getattr(transformers_module, config_cls)(vocab_size=vocab_size, **{**kw, **overrides})
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(config, name, None)
+        torch.manual_seed(seed)
+        return getattr(transformers_module, model_cls)(config).eval()
+
+    build.families = tuple(HF_TINY)
+    return build

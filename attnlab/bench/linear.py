@@ -80,8 +80,8 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
     impls.add("chunkwise", lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=chunk_size)[0], inputs)
     if chunk_size != 32:
         impls.add("chunkwise_c32", lambda: delta_rule_chunkwise(q, k, v, beta, chunk_size=32)[0], inputs)
-    impls.add_up_to("recurrent", n, max_recurrent, "max_recurrent", lambda: delta_rule_recurrent(q, k, v, beta)[0],
-                    inputs)
+    impls.add_up_to("recurrent", n, max_recurrent, "the param max_recurrent",
+                    lambda: delta_rule_recurrent(q, k, v, beta)[0], inputs)
     fla = load_fla_delta_rule_naive()
     if fla is None:
         impls.skip("fla_naive_chunkwise", "flash-linear-attention not installed")
@@ -91,7 +91,8 @@ def setup_delta_rule(n, dtype, mode, *, batch, heads, head_dim, chunk_size, max_
         impls.add("fla_naive_chunkwise", lambda: fla.delta_rule_chunkwise(q, k, v, beta, chunk_size=32)[0], inputs)
     if fla is not None and n <= max_recurrent:
         # fla's token loop writes o[:, :, i] in place: its backward is super-linear (see machine-and-peers.md)
-        impls.add_up_to("fla_naive_recurrent", n, max_fla_recurrent, "max_fla_recurrent",
+        impls.add_up_to("fla_naive_recurrent", n, max_fla_recurrent,
+                        "the param max_fla_recurrent (its backward is super-linear)",
                         lambda: fla.delta_rule_recurrence(q, k, v, beta)[0], inputs)
     return impls
 
@@ -154,6 +155,6 @@ def setup_selective_scan(n, dtype, mode, *, batch, channels, d_state, max_refere
     inputs = [t.requires_grad_(mode == "fwdbwd") for t in (u, delta, a, b, c, d)]
     impls = Impls(mode)
     impls.add("chunked", lambda: selective_scan(u, delta, a, b, c, d, delta_softplus=True), inputs)
-    impls.add_up_to("reference", n, max_reference, "max_reference",
+    impls.add_up_to("reference", n, max_reference, "the param max_reference",
                     lambda: selective_scan_reference(u, delta, a, b, c, d, delta_softplus=True), inputs)
     return impls

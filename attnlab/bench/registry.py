@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from attnlab.utils.checks import fail
+from attnlab.utils.names import lookup, unknown_hint
 
 __all__ = ["BenchCase", "register_case", "get_case", "available_cases", "validate_sizes", "CASE_MODULES",
            "RUNNER_PARAMS"]
@@ -71,12 +72,16 @@ class BenchCase:
     tolerance: float = 1e-4
     size_rule: str = "any"
 
-    def setup_params(self, overrides: dict | None = None) -> dict:
-        """The case's params with ``overrides`` applied, without the ones the worker consumes itself."""
+    def setup_params(self, overrides: dict | None = None, arg: str = "params") -> dict:
+        """The case's params with ``overrides`` applied, without the ones the worker consumes itself.
+
+        Unknown keys raise a ValueError naming ``arg``.
+        """
         merged = {**self.params, **(overrides or {})}
         unknown = sorted(set(merged) - set(self.params) - set(RUNNER_PARAMS))
         if unknown:
-            fail("params", f"keys among {sorted(self.params)} for case {self.name!r}", unknown)
+            fail(arg, f"keys among {sorted(self.params)} for case {self.name!r}",
+                 f"{unknown}{unknown_hint(unknown, [*self.params, *RUNNER_PARAMS])}")
         return {k: v for k, v in merged.items() if k not in RUNNER_PARAMS}
 
 
@@ -118,11 +123,8 @@ def available_cases() -> dict[str, BenchCase]:
 
 
 def get_case(name: str) -> BenchCase:
-    """The case ``name``; KeyError listing the cases if unknown."""
-    cases = available_cases()
-    if name not in cases:
-        raise KeyError(f"case: expected one of {sorted(cases)}, received {name!r}")
-    return cases[name]
+    """The case ``name``; KeyError listing the cases (and close matches) if unknown."""
+    return lookup(available_cases(), name, "case", arg="case")
 
 
 def validate_sizes(case: BenchCase, sizes: object, arg: str = "sizes") -> list[int]:

@@ -28,9 +28,9 @@ def setting_line(rows: list[BenchRow]) -> str:
     params = {k: v for k, v in rows[0].params.items() if k != "threads"}
     shape = [f"{_SHORT[k]}={params.pop(k)}" for k in _SHORT if k in params]
     rest = [f"{k}={v}" for k, v in params.items()]
-    threads = _distinct(r.threads for r in rows)
-    return (f"{_distinct(r.case for r in rows)}: {', '.join(shape + rest) or 'no params'}; {_distinct(r.dtype for r in rows)}; "
-            f"{_distinct(r.mode for r in rows)}; torch threads {threads}")
+    setting = ", ".join(shape + rest) or "no params"
+    return (f"{_distinct(r.case for r in rows)}: {setting}; {_distinct(r.dtype for r in rows)}; "
+            f"{_distinct(r.mode for r in rows)}; torch threads {_distinct(r.threads for r in rows)}")
 
 
 def rows_to_markdown(rows: list[BenchRow], reference: str) -> str:

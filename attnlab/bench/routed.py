@@ -106,6 +106,6 @@ def setup_ssa(n, dtype, mode, *, batch, heads, head_dim, rate, block, max_refere
     impls.add("ssa_unstructured", ssa("unstructured"), qkv)
     impls.add("ssa_local", ssa("local"), qkv)
     impls.add("dense_sdpa", lambda: attention(q, k, v, causal=True), qkv)
-    impls.add_up_to("reference", n, max_reference, "max_reference", lambda: attention_reference(q, k, v, causal=True),
-                    qkv)
+    impls.add_up_to("reference", n, max_reference, "the param max_reference",
+                    lambda: attention_reference(q, k, v, causal=True), qkv)
     return impls

@@ -24,6 +24,7 @@ import torch
 from attnlab.bench.registry import RUNNER_PARAMS, get_case, validate_sizes
 from attnlab.bench.thunks import Impls, Thunk
 from attnlab.utils.checks import check_positive_int, fail
+from attnlab.utils.memory import PeakRSS
 from attnlab.utils.timing import interleaved_median_seconds
 
 __all__ = ["BenchRow", "run_bench", "DTYPES"]
@@ -51,30 +52,12 @@ class BenchRow:
     params: dict = field(default_factory=dict)
 
 
-def _proc_status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _warm_up_peak_mib(thunk: Thunk) -> float:
     """Run ``thunk`` once (the untimed warm-up) and return its peak resident memory above the level before it."""
     gc.collect()
-    _reset_peak()
-    base = _proc_status_kib("VmRSS")
+    peak = PeakRSS().start()
     thunk()
-    return max(_proc_status_kib("VmHWM") - base, 0) / 1024
+    return peak.rise_mib()
 
 
 def _first_line(e: BaseException) -> str:
@@ -112,8 +95,9 @@ def measure_impls(impls: Impls, wanted: list[str], repeats: int) -> dict[str, tu
         if peaks:
             seconds = interleaved_median_seconds({n: tracked(n) for n in peaks}, repeats, warmup=0)
     except (RuntimeError, MemoryError, NotImplementedError, ValueError) as e:
+        culprit = running[0] if running else None
         for name in peaks:  # the round-robin stopped: nothing was timed to the end
-            why = _first_line(e) if name == running[0] else f"not timed: {running[0]} failed in the timed rounds"
+            why = _first_line(e) if name in (culprit, None) else f"not timed: {culprit} failed in the timed rounds"
             out[name] = (None, None, f"error: {why}")
     for name in wanted:
         if name in seconds:

@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    print(f"training step (forward + cross-entropy backward), fp32, batch {a.batch}, median of {a.repeats}, "
+          f"torch threads {torch.get_num_threads()}\n")
     print(to_markdown(run(a.designs, a.batch, a.repeats)))
 
 

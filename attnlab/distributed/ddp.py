@@ -92,6 +92,14 @@ class ShardedStrategy:
         if self.world_size > 1:
             dist.barrier(group=self.group)
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (a max all-reduce of one number; every rank must call it)."""
+        if self.world_size == 1:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
 
 class DataParallel(ShardedStrategy):
     """Data parallelism: rank r of W runs examples ``[r*B/W, (r+1)*B/W)`` of every batch (see the module).

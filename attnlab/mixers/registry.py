@@ -8,7 +8,7 @@ from typing import Any, Callable
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.papers import PAPERS
 from attnlab.utils.checks import check_positive_int
-from attnlab.utils.names import lookup
+from attnlab.utils.names import lookup, unknown_hint
 
 __all__ = ["MixerInfo", "register", "create", "available", "get_info"]
 
@@ -111,7 +111,8 @@ def create(name: str, dim: int, **kwargs: Any) -> TokenMixer:
         allowed = [p for p in sig.parameters if p not in ("self", "dim")]
         unknown = [k for k in kw if k not in allowed]
         if unknown:
-            raise TypeError(f"mixer {name!r} kwargs: expected some of {allowed}, received unknown {unknown}")
+            raise TypeError(f"mixer {name!r} kwargs: expected some of {allowed}, received unknown {unknown}"
+                            f"{unknown_hint(unknown, allowed)}")
     return info.cls(dim, **kw)
 
 

@@ -16,6 +16,8 @@ from attnlab.layers import MixerBlock  # noqa: E402
 from attnlab.models.mixer_pattern import resolve_mixers  # noqa: E402
 from attnlab.models.factory import build_for_task  # noqa: E402
 from attnlab.models.icl_attention import ICLAttention  # noqa: E402
+from attnlab.models.scan_snap import ScanSnapModel  # noqa: E402
+from attnlab.models.att_svm import SVMAttention  # noqa: E402
 from attnlab.models.sequence import SequenceModel  # noqa: E402
 from attnlab.models.vit import ViT  # noqa: E402
 
@@ -33,6 +35,7 @@ from attnlab.models import hyena_vit  # noqa: E402,F401
 from attnlab.models import dinat  # noqa: E402,F401
 
 __all__ = [
-    "SequenceModel", "ViT", "ICLAttention", "MixerBlock", "build_for_task", "resolve_mixers",
+    "SequenceModel", "ViT", "ICLAttention", "ScanSnapModel", "SVMAttention", "MixerBlock", "build_for_task",
+    "resolve_mixers",
     "create", "available", "available_info", "get_info", "ModelInfo", "register_model", "count_parameters",
 ]

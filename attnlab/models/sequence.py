@@ -66,7 +66,11 @@ class SequenceModel(nn.Module):
         max_len: int = 1024, pos: str = "learned", causal: bool | None = None, dropout: float = 0.0,
         drop_path: float = 0.0, norm: str = "layernorm", pool: str = "mean", sequence_parallel: str | None = None,
     ):
+        args = dict(locals())
         super().__init__()
+        #: the constructor's arguments (``SequenceModel(**model.init_config)`` rebuilds the architecture;
+        #: saved beside checkpoints by ``attnlab.train.saved_model``)
+        self.init_config = {k: v for k, v in args.items() if k not in ("self", "__class__")}
         if (vocab_size is None) == (in_dim is None):
             fail("vocab_size/in_dim", "exactly one of them (token or vector input)",
                  f"vocab_size={vocab_size!r}, in_dim={in_dim!r}")

@@ -4,10 +4,11 @@
 wheels on PyPI are CUDA builds: their ``_C.so`` fails to load beside the CPU
 torch, after which ``torchvision/_meta_registrations.py`` crashes with
 ``operator torchvision::nms does not exist``. :func:`import_timm` defines the
-two op schemas that file registers fake kernels for (``nms``, ``qnms``) before
-the first torchvision import, so torchvision's Python parts and all of timm
-import and run; only torchvision's compiled ops (``torchvision.ops.nms``,
-``roi_align``, ...) stay unusable, and attnlab never calls them. Install route
+two op schemas that file registers fake kernels for (``nms``, ``qnms``; see
+``attnlab.utils.torchvision_shim``) before the first torchvision import, so
+torchvision's Python parts and all of timm import and run; only torchvision's
+compiled ops (``torchvision.ops.nms``, ``roi_align``, ...) stay unusable, and
+attnlab never calls them. Install route
 (pinned so pip never swaps the CPU torch for a CUDA one)::
 
     pip install "timm==1.0.31" "torchvision==0.28.0" -c <(echo torch==2.13.0)
@@ -22,48 +23,17 @@ attnlab's TNT uses the shared softmax mixer with one fused ``qkv``.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from attnlab.utils.torchvision_shim import define_torchvision_schemas
+
 __all__ = ["import_timm", "timm_available", "KEY_MAPPINGS", "convert_timm_state_dict", "load_timm_state_dict"]
 
 INSTALL_HINT = 'pip install "timm==1.0.31" "torchvision==0.28.0" -c <(echo torch==2.13.0)'
-
-_SHIM: list = []  # keeps the torch.library handle alive (dropping it would unregister the schemas)
-
-
-def _define_torchvision_schemas() -> None:
-    """Define torchvision::nms / qnms so torchvision's meta registrations import without its _C library."""
-    if _SHIM:
-        return
-    try:
-        torch._C._dispatch_find_schema_or_throw("torchvision::nms", "")
-        has_nms = True
-    except RuntimeError:
-        has_nms = False
-    if not has_nms:
-        # A CPU torchvision defines the ops when its compiled library loads; only shim if that fails.
-        spec = importlib.util.find_spec("torchvision")
-        if spec is not None and spec.submodule_search_locations:
-            for lib_path in Path(list(spec.submodule_search_locations)[0]).glob("_C*.so"):
-                try:
-                    torch.ops.load_library(str(lib_path))
-                    has_nms = True
-                except (OSError, RuntimeError):
-                    pass
-    if has_nms:  # a working torchvision build or an earlier shim already defined them
-        _SHIM.append(None)
-        return
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _SHIM.append(lib)
-
 
 def import_timm():
     """Return the ``timm`` module, importing it through the torchvision shim.
@@ -72,7 +42,7 @@ def import_timm():
         ImportError: timm or torchvision is not installed, or cannot be
             imported even with the shim; the message gives the install command.
     """
-    _define_torchvision_schemas()
+    define_torchvision_schemas()
     try:
         return importlib.import_module("timm")
     except Exception as e:  # noqa: BLE001

@@ -31,6 +31,9 @@ REPROS: dict[str, str] = {
     "dinat": "attnlab.repro.dinat",
     "axial": "attnlab.repro.axial",
     "unified_long_sequence": "attnlab.repro.unified_long_sequence",
+    "attention_drop": "attnlab.repro.attention_drop",
+    "scan_snap": "attnlab.repro.scan_snap",
+    "att_svm": "attnlab.repro.att_svm",
 }
 
 __all__ = ["REPROS", "run_repro", "load_result", "ReproContext", "ReproOutcome", "ReproResult", "HOLDS",

@@ -13,5 +13,6 @@ from attnlab.tasks import digits  # noqa: E402,F401
 from attnlab.tasks import shapes  # noqa: E402,F401
 from attnlab.tasks import selective_copy  # noqa: E402,F401
 from attnlab.tasks import far_cue  # noqa: E402,F401
+from attnlab.tasks import scan_snap  # noqa: E402,F401
 
 __all__ = ["Task", "TaskSpec", "Batch", "create", "available", "register"]

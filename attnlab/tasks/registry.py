@@ -5,7 +5,7 @@ import inspect
 from typing import Any, Callable
 
 from attnlab.tasks.base import Task
-from attnlab.utils.names import lookup
+from attnlab.utils.names import lookup, unknown_hint
 
 __all__ = ["register", "create", "available"]
 
@@ -31,7 +31,8 @@ def create(name: str, **kwargs: Any) -> Task:
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = [k for k in kwargs if k not in allowed]
     if unknown:
-        raise TypeError(f"task {name!r} kwargs: expected some of {allowed}, received unknown {unknown}")
+        raise TypeError(f"task {name!r} kwargs: expected some of {allowed}, received unknown {unknown}"
+                        f"{unknown_hint(unknown, allowed)}")
     return cls(**kwargs)
 
 

@@ -8,8 +8,14 @@ A checkpoint is a folder ``<root>/step_<8 digits>/`` holding
 - ``optimizer.json``: the non-tensor parts (param groups with their hyper-parameters,
   non-tensor per-parameter state);
 - ``rng.safetensors``: torch's CPU RNG state as a uint8 tensor ``torch_cpu``;
-- ``state.json``: step, config, history and evaluations so far, Python's ``random``
-  state, and the list of files with their sizes (written last).
+- ``state.json``: step, config, history and evaluations so far, Python's ``random`` state;
+- ``manifest.json`` (written last): size and SHA-256 of each of the files above.
+
+Verification: loading checks every file against the manifest (present, size, SHA-256) before
+parsing anything, so a damaged header, a truncated file and a same-size corruption of the
+weights are all caught; :func:`load_latest` then skips that checkpoint, says which and why,
+and takes the next older one. Checkpoints written before the manifest existed (state.json
+holding the file sizes) are still read, with their sizes checked only.
 
 Atomicity: everything is written into a hidden temporary folder next to the
 target (``<root>/.tmp-step_...``), each file and the folder are fsync'ed, and
@@ -20,11 +26,13 @@ removes. Older checkpoints are pruned only after the new one is in place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +40,27 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["save_checkpoint", "load_latest", "list_checkpoints", "Checkpoint", "CHECKPOINT_DIR"]
+__all__ = ["save_checkpoint", "load_latest", "list_checkpoints", "verify_checkpoint", "Checkpoint", "CheckpointError",
+           "CHECKPOINT_DIR", "MANIFEST"]
 
 #: sub-folder of a run's out_dir that holds its checkpoints
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})$")
 _FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
+#: the file of a checkpoint that records the size and SHA-256 of the others (written last)
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is damaged (or every checkpoint of a folder is); the message says which file and how."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -119,10 +142,11 @@ def save_checkpoint(
     _write_json(tmp / "optimizer.json", opt_meta)
     save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     _fsync_file(tmp / "rng.safetensors")
-    files = {f: (tmp / f).stat().st_size for f in _FILES[:-1]}
     py_state = random.getstate()
-    payload = {**state, "step": step, "python_random": [py_state[0], list(py_state[1]), py_state[2]], "files": files}
+    payload = {**state, "step": step, "python_random": [py_state[0], list(py_state[1]), py_state[2]]}
     _write_json(tmp / "state.json", payload)
+    files = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in _FILES}
+    _write_json(tmp / MANIFEST, {"format": 2, "step": step, "files": files})
     _fsync_dir(tmp)
 
     final = root / name
@@ -174,28 +198,66 @@ class Checkpoint:
         random.setstate((v, tuple(s), g))
 
 
+def verify_checkpoint(path: str | Path) -> None:
+    """Check every file of checkpoint folder ``path`` against its manifest (present, size, SHA-256).
+
+    CheckpointError naming the file and what is wrong with it. A checkpoint written before
+    manifests existed has its sizes checked against state.json (its content is not checkable).
+    """
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        try:
+            files = json.loads((path / MANIFEST).read_text())["files"]
+            expected = {f: (int(files[f]["bytes"]), str(files[f]["sha256"])) for f in _FILES}
+        except (ValueError, KeyError, TypeError) as e:  # damaged manifest: JSON, missing entries, wrong types
+            raise CheckpointError(f"{path / MANIFEST}: unreadable manifest ({type(e).__name__}: {e})") from None
+    elif (path / "state.json").exists():  # written before manifests: sizes only
+        try:
+            sizes = json.loads((path / "state.json").read_text())["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path / 'state.json'}: unreadable ({type(e).__name__}: {e})") from None
+        expected = {f: (int(n), None) for f, n in sizes.items()}
+    else:
+        raise CheckpointError(f"{path}: no {MANIFEST}")
+    for name, (size, digest) in expected.items():
+        f = path / name
+        if not f.exists():
+            raise CheckpointError(f"{f}: missing")
+        if f.stat().st_size != size:
+            raise CheckpointError(f"{f}: expected {size} bytes, received {f.stat().st_size} (truncated or extended)")
+        if digest is not None and (got := _sha256(f)) != digest:
+            raise CheckpointError(f"{f}: expected SHA-256 {digest[:16]}..., received {got[:16]}... (content damaged)")
+
+
 def _read(path: Path) -> Checkpoint:
+    verify_checkpoint(path)
     state = json.loads((path / "state.json").read_text())
-    for f, size in state["files"].items():
-        if (path / f).stat().st_size != size:
-            raise ValueError(f"{path / f}: expected {size} bytes, received {(path / f).stat().st_size}")
-    load_file(str(path / "model.safetensors"))  # readable?
+    load_file(str(path / "model.safetensors"))  # parses?
     opt = _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text()))
     rng = load_file(str(path / "rng.safetensors"))["torch_cpu"]
     return Checkpoint(path=path, step=int(state["step"]), state=state, optimizer_state=opt, rng_state=rng)
 
 
 def load_latest(root: str | Path) -> Checkpoint | None:
-    """The newest checkpoint under ``root`` that reads back completely, or None if there is none.
+    """The newest checkpoint under ``root`` that verifies and reads back completely; None if there is none.
 
-    A checkpoint that fails to read (missing file, wrong size, corrupt safetensors
-    header) is skipped with a warning and the next older one is tried.
+    Each checkpoint is first checked against its manifest (:func:`verify_checkpoint`); one that fails
+    (a file missing, truncated or with damaged bytes anywhere, or one that does not parse) is skipped
+    with a warning naming it and the reason, and the next older one is tried. CheckpointError, listing
+    every checkpoint and why it was skipped, if checkpoints exist but none is usable (a run should not
+    silently restart from step 0 over damaged checkpoints).
     """
-    import warnings
-
+    skipped = []
     for _, path in list_checkpoints(root):
         try:
             return _read(path)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:  # noqa: PERF203
-            warnings.warn(f"checkpoint {path} is unreadable ({e}); trying an older one", stacklevel=2)
+        # Any failure to verify or parse means this checkpoint is unusable, whatever the exception type
+        # (SafetensorError, UnicodeDecodeError, KeyError from a damaged JSON, ...): skip it, say why.
+        except Exception as e:  # noqa: BLE001, PERF203
+            why = str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
+            skipped.append(f"{path.name} ({why})")
+            warnings.warn(f"checkpoint {path} skipped: {why}; trying an older one", stacklevel=2)
+    if skipped:
+        raise CheckpointError(f"{root}: expected a checkpoint that verifies, received only damaged ones: "
+                              + "; ".join(skipped))
     return None

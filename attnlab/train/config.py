@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass, fields
 
 from attnlab.utils.checks import fail
 
-__all__ = ["TrainConfig", "WD_MODES", "RESUME_FREE_FIELDS"]
+__all__ = ["TrainConfig", "WD_MODES", "RESUME_FREE_FIELDS", "DEFAULT_WARMUP"]
 
 WD_MODES = ("coupled", "independent")
+#: warm-up steps when ``warmup_steps`` is not given (fewer if the run is shorter)
+DEFAULT_WARMUP = 50
 
 #: fields that may change between a run and its resumption without changing the
 #: trajectory (they only decide what is logged, evaluated or saved, and when)
@@ -42,7 +44,8 @@ class TrainConfig:
             ``task.batch("train", s - 1, batch_size)``.
         batch_size: examples per step (and per eval batch).
         lr: peak learning rate ``lr_max``.
-        warmup_steps: linear warm-up ``lr * s / warmup_steps`` for ``s <= warmup_steps``,
+        warmup_steps: linear warm-up ``lr * s / warmup_steps`` for ``s <= warmup_steps``
+            (at most ``steps``; None, the default, means ``min(50, steps)``),
             then cosine decay to ``min_lr_ratio * lr`` at ``s = steps``.
         min_lr_ratio: final LR as a fraction of ``lr`` (in [0, 1]).
         weight_decay: decay coefficient lambda (0 disables it).
@@ -66,7 +69,7 @@ class TrainConfig:
     steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
-    warmup_steps: int = 50
+    warmup_steps: int | None = None
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     wd_mode: str = "coupled"
@@ -84,7 +87,12 @@ class TrainConfig:
         _int("steps", self.steps, low=1)
         _int("batch_size", self.batch_size, low=1)
         _num("lr", self.lr, low=0.0, low_open=True)
+        if self.warmup_steps is None:
+            self.warmup_steps = min(DEFAULT_WARMUP, self.steps)
         _int("warmup_steps", self.warmup_steps, low=0)
+        if self.warmup_steps > self.steps:
+            fail("warmup_steps", f"at most steps={self.steps} (the warm-up would never reach lr)",
+                 self.warmup_steps)
         _num("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         _num("weight_decay", self.weight_decay, low=0.0)
         if self.wd_mode not in WD_MODES:

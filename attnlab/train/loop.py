@@ -14,6 +14,7 @@ from torch import nn
 
 from attnlab.tasks.base import Task
 from attnlab.train.config import TrainConfig
+from attnlab.train.signals import StopSignals
 from attnlab.train.trainer import Trainer, TrainResult
 from attnlab.utils.checks import describe, fail
 
@@ -32,8 +33,10 @@ def train(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
+    handle_signals: bool = True,
     parallel=None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` with AdamW + warm-up/cosine (see :class:`TrainConfig`).
@@ -48,15 +51,24 @@ def train(
         config: hyper-parameters.
         out_dir: if given, ``metrics.jsonl`` / ``metrics.csv`` and checkpoints
             (``checkpoints/step_*``: every ``ckpt_every`` steps, when a callback stops
-            the run, and at the end) are written there. A fresh run (``resume=False``)
-            deletes checkpoints left in ``out_dir`` by an earlier run.
-        resume: continue from the latest complete checkpoint in ``out_dir`` (model,
+            the run, on SIGINT / SIGTERM, and at the end) are written there. The folder is
+            locked while the run writes (a second run into it gets an error naming this one).
+        resume: continue from the newest verified checkpoint in ``out_dir`` (model,
             optimizer, RNG, history); the remaining steps reproduce an uninterrupted
             run exactly. Without a checkpoint it starts fresh (with a warning).
+        overwrite: a fresh run into an ``out_dir`` that holds an earlier run (checkpoints or
+            metrics) deletes that run; without it (and without ``resume``) that is a ValueError.
         progress: show a tqdm bar with loss / lr / task metric.
         callbacks: :data:`Callback` functions called after every step.
+        handle_signals: while training (main thread only), the first SIGINT / SIGTERM stops the
+            run at the next step boundary with a checkpoint and ``result.interrupted`` set to the
+            signal's name; a second one raises KeyboardInterrupt at once (see
+            :mod:`attnlab.train.signals`).
         parallel: how the run spreads over processes (:mod:`attnlab.train.parallel`; default one process;
-            :mod:`attnlab.distributed` has data and sequence parallelism under torchrun).
+            :mod:`attnlab.distributed` has data and sequence parallelism under torchrun). Under a
+            distributed strategy the ranks agree after every step whether any of them was signalled
+            (``parallel.any_rank``), so all of them stop at the same step boundary.
+
     Returns:
         A :class:`TrainResult`.
     """
@@ -64,22 +76,33 @@ def train(
     for cb in callbacks:
         if not callable(cb):
             fail("callbacks", "callables cb(step, row)", describe(cb), TypeError)
-    trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume, parallel=parallel)
-    with _progress_bar(trainer, progress) as bar:
-        while not trainer.done:
-            row = trainer.step()
-            if trainer.diverged:
-                break
-            if trainer.eval_due():
-                trainer.evaluate()
-            stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks)
-            if stop or trainer.checkpoint_due():
-                trainer.checkpoint()
-            if bar is not None:
-                _show_progress(bar, row, trainer)
-            if stop:
-                break
-    return trainer.finish()
+    with StopSignals(handle_signals) as signals:
+        trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                          parallel=parallel)
+        agree = trainer.parallel.any_rank
+        try:
+            stopping = agree(signals.requested is not None)
+            with _progress_bar(trainer, progress) as bar:
+                while not trainer.done and not stopping:
+                    row = trainer.step()
+                    if trainer.diverged:
+                        break
+                    if trainer.eval_due():
+                        trainer.evaluate()
+                    stopping = agree(signals.requested is not None)
+                    stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks) or stopping
+                    if stop or trainer.checkpoint_due():
+                        trainer.checkpoint()
+                    if bar is not None:
+                        _show_progress(bar, row, trainer)
+                    if stop:
+                        break
+            if stopping and not trainer.done:
+                trainer.request_stop(signals.requested or "a signal to another rank")
+            return trainer.finish()
+        except BaseException:  # an error, or a second signal: leave the folder unlocked and the files closed
+            trainer.close()
+            raise
 
 
 def _progress_bar(trainer: Trainer, enabled: bool):

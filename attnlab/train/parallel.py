@@ -11,7 +11,10 @@ torch.distributed themselves; they call three hooks of a *parallel strategy*:
   training step, None in evaluation);
 - ``is_writer``: whether this process writes the metrics files and checkpoints (rank 0);
 - ``barrier()``: wait for every process; the Trainer calls it at the end of a run, so that the files
-  rank 0 wrote are complete on every process when ``train()`` returns (a resume may follow at once).
+  rank 0 wrote are complete on every process when ``train()`` returns (a resume may follow at once);
+- ``any_rank(flag) -> bool``: whether ``flag`` is true on any process; ``train()`` asks it after every
+  step whether a stop signal (SIGINT / SIGTERM) reached any rank, so that all ranks stop at the same
+  step boundary (a rank that stopped alone would leave the others waiting in a collective).
 
 :class:`SingleProcess` is the default. The distributed strategies (data parallel, sequence
 parallel) live in :mod:`attnlab.distributed`.
@@ -42,3 +45,7 @@ class SingleProcess:
 
     def barrier(self) -> None:
         """Nothing to wait for."""
+
+    def any_rank(self, flag: bool) -> bool:
+        """``flag`` itself (there is no other process)."""
+        return bool(flag)

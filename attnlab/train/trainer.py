@@ -19,13 +19,15 @@ import torch
 from torch import nn
 
 from attnlab.tasks.base import Batch, Task
-from attnlab.train.checkpoint import CHECKPOINT_DIR, load_latest, save_checkpoint
+from attnlab.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_latest, save_checkpoint
 from attnlab.train.config import RESUME_FREE_FIELDS, TrainConfig
 from attnlab.train.evaluate import check_model_and_task, evaluate, metric_floats
 from attnlab.train.losses import log_partition, z_loss
 from attnlab.train.metrics import MetricsWriter
 from attnlab.train.parallel import SingleProcess
 from attnlab.train.optim import build_optimizer, set_lr
+from attnlab.train.run_lock import RunLock
+from attnlab.train.saved_model import model_record
 from attnlab.utils.checks import describe, fail
 from attnlab.utils.memory import PeakRSS
 
@@ -48,11 +50,14 @@ class TrainResult:
             evaluations and checkpoint writes).
         tokens_per_second: ``task.tokens_per_example() * batch_size * steps / train_seconds``
             over the steps of this call.
+        examples_per_second: ``batch_size * steps / train_seconds`` (images/s for image tasks).
         peak_mem_mib: rise of the process's peak resident memory during this call
             (VmHWM at the end minus VmRSS at the start, /proc/self/status).
         steps_done: steps completed (including those before a resume).
         diverged: True if a step produced a non-finite loss or gradient norm; training
             stopped there (that step's update was not applied).
+        interrupted: the signal (``"SIGINT"`` / ``"SIGTERM"``) that stopped the run at a step
+            boundary (after a checkpoint, without a final evaluation), else None.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -63,21 +68,26 @@ class TrainResult:
     peak_mem_mib: float = 0.0
     steps_done: int = 0
     diverged: bool = False
+    examples_per_second: float = 0.0
+    interrupted: str | None = None
 
 
 class Trainer:
     """A training run of ``model`` on ``task`` with AdamW + warm-up/cosine (see :class:`TrainConfig`).
 
-    Construction is the setup: it checks the arguments, builds the optimizer, then either
-    restores the newest complete checkpoint in ``out_dir`` (``resume=True``: model, optimizer,
-    RNG, history) or starts fresh (deletes checkpoints an earlier run left in ``out_dir``, seeds
-    torch with ``config.seed``), and opens the metrics files. Then::
+    Construction is the setup: it checks the arguments, builds the optimizer, takes the run
+    folder's lock (:class:`~attnlab.train.run_lock.RunLock`: a second writer gets an error naming
+    this run), then either restores the newest verified checkpoint in ``out_dir`` (``resume=True``:
+    model, optimizer, RNG, history) or starts fresh (seeds torch with ``config.seed``; a folder
+    that holds an earlier run is refused unless ``overwrite=True``, which deletes its checkpoints
+    and metrics), and opens the metrics files. Then::
 
         while not trainer.done:                  # steps_done == config.steps, or diverged
             row = trainer.step()                 # one optimizer update; logs the row when due
             if trainer.eval_due(): trainer.evaluate()
             if trainer.checkpoint_due(): trainer.checkpoint()
         result = trainer.finish()                # final evaluation and checkpoint, TrainResult
+                                                 # (releases the lock; close() does so without them)
 
     The model is called as ``model(batch.inputs)`` and scored by ``task.loss``; with
     ``config.z_loss > 0`` the z-loss of the output logits is added (P02). A non-finite loss or
@@ -98,9 +108,11 @@ class Trainer:
 
     def __init__(
         self, model: nn.Module, task: Task, config: TrainConfig, *, out_dir: str | Path | None = None,
-        resume: bool = False, parallel=None,
+        resume: bool = False, overwrite: bool = False, parallel=None,
     ) -> None:
         check_model_and_task(model, task)
+        if resume and overwrite:
+            fail("overwrite", "False when resume=True (continue the run, or replace it, not both)", overwrite)
         if not isinstance(config, TrainConfig):
             fail("config", "an attnlab.train.TrainConfig", describe(config), TypeError)
         if (resume or config.ckpt_every) and out_dir is None:
@@ -116,14 +128,21 @@ class Trainer:
         self._ckpt_dir = self.out_dir / CHECKPOINT_DIR if self.out_dir is not None else None
         self.history: list[dict] = []
         self.evals: list[dict] = []
-        self.start_step = self._restore() if resume else 0
-        if self.start_step == 0:
-            if self._ckpt_dir is not None and self._ckpt_dir.exists() and self.parallel.is_writer:
-                shutil.rmtree(self._ckpt_dir)
-            torch.manual_seed(config.seed)
+        self.stop_reason: str | None = None
+        self._writer = None
         writes = self.out_dir is not None and self.parallel.is_writer
-        self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if writes else None
-        self._net = self.parallel.wrap(model)  # after the restore: a distributed wrapper syncs the loaded weights
+        # the writing rank alone holds the lock (another rank would find rank 0's and refuse)
+        self._lock = RunLock(self.out_dir).acquire() if writes else None
+        try:
+            self.start_step = self._restore() if resume else 0
+            if self.start_step == 0:
+                self._clear_earlier_run(overwrite or resume)
+                torch.manual_seed(config.seed)
+            self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if writes else None
+            self._net = self.parallel.wrap(model)  # after the restore: a distributed wrapper syncs the loaded weights
+        except BaseException:
+            self.close()
+            raise
         self.steps_done = self.start_step
         self._last_saved = self.start_step or None
         self.diverged = False
@@ -132,6 +151,25 @@ class Trainer:
         self._max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
         self._peak_rss = PeakRSS().start()
         model.train()
+
+    def _clear_earlier_run(self, allowed: bool) -> None:
+        """Delete what an earlier run left in ``out_dir`` (checkpoints, metrics) if ``allowed``, else refuse."""
+        if self.out_dir is None or (allowed and not self.parallel.is_writer):
+            return  # every rank refuses alike; only the writing rank deletes
+        ckpts = list_checkpoints(self._ckpt_dir)
+        metrics = [p for p in (self.out_dir / "metrics.jsonl", self.out_dir / "metrics.csv") if p.exists()]
+        if not allowed and (ckpts or any(p.stat().st_size for p in metrics)):
+            what = [f"checkpoints up to step {ckpts[0][0]}"] if ckpts else []
+            what += [p.name for p in metrics]
+            fail("out_dir", "a folder without an earlier run (resume=True / --resume continues that run, "
+                 "overwrite=True / --overwrite deletes it and starts again)",
+                 f"{self.out_dir}, which holds a run ({', '.join(what)})")
+        if not self.parallel.is_writer:
+            return
+        if self._ckpt_dir.exists():
+            shutil.rmtree(self._ckpt_dir)
+        for p in metrics:
+            p.unlink()
 
     def _restore(self) -> int:
         """Load the newest complete checkpoint (model, optimizer, RNG, history); its step, or 0 if none."""
@@ -238,6 +276,7 @@ class Trainer:
         if self._ckpt_dir is None or not self.parallel.is_writer:
             return None
         state = {"config": self.config.to_dict(), "history": self.history, "evals": self.evals}
+        state["model"] = model_record(self.model, self.task)  # what load_model needs to rebuild it
         path = save_checkpoint(self._ckpt_dir, self.steps_done, self.model, self.optimizer, state)
         self._writer.write_csv()
         self._last_saved = self.steps_done
@@ -245,27 +284,47 @@ class Trainer:
 
     # ---- finish ------------------------------------------------------------
 
+    def request_stop(self, reason: str) -> None:
+        """Mark the run as stopped early by ``reason`` (a signal name): :meth:`finish` then saves a checkpoint
+        at this step boundary but skips the final evaluation, and the result's ``interrupted`` says why."""
+        self.stop_reason = reason
+
     def finish(self) -> TrainResult:
-        """Final evaluation (reused if the last step was evaluated), a final checkpoint unless the run
-        diverged or one was just saved, metrics files closed; the run's :class:`TrainResult`."""
-        peak = self._peak_rss.rise_mib()
-        if self.evals and self.evals[-1]["step"] == self.steps_done:
-            final_eval = {k: v for k, v in self.evals[-1].items() if k != "step"}
-        else:
-            final_eval = evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                  batch_size=self.config.batch_size, parallel=self.parallel)
-        if not self.diverged and self._last_saved != self.steps_done and self.steps_done > 0:
-            self.checkpoint()
-        if self._writer is not None:
-            self._writer.close()
-        self.parallel.barrier()
+        """Final evaluation (reused if the last step was evaluated; skipped after :meth:`request_stop`), a final
+        checkpoint unless the run diverged or one was just saved, every process waited for, metrics files
+        closed and the run folder's lock released; the run's :class:`TrainResult`."""
+        try:
+            peak = self._peak_rss.rise_mib()
+            if self.evals and self.evals[-1]["step"] == self.steps_done:
+                final_eval = {k: v for k, v in self.evals[-1].items() if k != "step"}
+            elif self.stop_reason is not None:
+                final_eval = None
+            else:
+                final_eval = evaluate(self.model, self.task, batches=self.config.eval_batches,
+                                      batch_size=self.config.batch_size, parallel=self.parallel)
+            if not self.diverged and self._last_saved != self.steps_done and self.steps_done > 0:
+                self.checkpoint()
+            self.parallel.barrier()  # rank 0's files are complete on every rank when train() returns
+        finally:
+            self.close()
         ran = self.steps_done - self.start_step
-        tokens = self.task.tokens_per_example() * self.config.batch_size * ran
+        per_second = self.config.batch_size * ran / self.train_seconds if self.train_seconds > 0 else 0.0
         return TrainResult(
             history=self.history, evals=self.evals, final_eval=final_eval, train_seconds=self.train_seconds,
-            tokens_per_second=tokens / self.train_seconds if self.train_seconds > 0 else 0.0,
-            peak_mem_mib=peak, steps_done=self.steps_done, diverged=self.diverged,
+            tokens_per_second=per_second * self.task.tokens_per_example(), peak_mem_mib=peak,
+            steps_done=self.steps_done, diverged=self.diverged, examples_per_second=per_second,
+            interrupted=self.stop_reason,
         )
+
+    def close(self) -> None:
+        """Close the metrics files and release the run folder's lock, without evaluating or saving (what
+        :meth:`finish` ends with; call it when abandoning a run). Idempotent."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
 
 def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:

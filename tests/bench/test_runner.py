@@ -61,6 +61,24 @@ def test_a_failing_impl_is_an_error_row_and_the_others_are_still_timed():
     assert res["unknown"][2] == "skipped: not available here"
 
 
+def test_a_failure_in_the_timed_rounds_is_charged_to_the_impl_that_failed():
+    impls = Impls("fwd")
+    x = torch.ones(3)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 1:  # the warm-up passes, the first timed call fails
+            raise RuntimeError("out of luck\nsecond line")
+        return x
+
+    impls.add("good", lambda: x * 2, [x])
+    impls.add("flaky", flaky, [x])
+    res = measure_impls(impls, ["good", "flaky"], repeats=3)
+    assert res["flaky"] == (None, None, "error: out of luck")
+    assert res["good"] == (None, None, "error: not timed: flaky failed in the timed rounds")
+
+
 def test_failed_measurements_make_the_command_exit_1(tmp_path):
     """An error row is still written to the table, but the command does not report success."""
     proc = subprocess.run(
@@ -77,3 +95,12 @@ def test_setting_line_lists_distinct_settings():
                                                                           "threads": 1, "window": 3}),
             BenchRow("c", "b", 8, "fwd", "float32", 1.0, 1.0, "ok", 2, {})]
     assert setting_line(rows) == "c: B=2, H=4, D=16, window=3; float32; fwd; torch threads 1/2"
+
+
+@pytest.mark.parametrize("args,flag", [(["--repeats", "0"], "--repeats"), (["--threads", "0"], "--threads"),
+                                       (["--param", "windw=3"], "--param")])
+def test_other_bad_bench_arguments_exit_2_naming_the_flag(args, flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "attention", "--sizes", "8", "--no-progress", *args])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"attnlab bench: {flag}: expected")

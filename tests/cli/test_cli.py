@@ -1,13 +1,24 @@
-"""The attnlab command: listing, bad arguments, train / resume, bench and compare end to end (smoke sizes)."""
+"""The attnlab command: listing, bad arguments, train / resume, bench and compare end to end (smoke sizes);
+exit codes (2 for bad input with one line on stderr, 1 when part of the work failed, 130 after Ctrl-C), the
+run-folder lock and Ctrl-C through the real command, the quick-run note in the terminal."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import time
+import types
 
 import pytest
 
+import attnlab.repro as repro
 from attnlab.cli import main
+from attnlab.repro.harness.rules import HOLDS, QUICK_NOTE
+from attnlab.repro.harness.runner import ReproOutcome
 
 
 def test_list_mixers_prints_registered_names_and_param_counts(capsys):
@@ -79,6 +90,8 @@ def test_train_a_named_design_on_an_image_task(tmp_path, capsys):
           "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "model activator_tiny" in out and '"steps": 2' in out
+    final = json.loads(out[out.index("{"):])
+    assert final["images_per_second"] > 0 and "tokens_per_second" not in final  # an image model counts images
     with pytest.raises(SystemExit) as e:
         main(["train", "--task", "associative_recall", "--model", "activator_tiny", "--no-progress",
               "--out", str(tmp_path / "x")])
@@ -124,3 +137,218 @@ def test_compare_with_ray_and_an_unreachable_address_exits_2_within_seconds(tmp_
               "--no-progress", "--out", str(tmp_path)])
     assert e.value.code == 2 and time.monotonic() - t0 < 10
     assert "address: expected a reachable Ray cluster" in capsys.readouterr().err
+
+
+def _exit(argv, capsys) -> tuple[int, str]:
+    """Run ``attnlab argv`` in-process: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def _tiny_train(out, *extra):
+    return _train_args(out, 4, *extra)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--steps-scale", "0"], "steps_scale: expected a finite number > 0, received 0.0"),
+    (["compare", "--steps-scale", "-1"], "steps_scale: expected a finite number > 0, received -1.0"),
+    (["compare", "--mixers", "softmx"], "received 'softmx' (did you mean softmax, softmax_qknorm?)"),
+    (["compare", "--mixers", "softmax;model:convit"], "received 'convit' (did you mean convit_tiny, convit_small?)"),
+    (["compare", "--tasks", "assoc"], "received 'assoc' (did you mean associative_recall?)"),
+    (["compare", "--suite", "smok"], "received 'smok' (did you mean smoke?)"),
+    (["compare", "--threads", "-2"], "--threads: expected a positive int, or 0 for torch's default, received -2"),
+    (["train", "--task", "assoc"], "task name: expected one of"),
+    (["train", "--mixer", "deltanet,sofmax"], "received 'sofmax' (did you mean softmax"),
+    (["train", "--task", "digits", "--model", "convit"], "(did you mean convit_tiny, convit_small?)"),
+    (["train", "--steps", "20", "--warmup", "30"], "warmup_steps: expected at most steps=20"),
+    (["train", "--resume", "--overwrite"], "--overwrite: expected it without --resume"),
+    (["train", "--threads", "-1"], "--threads: expected a positive int"),
+    (["bench", "attention", "--sizes", "0,-5"], "--sizes: expected"),
+    (["bench", "attention", "--sizes", "a,b"], "--sizes: expected comma-separated positive integers, received 'a,b'"),
+    (["bench", "attn"], "case: expected one of"),
+    (["repro", "dinatt"], "slug: expected one of"),
+    (["train", "--task-arg", "seq_lenn=8"], "received unknown ['seq_lenn'] (did you mean seq_len for seq_lenn?)"),
+    (["train", "--mixer", "sliding_window", "--mixer-arg", "windw=3"], "(did you mean window for windw?)"),
+    (["bench", "attention", "--param", "head=2"], "(did you mean heads for head?)"),
+])
+def test_bad_input_exits_2_with_one_line_naming_the_argument(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the repository
+    code, err = _exit(argv, capsys)
+    assert code == 2 and message in err and err.startswith(f"attnlab {argv[0]}: ")
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert not any(tmp_path.iterdir())  # refused before anything was made
+
+
+def test_bench_sizes_are_validated_and_suggested_close_matches(capsys):
+    code, err = _exit(["bench", "attention", "--sizes", "0,-5"], capsys)
+    assert code == 2 and "0" in err and "-5" in err
+    code, err = _exit(["bench", "attn"], capsys)
+    assert "(did you mean attention" in err
+
+
+def test_filesystem_problems_are_one_line_errors_naming_the_path(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for argv in (_tiny_train(a_file), ["compare", "--suite", "smoke", "--out", str(a_file)],
+                 ["bench", "attention", "--sizes", "8", "--out", str(a_file)]):
+        code, err = _exit(argv, capsys)
+        assert code == 2 and err == f"attnlab {argv[0]}: --out: expected a folder, received {a_file}, which is a file\n"
+    code, err = _exit(_tiny_train(a_file / "below"), capsys)
+    assert code == 2 and f"--out: expected a folder that can be created, received {a_file / 'below'} (" in err
+
+
+def test_a_read_only_mount_is_a_one_line_error(tmp_path):
+    """In a private mount namespace (unshare, no effect outside), --out on a read-only tmpfs."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-rm", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs unshare with user and mount namespaces")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"'
+    proc = subprocess.run([unshare, "-rm", "sh", "-c", script, "sh", str(ro), sys.executable, "-m", "attnlab.cli",
+                           *_tiny_train(ro / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"attnlab train: --out: expected a folder that can be created, received {ro / 'run'} "
+                           f"(Read-only file system)\n")
+
+
+def test_a_diverged_training_run_exits_1(tmp_path, capsys):
+    code, err = _exit(_tiny_train(tmp_path, "--lr", "1e30", "--clip", "0"), capsys)
+    assert code == 1 and "attnlab train: the run diverged at step" in err
+
+
+def test_a_folder_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys):
+    main(_tiny_train(tmp_path))
+    first = _final(capsys)
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    code, err = _exit(_tiny_train(tmp_path), capsys)
+    assert code == 2 and "which holds a run (checkpoints up to step 4, metrics.jsonl, metrics.csv)" in err
+    assert "--resume continues that run, overwrite=True / --overwrite deletes it" in err
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before
+    main(_tiny_train(tmp_path, "--overwrite"))
+    assert _final(capsys)["final_eval"] == first["final_eval"]
+
+
+@pytest.fixture
+def failing_compare(monkeypatch):
+    """compare runs in-process, and building the identity model raises."""
+    import attnlab.compare as compare
+
+    real_run, real_build = compare.run_compare, compare.build_model
+
+    def build(spec, run, task_spec):
+        if spec == "identity":
+            raise RuntimeError("simulated failure")
+        return real_build(spec, run, task_spec)
+
+    monkeypatch.setattr(compare, "build_model", build)
+    monkeypatch.setattr(compare, "run_compare", lambda *a, **k: real_run(*a, **{**k, "isolate": False}))
+
+
+def test_compare_lists_a_failed_run_below_the_ranking_and_exits_1(tmp_path, capsys, failing_compare):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--suite", "smoke", "--steps-scale", "0.1", "--no-progress", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert e.value.code == 1 and "attnlab compare: 1 of 2 runs failed" in captured.err
+    out = captured.out
+    ranking = out[out.index("overall ranking"):out.index("failed runs (not ranked)")]
+    assert "softmax" in ranking and "identity" not in ranking
+    assert "RuntimeError: simulated failure" in out[out.index("failed runs (not ranked)"):]
+
+
+@pytest.fixture
+def fake_repro(monkeypatch):
+    mod = types.ModuleType("attnlab_cli_fake_repro")
+    mod.PAPER, mod.CLAIM, mod.QUICK, mod.FULL, mod.FIGURES = "P00", "one is positive", {"x": 1.0}, {"x": 2.0}, ("x",)
+    mod.judge = lambda f: HOLDS
+    mod.run = lambda ctx: ReproOutcome({"x": ctx.budget["x"]}, "measured x")
+    monkeypatch.setitem(sys.modules, "attnlab_cli_fake_repro", mod)
+    monkeypatch.setitem(repro.REPROS, "fake", "attnlab_cli_fake_repro")
+    return mod
+
+
+def test_a_quick_verdict_says_so_in_the_terminal(tmp_path, capsys, fake_repro):
+    main(["repro", "fake", "--quick", "--no-progress", "--out", str(tmp_path / "q")])
+    out = capsys.readouterr().out
+    assert f"verdict: {HOLDS} ({QUICK_NOTE})." in out and f"{HOLDS} ({QUICK_NOTE})" in out.splitlines()[0] + out
+    main(["repro", "fake", "--no-progress", "--out", str(tmp_path / "full")])
+    out = capsys.readouterr().out
+    assert f"verdict: {HOLDS}. measured x" in out and QUICK_NOTE not in out
+
+
+def test_list_summaries_are_cut_at_word_boundaries(capsys):
+    import attnlab.tasks as tasks
+    from attnlab.cli import _doc_line, _fit_last_column
+
+    for cls in tasks.available().values():
+        line = _doc_line(cls)
+        full = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        assert line == full or (line.endswith(" …") and (full.startswith(line[:-2] + " ") or
+                                                         full.startswith(line[:-2])) and len(line) <= 90)
+    rows = _fit_last_column(["name", "summary"], [["x", "word " * 100]])
+    assert rows[0][1].endswith(" …") and "word wor " not in rows[0][1] and rows[0][1][:-2].strip().endswith("word")
+
+
+_CLI = [sys.executable, "-m", "attnlab.cli"]
+
+
+@pytest.mark.slow  # three start-ups of the command: ~15 s quiet, a minute under load
+def test_two_commands_into_one_folder_and_ctrl_c_through_the_real_command(tmp_path):
+    """A second `attnlab train` into a folder in use exits 2 naming the holder; Ctrl-C stops the first at a step
+    boundary with a checkpoint, exit 130 and the --resume command, which then completes the run like one that
+    was never interrupted."""
+    out = tmp_path / "run"
+    args = ["train", "--task", "associative_recall", "--task-arg", "seq_len=16", "--task-arg", "num_pairs=2",
+            "--task-arg", "vocab_size=16", "--dim", "16", "--depth", "1", "--heads", "2", "--steps", "3000",
+            "--batch-size", "8", "--warmup", "2", "--eval-every", "0", "--ckpt-every", "1000", "--no-progress"]
+    first = subprocess.Popen([*_CLI, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        t0 = time.monotonic()
+        while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():  # training has begun
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() - t0 < 120
+            time.sleep(0.05)
+        second = subprocess.run([*_CLI, *args, "--out", str(out), "--resume"], capture_output=True, text=True,
+                                timeout=120)
+        assert first.poll() is None, "the first run ended before the test could interrupt it"
+        assert second.returncode == 2, second.stderr
+        assert f"locked by pid {first.pid} on host" in second.stderr and second.stderr.count("\n") == 1
+        first.send_signal(signal.SIGINT)
+        stdout, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr
+    assert "SIGINT received: stopping training after this step" in stderr and "Traceback" not in stderr
+    stopped = json.loads(stdout[stdout.index("{"):])
+    assert stopped["interrupted"] == "SIGINT" and 0 < stopped["steps"] < 3000
+    resume = stderr.strip().splitlines()[-1].strip()
+    assert resume.startswith("attnlab train ") and resume.endswith(f"--out {out} --resume")
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts[-1] == f"step_{stopped['steps']:08d}"
+    # finish the run from the printed command, with a shorter budget so the test stays short: same arguments
+    # except --steps, which the resume allows (warning: the cosine schedule changes)
+    cmd = resume.split()[1:]
+    cmd[cmd.index("--steps") + 1] = str(stopped["steps"] + 5)
+    done = subprocess.run([*_CLI, *cmd], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout[done.stdout.index("{"):])["steps"] == stopped["steps"] + 5
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_one_line_warning(tmp_path, capsys):
+    main(_train_args(tmp_path, 6))
+    whole = _final(capsys)
+    model = tmp_path / "checkpoints" / "step_00000006" / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-3] ^= 0x10  # same size, still parses: only the checksum can tell
+    model.write_bytes(bytes(data))
+    main(_train_args(tmp_path, 6, "--resume"))
+    err = capsys.readouterr().err
+    assert err.startswith("attnlab train: warning: checkpoint ") and err.count("\n") == 1, err
+    assert "step_00000006 skipped: " in err and "model.safetensors: expected SHA-256" in err
+    assert "(content damaged); trying an older one" in err
+    main(_train_args(tmp_path, 6, "--resume"))
+    assert _final(capsys)["final_eval"] == whole["final_eval"]  # resumed from step 3, re-saved step 6

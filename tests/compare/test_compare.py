@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from attnlab.compare import RunRecord, build_model, incompatibility, named_model, rank_records, run_compare
+from attnlab.compare import (
+    RunRecord, build_model, check_suite, failed_rows, incompatibility, named_model, rank_records, run_compare, table_rows,
+)
 from attnlab.models import build_for_task, count_parameters, create
 from attnlab.suites import SUITES, Suite, TaskRun, get_suite
 from attnlab.tasks import create as create_task
@@ -70,6 +72,54 @@ def test_skipped_runs_are_not_ranked():
     assert recs[1].rank is None
 
 
+def test_failed_runs_are_never_ranked_and_their_mixer_leaves_the_overall_ranking():
+    recs = [_rec("ok", "t1", 0.1), _rec("bad", "t1", None, status="error: KeyError: boom"),
+            _rec("ok", "t2", 0.2), _rec("bad", "t2", 0.9), _rec("worse", "t2", 0.05)]
+    assert rank_records(recs) == [("ok", 1.5), ("worse", 3.0)]  # bad is best on t2, but failed on t1
+    assert recs[1].rank is None and recs[1].failed and not recs[0].failed
+    assert [r.rank for r in recs[2:]] == [2, 1, 3]
+
+
+@pytest.mark.parametrize("scale", [0, -1, float("nan"), float("inf")])
+def test_a_step_scale_that_is_not_positive_is_refused_before_anything_runs(tmp_path, scale):
+    with pytest.raises(ValueError, match=r"steps_scale: expected a finite number > 0, received"):
+        run_compare(SUITES["smoke"], out_dir=tmp_path, steps_scale=scale, isolate=False)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mixers, tasks, match", [
+    (("softmx",), ("associative_recall",), r"mixer name: .* received 'softmx' \(did you mean softmax"),
+    (("deltanet,sofmax",), ("associative_recall",), r"received 'sofmax' \(did you mean softmax"),
+    (("softmax",), ("assoc",), r"task name: .* received 'assoc' \(did you mean associative_recall"),
+])
+def test_unknown_names_are_refused_up_front_with_close_matches(mixers, tasks, match):
+    suite = Suite("t", "test", mixers, tuple(TaskRun(t, steps=2, warmup_steps=1) for t in tasks))
+    with pytest.raises(KeyError, match=match):
+        check_suite(suite)
+
+
+def test_a_run_that_raises_is_listed_as_failed_below_the_ranking(tmp_path, monkeypatch):
+    import attnlab.compare as compare
+
+    real = compare.build_model
+
+    def build(spec, run, task_spec):
+        if spec == "identity":
+            raise RuntimeError("simulated failure while building")
+        return real(spec, run, task_spec)
+
+    monkeypatch.setattr(compare, "build_model", build)
+    result = run_compare(SUITES["smoke"], out_dir=tmp_path, progress=False, isolate=False, steps_scale=0.1)
+    failed = [r for r in result.records if r.mixer == "identity"]
+    assert failed and all(r.failed and r.rank is None for r in failed)
+    assert result.failed == failed and [m for m, _ in result.overall] == ["softmax"]
+    assert table_rows(result)[-1][2] == "identity" and table_rows(result)[-1][1] == "-"  # below the ranked rows
+    assert failed_rows(result) == [["associative_recall", "identity", "RuntimeError: simulated failure while building"]]
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("## Failed runs (not ranked)") > report.index("## Overall")
+    assert "| associative_recall | identity | RuntimeError: simulated failure while building |" in report
+
+
 def test_smoke_suite_writes_every_output(tmp_path):
     result = run_compare(SUITES["smoke"], out_dir=tmp_path, progress=False, isolate=False)
     assert {r.mixer for r in result.records} == {"softmax", "identity"}
@@ -120,7 +170,11 @@ def test_model_specs_build_the_named_design_and_skip_non_image_tasks(tmp_path):
                      eval_batches=1)
     recall = TaskRun("associative_recall", {"seq_len": 32, "num_pairs": 4}, dim=32, depth=1, num_heads=2, steps=2,
                      batch_size=8, warmup_steps=1, eval_batches=1)
-    suite = Suite("t", "test", ("model:activator_tiny", "model:no_such_model"), (shapes, recall))
+    with pytest.raises(KeyError, match="model name: expected one of .* received 'no_such_model'"):
+        run_compare(Suite("t", "test", ("model:activator_tiny", "model:no_such_model"), (shapes, recall)),
+                    out_dir=tmp_path, progress=False, isolate=False)
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+    suite = Suite("t", "test", ("model:activator_tiny",), (shapes, recall))
     result = run_compare(suite, out_dir=tmp_path, progress=False, isolate=False)
     by = {(r.mixer, r.task): r for r in result.records}
 
@@ -134,6 +188,4 @@ def test_model_specs_build_the_named_design_and_skip_non_image_tasks(tmp_path):
 
     assert by[("model:activator_tiny", "associative_recall")].status.startswith(
         "skipped: model:activator_tiny is an image model")
-    assert by[("model:no_such_model", "shapes")].status.startswith("error: KeyError")
-    assert "model name: expected one of" in by[("model:no_such_model", "shapes")].status
     assert (tmp_path / "runs" / "shapes--model-activator_tiny").exists()

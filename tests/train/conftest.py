@@ -9,9 +9,13 @@ registry), and the uninterrupted reference run that the resume tests compare aga
 - ``resume_config``: the settings of the resume tests (20 steps, evals every 5, a row every step).
 - ``reference_run``: the uninterrupted 20-step run of ``make_tiny()`` under ``resume_config``:
   ``(TrainResult, final state dict, out_dir)``; ``assert_same_run(result, model)`` compares a run with it.
+- ``assert_same_files(out_dir)``: the run folder of a run under ``resume_config`` + ``ckpt_every=5`` holds
+  the same bytes as an uninterrupted run's (metrics files, the kept checkpoints file by file; in state.json
+  and manifest.json everything but the process-seeded Python ``random`` state and the hash it changes).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -151,3 +155,40 @@ def assert_same_run(reference_run):
 
     return check
 
+
+@pytest.fixture(scope="session")
+def saving_reference_dir(tmp_path_factory) -> Path:
+    """The folder of the uninterrupted 20-step run of ``make_tiny()`` under RESUME_CONFIG with ``ckpt_every=5``."""
+    out = tmp_path_factory.mktemp("saving_reference_run")
+    model, task = build_tiny()
+    train(model, task, TrainConfig(**RESUME_CONFIG, ckpt_every=5), out_dir=out, progress=False)
+    return out
+
+
+def _without_python_random(folder: Path) -> tuple[dict, dict]:
+    state = json.loads((folder / "state.json").read_text())
+    state.pop("python_random")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].pop("state.json")
+    return state, manifest
+
+
+@pytest.fixture
+def assert_same_files(saving_reference_dir):
+    """``assert_same_files(out_dir)``: byte-for-byte the same run folder as the uninterrupted saving run."""
+
+    def check(out: Path) -> None:
+        ref = saving_reference_dir
+        for name in ("metrics.jsonl", "metrics.csv"):
+            assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+        names = sorted(p.name for p in (ref / "checkpoints").iterdir())
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == names == ["step_00000015", "step_00000020"]
+        for ck in names:
+            a, b = out / "checkpoints" / ck, ref / "checkpoints" / ck
+            assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+            for f in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors"):
+                assert (a / f).read_bytes() == (b / f).read_bytes(), f"{ck}/{f}"
+            assert _without_python_random(a) == _without_python_random(b), ck
+        assert not (out / ".attnlab-run.lock").exists()
+
+    return check

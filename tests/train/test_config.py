@@ -20,6 +20,9 @@ from attnlab.train import TrainConfig
         ({"grad_clip": -1.0}, ValueError, "grad_clip: expected a number >= 0.0"),
         ({"eval_batches": 0}, ValueError, "eval_batches: expected an int >= 1"),
         ({"batch_size": True}, TypeError, "batch_size: expected an int >= 1, received True"),
+        ({"steps": 20, "warmup_steps": 21}, ValueError,
+         "warmup_steps: expected at most steps=20 (the warm-up would never reach lr), received 21"),
+        ({"steps": 500, "warmup_steps": 501}, ValueError, "warmup_steps: expected at most steps=500"),
     ],
 )
 def test_config_rejects_bad_values(kw, exc, msg):
@@ -34,6 +37,12 @@ def test_config_json_round_trip():
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown keys \\['nope'\\]"):
         TrainConfig.from_dict({**c.to_dict(), "nope": 1})
+
+
+def test_default_warmup_is_50_steps_or_the_whole_of_a_shorter_run():
+    assert TrainConfig(steps=500).warmup_steps == 50 and TrainConfig(steps=20).warmup_steps == 20
+    assert TrainConfig(steps=20, warmup_steps=20).lr_at(20) == TrainConfig(steps=20).lr  # allowed: ends at lr
+    assert TrainConfig.from_dict(TrainConfig(steps=7).to_dict()).warmup_steps == 7
 
 
 def test_schedule_warmup_then_cosine_to_floor():

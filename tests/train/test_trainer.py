@@ -15,6 +15,7 @@ import torch
 
 import attnlab.train.checkpoint as ckpt_mod
 from attnlab.train import TrainConfig, Trainer, build_optimizer, load_latest, train
+from attnlab.train.metrics import read_jsonl
 from attnlab.train.optim import set_lr
 
 
@@ -118,7 +119,7 @@ def test_stop_and_resume_is_exact(tmp_path, make_tiny, resume_config, reference_
     fresh, _ = make_tiny(seed=123)  # different init: everything must come from the checkpoint
     trainer = Trainer(fresh, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True)
     assert trainer.start_step == trainer.steps_done == 10 and len(trainer.history) == 10
-    del trainer
+    trainer.close()  # releases the folder's lock without saving
     r2 = train(fresh, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True, progress=False)
     assert_same_run(r2, fresh)
     ref_out = reference_run[2]
@@ -151,9 +152,64 @@ def test_resume_refuses_a_different_config_and_warns_without_checkpoint(tmp_path
         Trainer(model, task, TrainConfig(**resume_config), out_dir=tmp_path / "empty", resume=True)
 
 
-def test_a_fresh_run_removes_the_checkpoints_of_an_earlier_one(tmp_path, make_tiny):
+def test_a_fresh_run_refuses_a_folder_holding_a_run_unless_told_to_overwrite(tmp_path, make_tiny):
     model, task = make_tiny()
-    train(model, task, TrainConfig(steps=3, batch_size=4, eval_every=0), out_dir=tmp_path, progress=False)
-    assert (tmp_path / "checkpoints" / "step_00000003").exists()
-    Trainer(model, task, TrainConfig(steps=5, batch_size=4), out_dir=tmp_path)
-    assert not (tmp_path / "checkpoints").exists()
+    cfg = TrainConfig(steps=3, batch_size=4, eval_every=0)
+    train(model, task, cfg, out_dir=tmp_path, progress=False)
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert tmp_path / "checkpoints" / "step_00000003" / "model.safetensors" in kept
+    with pytest.raises(ValueError, match=r"out_dir: expected a folder without an earlier run \(resume=True / --resume "
+                                         r"continues that run, overwrite=True / --overwrite deletes it and starts "
+                                         r"again\), received .*, which holds a run \(checkpoints up to step 3, "
+                                         r"metrics.jsonl, metrics.csv\)"):
+        train(model, task, cfg, out_dir=tmp_path, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == kept  # nothing touched
+    with pytest.raises(ValueError, match="overwrite: expected False when resume=True"):
+        Trainer(model, task, cfg, out_dir=tmp_path, resume=True, overwrite=True)
+    trainer = Trainer(model, task, TrainConfig(steps=5, batch_size=4), out_dir=tmp_path, overwrite=True)
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "metrics.jsonl").read_text() == ""
+    trainer.close()
+    # metrics from a run killed before its first checkpoint count as a run too; an empty folder does not
+    (tmp_path / "metrics.csv").unlink()
+    (tmp_path / "metrics.jsonl").write_text('{"split": "train", "step": 1, "loss": 2.0}\n')
+    with pytest.raises(ValueError, match=r"which holds a run \(metrics.jsonl\)"):
+        Trainer(model, task, cfg, out_dir=tmp_path)
+    Trainer(model, task, cfg, out_dir=tmp_path / "new").close()
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused_until_the_first_lets_go(tmp_path, make_tiny):
+    model, task = make_tiny()
+    cfg = TrainConfig(steps=4, batch_size=4, eval_every=0)
+    first = Trainer(model, task, cfg, out_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"out_dir: expected a run folder no other run is writing to, received "
+                                           r".* locked by pid \d+ on host .*, started .* \(this process"):
+        Trainer(model, task, cfg, out_dir=tmp_path, overwrite=True)
+    first.step()
+    first.finish()
+    assert not (tmp_path / ".attnlab-run.lock").exists()
+    train(model, task, cfg, out_dir=tmp_path, resume=True, progress=False)  # the folder is free again
+
+
+def test_an_error_inside_the_loop_releases_the_folder(tmp_path, make_tiny):
+    model, task = make_tiny()
+
+    def boom(step, row):
+        if step == 2:
+            raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        train(model, task, TrainConfig(steps=4, batch_size=4, log_every=1), out_dir=tmp_path, progress=False,
+              callbacks=[boom])
+    assert not (tmp_path / ".attnlab-run.lock").exists()
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 3  # closed: header + the two rows
+    r = train(model, task, TrainConfig(steps=4, batch_size=4), out_dir=tmp_path, progress=False, overwrite=True)
+    assert r.steps_done == 4
+
+
+def test_throughput_is_reported_per_example_and_per_token(make_tiny):
+    model, task = make_tiny()
+    r = train(model, task, TrainConfig(steps=3, batch_size=4, eval_every=0), progress=False)
+    assert r.examples_per_second == pytest.approx(4 * 3 / r.train_seconds)
+    assert r.tokens_per_second == pytest.approx(r.examples_per_second * task.tokens_per_example())
+    assert r.interrupted is None

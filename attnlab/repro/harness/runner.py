@@ -18,7 +18,6 @@ never states its verdict itself), and writes ``result.json`` and ``report.md``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import json
 import math
@@ -31,6 +30,7 @@ import torch
 
 from attnlab.repro.harness.plots import save_figure
 from attnlab.repro.harness.rules import QUICK_NOTE, VERDICTS
+from attnlab.utils.names import lookup
 from attnlab.utils.threads import torch_threads
 
 __all__ = ["ReproContext", "ReproOutcome", "ReproResult", "run_repro", "load_module", "load_result", "figures_of",
@@ -160,11 +160,7 @@ def load_module(slug: str):
     """
     from attnlab.repro import REPROS
 
-    if slug not in REPROS:
-        close = difflib.get_close_matches(str(slug), list(REPROS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"slug: expected one of {sorted(REPROS)}, received {slug!r}{hint}")
-    mod = importlib.import_module(REPROS[slug])
+    mod = importlib.import_module(lookup(REPROS, slug, "reproduction", arg="slug"))
     missing = [name for name in REQUIRED if not hasattr(mod, name)]
     if missing:
         raise TypeError(f"{mod.__name__}: expected a reproduction module defining {list(REQUIRED)}, missing {missing}")
