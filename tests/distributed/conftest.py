@@ -11,6 +11,8 @@ deadline after which every rank is killed), so a broken collective fails the tes
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -227,18 +229,48 @@ def training_session(root: str, single_process_checkpoint: str) -> dict:
     out["dp_from_one_process"] = train_run(single_process_checkpoint, parallel=dp, resume=True)
     for kind in ("ulysses", "ring", "hybrid"):
         out[f"sp_{kind}"] = train_run(parallel=lambda: SequenceParallel(seq_len=32, seed=0), sequence_parallel=kind)
-    return out if dist.get_rank() == 0 else {}
+    out["signalled"] = signalled_run(root / "signalled", dp())
+    return out if dist.get_rank() == 0 else {"signalled": out["signalled"]}
+
+
+#: the step after which rank 1 alone sends itself SIGTERM in :func:`signalled_run`
+SIGNAL_AT = 2
+
+
+def signalled_run(out_dir, parallel) -> dict:
+    """The tiny run into ``out_dir`` where, after step :data:`SIGNAL_AT`, rank 1 alone receives SIGTERM; what
+    this rank saw: its pid, the pid in the run folder's lock file during the run, the result's step and
+    ``interrupted``, the checkpoints present when train() returned."""
+    import os
+    import signal
+
+    from attnlab.train import TrainConfig, train
+    from attnlab.train.run_lock import LOCK_NAME
+
+    seen = {"pid": os.getpid()}
+
+    def probe(step, row):
+        seen.setdefault("lock_pid", json.loads((out_dir / LOCK_NAME).read_text())["pid"])
+        if step == SIGNAL_AT and dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    task = tiny_task()
+    result = train(tiny_model(task), task, TrainConfig(**TRAIN), out_dir=out_dir, progress=False,
+                   callbacks=[probe], parallel=parallel)
+    return {**seen, "steps": result.steps_done, "interrupted": result.interrupted,
+            "checkpoints": sorted(p.name for p in (out_dir / "checkpoints").iterdir())}
 
 
 @pytest.fixture(scope="session")
 def parallel_training(tmp_path_factory):
     """The 2-rank training session (:func:`training_session`), after the one-process runs it is compared with:
-    ``{"single": uninterrupted one-process run, "ranks": the session's results, "root": its folder}``."""
+    ``{"single": uninterrupted one-process run, "ranks": the session's results (rank 0), "rank_one": rank 1's
+    :func:`signalled_run`, "root": its folder}``."""
     root = tmp_path_factory.mktemp("parallel_training")
     single = train_run()
     train_run(root / "one", callbacks=[stop_at(STOP_AT)])
-    ranks = run_ranks(training_session, str(root), str(root / "one"), world_size=2, timeout=300)[0]
-    return {"single": single, "ranks": ranks, "root": root}
+    ranks, rank_one = run_ranks(training_session, str(root), str(root / "one"), world_size=2, timeout=300)
+    return {"single": single, "ranks": ranks, "rank_one": rank_one, "root": root}
 
 
 @pytest.fixture

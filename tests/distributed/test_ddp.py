@@ -78,3 +78,17 @@ def test_one_process_strategy_is_the_model_itself():
 def test_step_seeds_differ_by_step_and_rank():
     seeds = {step_seed(0, s, r) for s in range(1, 50) for r in range(4)}
     assert len(seeds) == 49 * 4 and all(0 <= x < 2**63 for x in seeds)
+
+
+def test_rank_zero_alone_holds_the_run_lock(parallel_training):
+    zero, one = parallel_training["ranks"]["signalled"], parallel_training["rank_one"]["signalled"]
+    assert zero["lock_pid"] == zero["pid"] and one["lock_pid"] == zero["pid"] != one["pid"]
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(parallel_training):
+    from tests.distributed.conftest import SIGNAL_AT, TRAIN
+
+    zero, one = parallel_training["ranks"]["signalled"], parallel_training["rank_one"]["signalled"]
+    assert zero["steps"] == one["steps"] == SIGNAL_AT < TRAIN["steps"]
+    assert one["interrupted"] == "SIGTERM" and zero["interrupted"] == "a signal to another rank"
+    assert zero["checkpoints"] == [f"step_{SIGNAL_AT:08d}"]
