@@ -104,6 +104,9 @@ def test_ray_gives_the_serial_results_and_reports_failures(tmp_path):
     # Ray workers import jobs by module name and do not see the test folder: a standard-library job
     got = run_jobs(operator.truediv, [(1, 1), (4, 2), (1, 0), (9, 3)], executor="ray", workers=2)
     assert [o.value if o.ok else o.error for o in got] == [1.0, 2.0, "ZeroDivisionError: division by zero", 3.0]
+    t0 = time.monotonic()
+    died = run_jobs(os._exit, [(7,)], executor="ray")[0]  # the Ray worker process dies (and again on the retry)
+    assert not died.ok and died.error.split(":")[0].endswith("Error") and time.monotonic() - t0 < 120, died
     suite = SUITES["smoke"]
     serial = run_compare(suite, out_dir=tmp_path / "serial", progress=False, isolate=False)
     on_ray = run_compare(suite, out_dir=tmp_path / "ray", progress=False, executor="ray", workers=2)

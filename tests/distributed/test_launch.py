@@ -128,3 +128,36 @@ def test_a_lost_rank_stops_the_other_with_a_clear_error(tmp_path, how):
     assert "--resume" in err and "Last complete checkpoint: " in err
     ck = load_latest(out / "checkpoints")  # the last complete checkpoint reads back
     assert ck is not None and ck.step % 20 == 0 and f"step_{ck.step:08d}" in err
+
+
+@pytest.mark.slow  # torchrun and two training ranks: 20-60 s
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_with_a_checkpoint_and_the_resume_command(tmp_path):
+    """What a scheduler does: SIGTERM to the torchrun agent, which forwards it to the ranks; both stop after the
+    same step (they agree on it), rank 0 saves there and prints the torchrun command that resumes; the run
+    folder's lock is released."""
+    from attnlab.train import load_latest
+    from attnlab.train.run_lock import RunLock
+
+    out = tmp_path / "run"
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                              *TRAIN_ARGS, "--steps", "100000", "--ckpt-every", "50", "--out", str(out)],
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoints").is_dir() or not any((out / "checkpoints").glob("step_*")):
+            assert time.monotonic() < deadline and agent.poll() is None, agent.stderr.read()[-2000:]
+            time.sleep(0.5)
+        agent.send_signal(signal.SIGTERM)
+        stdout, err = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    stopped = _summary(stdout)
+    assert stopped["interrupted"] == "SIGTERM" and stopped["world_size"] == 2, err[-2000:]
+    assert load_latest(out / "checkpoints").step == stopped["steps"]
+    assert err.count(f"attnlab train: stopped by SIGTERM after step {stopped['steps']} of 100000") == 1
+    assert "  torchrun --nproc-per-node 2 -m attnlab train --task associative_recall" in err
+    assert f"--out {out} --resume" in err
+    with RunLock(out):  # free again
+        pass
