@@ -89,14 +89,15 @@ def train(
                         break
                     if trainer.eval_due():
                         trainer.evaluate()
-                    stopping = agree(signals.requested is not None)
-                    stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks) or stopping
+                    stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks)
                     if stop or trainer.checkpoint_due():
                         trainer.checkpoint()
                     if bar is not None:
                         _show_progress(bar, row, trainer)
                     if stop:
                         break
+                    # after the save: a signal that came during it stops here (finish() saves if not yet)
+                    stopping = agree(signals.requested is not None)
             if stopping and not trainer.done:
                 trainer.request_stop(signals.requested or "a signal to another rank")
             return trainer.finish()

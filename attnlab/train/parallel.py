@@ -1,7 +1,7 @@
 """How a training run spreads over processes: the hooks the Trainer calls, and the one-process default.
 
 The :class:`~attnlab.train.Trainer` and :func:`~attnlab.train.evaluate` never talk to
-torch.distributed themselves; they call three hooks of a *parallel strategy*:
+torch.distributed themselves; they call the hooks of a *parallel strategy*:
 
 - ``wrap(model) -> net``: the module that runs forward and backward (e.g. a DistributedDataParallel
   wrapper); called once at setup, after a resumed checkpoint has been loaded;
