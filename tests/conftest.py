@@ -143,6 +143,19 @@ HF_TINY = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """Torch pinned to one intra-op thread for the test, restored after.
+
+    Tests of many tiny ops use it (``pytestmark = pytest.mark.usefixtures("one_thread")``): a second
+    intra-op thread only adds wake-up latency on the shared 2-core machine.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def transformers_module():
     """The ``transformers`` module; skips the test (reason: the install command) where it is not installed."""

@@ -82,3 +82,19 @@ def test_readme_mixer_table_names_each_mixers_file_and_existing_ops():
         for op in re.findall(r"`([a-z_]+\.py)`", ops):
             assert (ROOT / "attnlab" / "ops" / op).exists(), (names, op)
     assert seen == set(infos), f"mixers missing from the README table: {sorted(set(infos) - seen)}"
+
+
+def _expand_braces(path: str) -> list[str]:
+    """``tests/ops/test_{a,b}.py`` -> the two paths (one brace group, as the notes write them)."""
+    m = re.search(r"\{([^{}]*)\}", path)
+    if not m:
+        return [path]
+    return [path[: m.start()] + alt + path[m.end():] for alt in m.group(1).split(",")]
+
+
+def test_every_test_file_the_notes_name_exists():
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "notes").glob("*.md")))
+    named = set(re.findall(r"tests/[A-Za-z0-9_/{},]*\.py", text))
+    assert len(named) > 10
+    missing = sorted(p for raw in named for p in _expand_braces(raw) if not (ROOT / p).exists())
+    assert not missing, f"docs/notes/*.md name test files that do not exist: {missing}"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
-from attnlab.ops.recording import AttentionRecorder, record_attention
+from attnlab.ops.recording import AttentionRecorder, recorded_eval_forward
 
 __all__ = ["attention_kl", "attention_js", "topk_overlap", "mass_recall", "compare_maps", "compare_recordings",
            "attention_maps"]
@@ -135,11 +135,5 @@ def attention_maps(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Te
     """
     if not isinstance(model, nn.Module):
         fail("model", "a torch.nn.Module", describe(model), TypeError)
-    was_training = model.training
-    model.eval()
-    try:
-        with record_attention(model) as rec:
-            model(inputs)
-    finally:
-        model.train(was_training)
+    rec = recorded_eval_forward(model, inputs)
     return {lab: rec.last(lab) for lab in rec.maps}

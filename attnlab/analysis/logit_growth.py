@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import describe, fail
-from attnlab.ops.recording import record_attention
+from attnlab.ops.recording import recorded_eval_forward
 
 __all__ = ["max_attention_logit", "output_log_z"]
 
@@ -44,13 +44,7 @@ def max_attention_logit(model: nn.Module, inputs: torch.Tensor, *, per_layer: bo
         ValueError: if no attention op recorded a logit (the model has no softmax attention).
     """
     _check_model(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with record_attention(model) as rec:
-            model(inputs)
-    finally:
-        model.train(was_training)
+    rec = recorded_eval_forward(model, inputs)
     per = {k: max(v) for k, v in rec.max_logits.items() if v}
     if not per:
         fail("model", "a model with softmax attention (recorded attention logits)", f"{type(model).__name__} (none recorded)")

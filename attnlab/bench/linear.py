@@ -14,33 +14,17 @@ The tables of benchmarks/linear.md (thread scaling, decoding) come from
 """
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import torch
 import torch.nn.functional as F
 
 from attnlab.bench.inputs import mixer_impls
 from attnlab.bench.registry import register_case
 from attnlab.bench.thunks import Impls
+from attnlab.utils.peers import load_fla_delta_rule_naive
 from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
 from attnlab.ops.selective_scan import selective_scan, selective_scan_reference
 
-__all__ = ["load_fla_delta_rule_naive", "delta_rule_inputs"]
-
-
-def load_fla_delta_rule_naive():
-    """fla's ``ops/delta_rule/naive.py`` loaded by file path (the package __init__ needs triton); None if absent."""
-    spec = importlib.util.find_spec("fla")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "ops" / "delta_rule" / "naive.py"
-    if not path.exists():
-        return None
-    mod_spec = importlib.util.spec_from_file_location("fla_delta_rule_naive", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(mod)
-    return mod
+__all__ = ["delta_rule_inputs"]
 
 
 def delta_rule_inputs(n: int, dtype: torch.dtype, *, batch: int, heads: int, head_dim: int,

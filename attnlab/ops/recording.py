@@ -96,3 +96,26 @@ def record_attention(model: nn.Module | None = None) -> Iterator[AttentionRecord
         _ACTIVE.reset(token)
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()
+def recorded_eval_forward(model: nn.Module, inputs: torch.Tensor) -> AttentionRecorder:
+    """Run ``model(inputs)`` once in eval mode without gradients inside :func:`record_attention`.
+
+    The analysis tools (attention maps, logit growth) all read one recorded forward pass;
+    the model's train/eval mode is restored afterwards, also when the forward raises.
+
+    Args:
+        model: any module whose attention goes through attnlab's ops.
+        inputs: what ``model`` takes, e.g. (B, N) token ids or (B, C, H, W) images.
+    Returns:
+        The :class:`AttentionRecorder` holding every map and max |logit| recorded.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with record_attention(model) as rec:
+            model(inputs)
+    finally:
+        model.train(was_training)
+    return rec

@@ -20,7 +20,7 @@ import torch
 
 from attnlab.utils.checks import check_choice, check_positive_int
 
-__all__ = ["TaskSpec", "Batch", "Task", "split_seed"]
+__all__ = ["TaskSpec", "Batch", "Task", "TokenLMTask", "split_seed"]
 
 SPLITS = ("train", "val", "test")
 
@@ -129,3 +129,19 @@ class Task(ABC):
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(f"index: expected an int >= 0, received {index!r}")
         check_positive_int("batch_size", batch_size)
+
+
+class TokenLMTask(Task):
+    """A generated token task read as next-token prediction: (B, N) ids in, (B, N, vocab) logits out, causal.
+
+    Subclasses set ``self.seq_len`` and ``self.vocab_size`` in ``__init__``; the spec follows from them.
+    """
+
+    seq_len: int
+    vocab_size: int
+
+    @property
+    def spec(self) -> TaskSpec:
+        """Tokens in, next-token logits over the vocabulary out, causal."""
+        return TaskSpec(input="tokens", output="lm", seq_len=self.seq_len, vocab_size=self.vocab_size,
+                        num_classes=self.vocab_size, causal=True)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from attnlab.utils.checks import check_positive_int, fail
-from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
+from attnlab.tasks.base import Batch, TokenLMTask, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import IGNORE, token_ce
 
@@ -13,7 +13,7 @@ __all__ = ["AssociativeRecall"]
 
 
 @register("associative_recall")
-class AssociativeRecall(Task):
+class AssociativeRecall(TokenLMTask):
     """Multi-query associative recall: recall the value bound to each queried key (next-token LM).
 
     A sequence of ``seq_len`` tokens starts with ``num_pairs`` key-value pairs
@@ -51,12 +51,6 @@ class AssociativeRecall(Task):
         p = g ** (self.power_a - 1.0)
         self._gap_p = p / p.sum()
         self._space = space
-
-    @property
-    def spec(self) -> TaskSpec:
-        """Tokens in, next-token logits out, causal."""
-        return TaskSpec(input="tokens", output="lm", seq_len=self.seq_len, vocab_size=self.vocab_size,
-                        num_classes=self.vocab_size, causal=True)
 
     def batch(self, split: str, index: int, batch_size: int) -> Batch:
         """Batch ``index`` of ``split``: (inputs, targets), deterministic in (seed, split, index)."""

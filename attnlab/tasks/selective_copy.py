@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from attnlab.utils.checks import check_positive_int, fail
-from attnlab.tasks.base import Batch, Task, TaskSpec, split_seed
+from attnlab.tasks.base import Batch, TokenLMTask, split_seed
 from attnlab.tasks.registry import register
 from attnlab.tasks.scoring import IGNORE, token_ce
 
@@ -13,7 +13,7 @@ __all__ = ["SelectiveCopying"]
 
 
 @register("selective_copying")
-class SelectiveCopying(Task):
+class SelectiveCopying(TokenLMTask):
     """Copy the data tokens, in order, that are scattered at random positions among noise tokens.
 
     A sequence of ``seq_len`` tokens: the first ``seq_len - num_tokens`` positions hold the
@@ -40,12 +40,6 @@ class SelectiveCopying(Task):
             fail("vocab_size", "at least 4 (noise, marker and two data tokens)", vocab_size)
         if seq_len < 2 * num_tokens:
             fail("seq_len", f"at least 2 * num_tokens = {2 * num_tokens} (data region + markers)", seq_len)
-
-    @property
-    def spec(self) -> TaskSpec:
-        """Tokens in, next-token logits out, causal."""
-        return TaskSpec(input="tokens", output="lm", seq_len=self.seq_len, vocab_size=self.vocab_size,
-                        num_classes=self.vocab_size, causal=True)
 
     def batch(self, split: str, index: int, batch_size: int) -> Batch:
         """Batch ``index`` of ``split``, deterministic in (seed, split, index)."""

@@ -1,13 +1,11 @@
 """Delta rule (P12): chunkwise WY form vs the token recurrence, decoding step, fla's torch reference."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from attnlab.utils.peers import load_fla_delta_rule_naive
 from attnlab.ops.delta_rule import unit_lower_inverse, delta_rule_chunkwise, delta_rule_recurrent, delta_rule_step
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
@@ -149,23 +147,9 @@ def test_bad_input_errors():
         delta_rule_chunkwise(q, q, q, torch.rand(1, 2, 5, dtype=torch.float64))
 
 
-def load_fla_naive():
-    """fla's pure-torch delta-rule reference, loaded by file path (its package __init__ needs triton); None if absent."""
-    spec = importlib.util.find_spec("fla")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "ops" / "delta_rule" / "naive.py"
-    if not path.exists():
-        return None
-    mod_spec = importlib.util.spec_from_file_location("_fla_delta_rule_naive", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.peer
 def test_matches_fla_naive_reference():
-    fla = load_fla_naive()
+    fla = load_fla_delta_rule_naive()
     if fla is None:
         pytest.skip("flash-linear-attention not installed (pip install --no-deps flash-linear-attention fla-core)")
     q, k, v, beta = (t.detach() for t in _inputs(2, 3, 96, 16, 16, torch.float32))

@@ -27,13 +27,7 @@ from attnlab.ops.recording import record_attention
 TOL = {torch.float64: (1e-11, 1e-10), torch.float32: (2e-5, 1e-4)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: a second intra-op thread only adds wake-up latency on the shared box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(b, h, n, d, dtype, *, seed=0, dv=None):

@@ -7,7 +7,7 @@ import torch
 
 import attnlab.mixers as mixers
 from attnlab.ops import attention
-from attnlab.ops.recording import is_recording, record, record_attention
+from attnlab.ops.recording import is_recording, record, record_attention, recorded_eval_forward
 
 
 def test_recording_gives_probabilities_that_reproduce_the_output():
@@ -45,3 +45,20 @@ def test_nothing_is_recorded_outside_the_block_and_calls_are_numbered_inside():
     assert not is_recording()
     assert sorted(rec.maps) == ["call0", "call1"]
     assert rec.max_logits == {"call0": [3.0]}  # the masked -inf logit does not count
+
+
+def test_recorded_eval_forward_runs_in_eval_mode_and_restores_the_mode_even_on_error():
+    model = torch.nn.Sequential(mixers.create("softmax", 8, num_heads=2), torch.nn.Dropout(0.5))
+    model.train()
+    x = torch.randn(1, 5, 8)
+    rec = recorded_eval_forward(model, x)
+    assert model.training and all(m.training for m in model.modules())
+    assert sorted(rec.maps) == ["0"]
+    # eval mode inside: dropout off, so two recorded passes give the same map
+    torch.testing.assert_close(recorded_eval_forward(model, x).last("0"), rec.last("0"), rtol=0, atol=0)
+    with pytest.raises(Exception):
+        recorded_eval_forward(model, torch.randn(1, 5, 7))  # wrong width
+    assert model.training
+    model.eval()
+    recorded_eval_forward(model, x)
+    assert not model.training
