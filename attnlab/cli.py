@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: list, train, compare, bench, repro.
+"""The ``attnlab`` command: list, train, compare, bench, repro, report.
 
 ``attnlab compare`` with no arguments runs the built-in default suite (a few
 minutes on a 2-core CPU) and writes a ranked table, JSON/CSV, a loss-curve PNG
@@ -394,28 +394,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from attnlab.repro import REPROS, run_repro
+    from attnlab.repro import run_repro
     from attnlab.repro.harness.runner import format_value, load_module
 
+    if args.slug == "all":
+        args.all = True
+    if args.all:
+        return _repro_all(args)
     if args.slug in (None, "list"):
         args.what = "repros"
         cmd_list(args)
         return 0
-    slugs = sorted(REPROS) if args.slug == "all" else [args.slug]
-    for slug in slugs:
-        load_module(slug)  # unknown slugs fail here, before anything runs
+    load_module(args.slug)  # an unknown slug fails here, before anything runs
     if args.out:
         _writable_dir("--out", args.out)
-    for slug in slugs:
-        out = Path(args.out) / slug if (args.out and len(slugs) > 1) else (Path(args.out) if args.out else None)
-        r = run_repro(slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                      threads=args.threads)
-        rows = [[k, _short(format_value(v))] for k, v in r.figures.items()]
-        rows += [[k, _short(format_value(v))] for k, v in r.measured.items() if k not in r.figures]
-        _table(f"{slug} ({r.paper}) — {r.verdict_line}", ["measured (the rule reads the first rows)", "value"], rows)
-        print(f"claim: {r.claim}\nverdict: {r.verdict_line}. {r.summary}\n({r.seconds:.1f} s wall, "
-              f"{r.cpu_seconds:.1f} s CPU, {r.threads} thread(s); report: "
-              f"{out or Path('runs/repro') / (slug + ('-quick' if args.quick else ''))}/report.md)\n")
+    out = Path(args.out) if args.out else None
+    r = run_repro(args.slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
+                  threads=args.threads)
+    rows = [[k, _short(format_value(v))] for k, v in r.figures.items()]
+    rows += [[k, _short(format_value(v))] for k, v in r.measured.items() if k not in r.figures]
+    _table(f"{args.slug} ({r.paper}) — {r.verdict_line}", ["measured (the rule reads the first rows)", "value"], rows)
+    print(f"claim: {r.claim}\nverdict: {r.verdict_line}. {r.summary}\n({r.seconds:.1f} s wall, "
+          f"{r.cpu_seconds:.1f} s CPU, {r.threads} thread(s); report: "
+          f"{out or Path('runs/repro') / (args.slug + ('-quick' if args.quick else ''))}/report.md)\n")
+    return 0
+
+
+def _repro_all(args: argparse.Namespace) -> int:
+    """``attnlab repro --all``: every reproduction in worker processes, then the verdict book; exit 1 on failures."""
+    from attnlab.repro.book import run_all
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    camp = run_all(only, quick=args.quick, out_dir=args.out, workers=args.workers, rerun=args.rerun, seed=args.seed,
+                   progress=not args.no_progress, timeout=args.timeout)
+    done = sum(st["status"] == "done" for st in camp.status.values())
+    kept = sum(st["status"] == "kept" for st in camp.status.values())
+    print(f"attnlab repro --all: {done} ran, {kept} kept from an earlier run, {len(camp.failed)} failed; "
+          f"verdict book: {camp.book}")
+    if camp.failed:
+        print("failed: " + ", ".join(f"{s} (log: {camp.status[s]['log']})" for s in camp.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- report ----------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from attnlab.repro.book import write_book
+
+    try:
+        path = write_book(args.runs_dir, args.out)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    print(f"verdict book: {path}")
     return 0
 
 
@@ -559,14 +591,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("repro", help="reproduce a paper's key finding at CPU scale (list: attnlab repro)")
-    s.add_argument("slug", nargs="?", help="paper slug (see attnlab repro list), or 'all'")
+    s.add_argument("slug", nargs="?", help="paper slug (see attnlab repro list), or 'all' (as --all)")
+    s.add_argument("--all", action="store_true",
+                   help="run every reproduction in worker processes (resumable) and write the verdict book")
     s.add_argument("--quick", action="store_true", help="smoke-size run (under a minute): a smoke test, not a finding")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1,
                    help="torch threads for the run (default 1: faster for these small models; 0 = torch's default)")
-    s.add_argument("--out", help="output folder; default runs/repro/<slug>")
+    s.add_argument("--out", help="output folder; default runs/repro/<slug>, with --all runs/repro-all[-quick]")
+    s.add_argument("--workers", type=int, default=1, help="with --all: reproductions run at a time (one thread each)")
+    s.add_argument("--rerun", action="store_true", help="with --all: run again those already finished in --out")
+    s.add_argument("--only", help="with --all: a comma-separated subset of slugs")
+    s.add_argument("--timeout", type=float, help="with --all: seconds after which a reproduction is stopped")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_repro)
+
+    s = sub.add_parser("report", help="write the verdict book (one HTML page) of a folder of reproduction runs")
+    s.add_argument("runs_dir", help="a folder with one sub-folder per reproduction, e.g. runs/repro-all")
+    s.add_argument("--out", help="the HTML file; default <runs_dir>/index.html")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("analyze", help="analysis tools on a trained model (drop: P17 module redundancy)")
     s.add_argument("tool", choices=["drop"], help="drop: importance of every attention/MLP/block, perplexity after drops")

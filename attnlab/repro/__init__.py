@@ -2,8 +2,9 @@
 
 ``REPROS`` maps a slug (from PAPERS.md) to the module implementing it; modules are imported
 only when run. A module holds its paper's claim, budgets, figure names, rule (``judge``) and
-``run``; everything they share (runner, rules, arms, vision studies, plots) is in
-:mod:`attnlab.repro.harness`. Add one line per reproduction.
+``run``; everything they share (runner, the protocol, intervals, rules, arms, vision studies, plots) is
+in :mod:`attnlab.repro.harness`; ``attnlab repro --all`` and the HTML verdict book are in
+:mod:`attnlab.repro.book`. Add one line per reproduction.
 """
 from attnlab.repro.harness import (
     DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS, ReproContext, ReproOutcome, ReproResult, load_result, run_repro,

@@ -4,39 +4,43 @@ Arms: ``activator`` (GLU + channel MLP), ``only_glu`` (the paper's variant
 without the second MLP), and ``attnlab.models.ViT`` with the parameter count of
 ``activator``. As in the official model, Activator mixes no tokens and has no
 position embedding, so it is a bag of patches; ``shapes`` labels need global
-context, which is where this should show.
+context, which is where this should show. Protocol (``attnlab.repro.harness.protocol``):
+each arm at its own LR from a sweep over 3e-4 / 1e-3 / 3e-3 at 100 of the 400 steps on the
+val split, then three seeds, test accuracy; images/s timed on every seed's models.
+``digits``, reported as context before issue 18, is no longer trained.
 
-Rule (on ``shapes``, mean over seeds): holds if both Activator variants are
-within 3 points of the ViT's accuracy and Activator trains at least as fast
-(images/s); does not hold if either variant trails by more than 3 points or it
-is slower; there is no inconclusive band beyond the 3 points the claim allows,
-except when no arm learned shapes (inconclusive).
+Rule (on ``shapes``, seed by seed, 95 % intervals; written before the run): inconclusive if
+all three arms learned nothing at any LR tried; does not hold if an Activator variant learned
+nothing while the ViT did; otherwise three parts, all needed: each variant's accuracy minus the
+ViT's (points) above -3 (the 3 points "competitive" allows), and Activator's images/s over the
+ViT's above 1. Holds if every interval clears its margin, does not hold if any interval lies on
+the wrong side, else inconclusive.
 """
 from __future__ import annotations
 
 from attnlab.repro.harness.arms import Arm
-from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, guard_learned
-from attnlab.repro.harness.vision import (
-    SHAPES_LEARNED, full_budget, image_model, matched_vit, quick_budget, train_vision_arms, vision_outcome,
-)
+from attnlab.repro.harness.protocol import AT_CHANCE
+from attnlab.repro.harness.rules import all_parts, chance_rule, clears
+from attnlab.repro.harness.vision import full_budget, image_model, matched_vit, quick_budget, train_vision_arms, \
+    vision_outcome
 
 PAPER = "P07"
 CLAIM = ("A GLU-based MLP in place of attention (Activator) is competitive with ViT and MLP baselines at lower "
          "compute, even without the second (channel) MLP.")
-TOLERANCE = 0.03
+TOLERANCE = 3.0  # points
 
 QUICK, FULL = quick_budget(), full_budget(400)
 
-ACTIVATOR, ONLY_GLU, VIT = "shapes/activator accuracy", "shapes/only_glu accuracy", "shapes/ViT accuracy"
+ACTIVATOR, ONLY_GLU = "shapes: activator - ViT (points)", "shapes: only_glu - ViT (points)"
 SPEED = "shapes: activator speed / ViT speed"
-FIGURES = (ACTIVATOR, ONLY_GLU, VIT, SPEED, SHAPES_LEARNED)
+FIGURES = (ACTIVATOR, ONLY_GLU, SPEED, AT_CHANCE)
 
 
 def judge(figures: dict) -> str:
-    """The rule of the module docstring, on the figures named in ``FIGURES`` (accuracies as fractions)."""
-    vit = figures[VIT]
-    ok = figures[ACTIVATOR] >= vit - TOLERANCE and figures[ONLY_GLU] >= vit - TOLERANCE and figures[SPEED] >= 1.0
-    return guard_learned(figures[SHAPES_LEARNED], HOLDS if ok else DOES_NOT_HOLD)
+    """The rule of the module docstring, on the figures named in ``FIGURES``."""
+    return chance_rule(figures[AT_CHANCE], ("activator", "only_glu", "ViT"), counts_against=("activator", "only_glu")) \
+        or all_parts(clears(figures[ACTIVATOR], -TOLERANCE), clears(figures[ONLY_GLU], -TOLERANCE),
+                     clears(figures[SPEED], 1.0))
 
 
 def _arms(dim: int, depth: int) -> list[Arm]:
@@ -49,14 +53,13 @@ def _arms(dim: int, depth: int) -> list[Arm]:
 
 
 def run(ctx):
-    """Train Activator, only-GLU and a matched ViT; record their accuracies and Activator's relative speed."""
-    budget = ctx.budget
-    table = train_vision_arms(_arms(32 if ctx.quick else 64, 2 if ctx.quick else 4), budget, progress=ctx.progress,
-                              seed_offset=ctx.seed)
-    act, glu, vit = (table.accuracy(a) for a in ("activator", "only_glu", "ViT"))
-    speed = table.speed_ratio("activator", "ViT")
-    summary = (f"On shapes Activator {100 * act:.1f}%, only-GLU {100 * glu:.1f}%, ViT (equal params) {100 * vit:.1f}%; "
-               f"Activator trains {speed:.2f}x the ViT's images/s (rule: both within 3 points and >= 1x). "
-               f"{budget.steps} steps x {budget.batch_size}, seeds {list(budget.seeds)}.")
-    return vision_outcome(ctx, {"": table}, {SPEED: speed}, summary, judge=judge,
-                          plots={"": ("activator.png", "Activator vs ViT")})
+    """Train Activator, only-GLU and a matched ViT; record their accuracy gaps and Activator's relative speed."""
+    table = train_vision_arms(_arms(32 if ctx.quick else 64, 2 if ctx.quick else 4), ctx.budget,
+                              progress=ctx.progress, seed_offset=ctx.seed)
+    figures = {ACTIVATOR: table.gap("activator", "ViT"), ONLY_GLU: table.gap("only_glu", "ViT"),
+               SPEED: table.speed_ratio("activator", "ViT")}
+    summary = (f"On shapes (test accuracy, each arm at its own LR, 95 % intervals over seeds): Activator - ViT "
+               f"{figures[ACTIVATOR].text(3)} points, only-GLU - ViT {figures[ONLY_GLU].text(3)}; Activator trains at "
+               f"{figures[SPEED].text(3)}x the ViT's images/s (rule: both gaps above -3 and the ratio above 1 hold). "
+               f"{ctx.budget.steps} steps x {ctx.budget.batch_size}.")
+    return vision_outcome(ctx, {"": table}, figures, summary, plots={"": ("activator.png", "Activator vs ViT")})

@@ -13,19 +13,27 @@ identically (same steps, batch, LR, seed) with these token mixers:
   cannot reach the key-value pairs; 8 in the quick run's half-length sequences);
 * ``softmax`` — softmax attention, the upper reference.
 
-Measured: the task metric (recall accuracy) on validation batches after training,
-and its curve over training (plot ``deltanet_recall.png``).
+Protocol (``attnlab.repro.harness.protocol``): each arm at its own LR from a sweep over
+1e-3 / 3e-3 / 1e-2 at 200 of the 800 steps on the val split, then three seeds (each its own
+initialisation and data). Measured: recall accuracy on test batches after training (means over
+seeds with 95 % t intervals), and its curve over training (seed 0; plot ``deltanet_recall.png``).
 
-Verdict rule: (A) DeltaNet beats linear attention by at least 0.10 accuracy, and
-(B) every hybrid closes the gap to softmax: acc(hybrid) >= acc(softmax) - 0.05, or its
-gap is at most half of DeltaNet's gap. Both -> holds; neither -> does not hold at
-this scale; one -> inconclusive.
+Verdict rule (written before the run): if every arm learned nothing at any LR tried (recall
+within 5 points of 1 / num_pairs, guessing among the context's values), inconclusive; if
+DeltaNet or a hybrid learned nothing while another arm did, does not hold. Otherwise two parts,
+seed by seed: (A) DeltaNet's accuracy minus linear attention's above 0.10; (B) for every hybrid,
+its shortfall = (softmax - hybrid) - max(0.05, half of (softmax - DeltaNet)) below 0 (it is within
+0.05 of softmax, or closes at least half of DeltaNet's gap to it). A part holds if its
+interval(s) clear the margin and does not hold if an interval lies on the wrong side; (A) and (B)
+both hold -> holds; both do not -> does not hold at this scale; anything else -> inconclusive.
 """
 from __future__ import annotations
 
-from attnlab.repro.harness.arms import mixer_arm, train_arms
+from attnlab.repro.harness.arms import mixer_arm
+from attnlab.repro.harness.intervals import t_interval
 from attnlab.repro.harness.plots import plot_curves
-from attnlab.repro.harness.rules import two_parts
+from attnlab.repro.harness.protocol import AT_CHANCE, Chance, Protocol, at_chance_figure, train_fair
+from attnlab.repro.harness.rules import all_parts, chance_rule, clears, unanimous
 from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P12"
@@ -35,63 +43,72 @@ CLAIM = (
     "close the remaining gap to (or beat) softmax Transformers."
 )
 
-QUICK = dict(steps=60, batch_size=32, eval_batches=2, dim=32, vocab_size=64, seq_len=32, num_pairs=4, window=8)
-FULL = dict(steps=800, batch_size=64, eval_batches=4, dim=64, vocab_size=128, seq_len=64, num_pairs=8, window=16)
+QUICK = dict(steps=30, batch_size=16, eval_batches=2, dim=32, vocab_size=64, seq_len=32, num_pairs=4, window=8,
+             protocol=Protocol(lrs=(3e-3, 1e-2), seeds=(0, 1), sweep_fraction=0.5))
+FULL = dict(steps=800, batch_size=64, eval_batches=4, dim=64, vocab_size=128, seq_len=64, num_pairs=8, window=16,
+            protocol=Protocol(lrs=(1e-3, 3e-3, 1e-2)))
 
-#: thresholds of the verdict rule
+#: margins of the verdict rule
 MARGIN_OVER_LINEAR = 0.10
 HYBRID_SLACK = 0.05
+CHANCE_MARGIN = 0.05
 
-ACCURACY = "recall accuracy: {}"  # per arm
-LINEAR, DELTANET, SOFTMAX = (ACCURACY.format(a) for a in ("linear_attention", "deltanet", "softmax"))
-HYBRIDS = {h: ACCURACY.format(h) for h in ("hybrid deltanet+softmax", "hybrid deltanet+sliding window")}
-FIGURES = (LINEAR, DELTANET, *HYBRIDS.values(), SOFTMAX)
-
-
-def rule_parts(figures: dict) -> tuple[bool, dict[str, bool]]:
-    """(A: DeltaNet beats linear attention by the margin, B per hybrid: it closes the gap to softmax)."""
-    lin, dn, sm = figures[LINEAR], figures[DELTANET], figures[SOFTMAX]
-    a_ok = dn >= lin + MARGIN_OVER_LINEAR
-    return a_ok, {h: figures[k] >= sm - HYBRID_SLACK or (sm - figures[k]) <= 0.5 * max(sm - dn, 0.0)
-                  for h, k in HYBRIDS.items()}
+ARMS = ("linear_attention", "deltanet", "hybrid deltanet+softmax", "hybrid deltanet+sliding window", "softmax")
+HYBRIDS = ARMS[2:4]
+OVER_LINEAR = "recall accuracy: deltanet - linear_attention"
+SHORTFALL = "hybrid shortfall beyond its allowance: {}"  # per hybrid
+FIGURES = (OVER_LINEAR, *(SHORTFALL.format(h) for h in HYBRIDS), AT_CHANCE)
 
 
 def judge(figures: dict) -> str:
-    """(A) and (B) both -> holds; neither -> does not hold; one -> inconclusive (module docstring)."""
-    a_ok, b_each = rule_parts(figures)
-    return two_parts(a_ok, all(b_each.values()))
+    """The rule of the module docstring, on the figures named in ``FIGURES``."""
+    return chance_rule(figures[AT_CHANCE], ARMS, counts_against=("deltanet", *HYBRIDS)) or unanimous(
+        clears(figures[OVER_LINEAR], MARGIN_OVER_LINEAR),
+        all_parts(*(clears(figures[SHORTFALL.format(h)], 0.0, above=False) for h in HYBRIDS)))
+
+
+def shortfall(hybrid: float, deltanet: float, softmax: float) -> float:
+    """How far a hybrid falls short of closing the gap to softmax: (softmax - hybrid) minus its allowance, the
+    larger of HYBRID_SLACK and half of DeltaNet's gap to softmax (<= 0: it closes the gap)."""
+    return (softmax - hybrid) - max(HYBRID_SLACK, 0.5 * max(softmax - deltanet, 0.0))
 
 
 def run(ctx):
-    """Train the five models on associative recall; record each one's final recall accuracy."""
+    """Train the five models on associative recall under the protocol; record the figures of (A) and (B)."""
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig
 
     b = ctx.budget
-    task = create_task("associative_recall", vocab_size=b["vocab_size"], seq_len=b["seq_len"],
-                       num_pairs=b["num_pairs"], seed=ctx.seed)
-    cfg = TrainConfig(steps=b["steps"], batch_size=b["batch_size"], lr=3e-3, warmup_steps=min(50, b["steps"] // 5),
-                      eval_every=max(b["steps"] // 8, 10), eval_batches=b["eval_batches"],
-                      log_every=max(b["steps"] // 10, 1), seed=ctx.seed)
+
+    def make_task(seed: int):
+        return create_task("associative_recall", vocab_size=b["vocab_size"], seq_len=b["seq_len"],
+                           num_pairs=b["num_pairs"], seed=seed)
+
+    template = TrainConfig(steps=b["steps"], batch_size=b["batch_size"], lr=3e-3, warmup_steps=min(50, b["steps"] // 5),
+                           eval_every=max(b["steps"] // 8, 10), eval_batches=b["eval_batches"],
+                           log_every=max(b["steps"] // 10, 1))
     model = dict(dim=b["dim"], depth=2, num_heads=4)
     arms = [mixer_arm("linear_attention", "linear_attention", **model), mixer_arm("deltanet", "deltanet", **model),
-            mixer_arm("hybrid deltanet+softmax", "deltanet,softmax", **model),
-            mixer_arm("hybrid deltanet+sliding window", "deltanet,sliding_window",
-                      {"sliding_window": {"window": b["window"]}}, **model),
+            mixer_arm(HYBRIDS[0], "deltanet,softmax", **model),
+            mixer_arm(HYBRIDS[1], "deltanet,sliding_window", {"sliding_window": {"window": b["window"]}}, **model),
             mixer_arm("softmax", "softmax", **model)]
-    res = train_arms(task, arms, cfg, seed=ctx.seed, progress=ctx.progress)
-    plot_curves(ctx, res.curves, "deltanet_recall.png", final=res.final, ylabel=f"validation {task.metric}",
+    fair = train_fair(arms, make_task, template, b["protocol"], seed=ctx.seed, progress=ctx.progress,
+                      name="associative_recall", chance=Chance(1 / b["num_pairs"], CHANCE_MARGIN))
+    acc = {a: fair.values(a) for a in ARMS}
+    figures = {OVER_LINEAR: fair.difference("deltanet", "linear_attention"), **at_chance_figure(fair),
+               **{SHORTFALL.format(h): t_interval([shortfall(*x) for x in zip(acc[h], acc["deltanet"], acc["softmax"])])
+                  for h in HYBRIDS}}
+    plot_curves(ctx, {a: fair.runs[a][0].curve for a in ARMS}, "deltanet_recall.png",
+                final={a: fair.runs[a][0].metric for a in ARMS}, ylabel="validation accuracy (seed 0)",
                 title="P12: associative recall, 2 layers")
-    figures = {ACCURACY.format(k): v for k, v in res.final.items()}
-    a_ok, b_each = rule_parts(figures)
-    measured = {"metric": task.metric, "final": {k: round(v, 4) for k, v in res.final.items()}, "curves": res.curves,
-                "params": res.params, "train_seconds": res.seconds, "train_cpu_seconds": res.cpu_seconds,
-                "steps": b["steps"], "A_deltanet_beats_linear": a_ok, "B_hybrid_closes_gap": b_each, **figures}
-    hybrids = ", ".join(f"{h.removeprefix('hybrid ')} {figures[k]:.3f}" for h, k in HYBRIDS.items())
+    measured = {**{f"recall accuracy: {a}": fair.interval(a) for a in ARMS}, **figures,
+                "lr": fair.lr, "steps": b["steps"]}
+    accs = ", ".join(f"{a} {fair.interval(a).text(3)}" for a in ARMS)
     summary = (
-        f"{task.metric} after {b['steps']} steps: linear attention {figures[LINEAR]:.3f}, DeltaNet "
-        f"{figures[DELTANET]:.3f}, hybrids {hybrids}, softmax {figures[SOFTMAX]:.3f}. (A) DeltaNet >= linear + "
-        f"{MARGIN_OVER_LINEAR}: {a_ok}; (B) every hybrid within {HYBRID_SLACK} of softmax or half of DeltaNet's gap: "
-        f"{all(b_each.values())}. 2 layers, d={b['dim']}: far below the paper's 1.3B scale."
+        f"Test recall accuracy after {b['steps']} steps, each arm at its own LR (95 % intervals over seeds "
+        f"{list(b['protocol'].seeds)}): {accs}. (A) DeltaNet - linear {figures[OVER_LINEAR].text(3)} (margin "
+        f"{MARGIN_OVER_LINEAR}); (B) hybrid shortfalls "
+        + ", ".join(f"{h.removeprefix('hybrid ')} {figures[SHORTFALL.format(h)].text(3)}" for h in HYBRIDS)
+        + f" (margin 0). 2 layers, d={b['dim']}: far below the paper's 1.3B scale."
     )
-    return ReproOutcome(measured, summary)
+    return ReproOutcome(measured, summary, {f"recall accuracy: {a}": acc[a] for a in ARMS}, protocol=[fair.record()])

@@ -7,26 +7,28 @@ cosine, weight decay 1e-4 independent of the LR), over a log-spaced LR grid, for
 
 - ``baseline``: softmax attention (mixer ``"softmax"``);
 - ``qk_layernorm``: LayerNorm over each head's d_h on queries and keys (``"softmax_qknorm"``);
-- ``baseline+z_loss``: baseline plus the output-logit z-loss 1e-4 * log^2 Z (full run only).
+(``baseline+z_loss`` and ``qk_layernorm+z_loss``, the output-logit z-loss 1e-4 * log^2 Z, are
+defined in CONFIGS; the z-loss arm was dropped from the full run in issue 18 to pay for the
+seeds: it was reported, never judged, and showed no effect because nothing diverged.)
 
-(``qk_layernorm+z_loss`` is defined in CONFIGS but left out of the default grid to
-keep the full run within 10 minutes on a shared 2-core machine.)
+The study is itself P02's LR sweep, so the protocol's per-arm LR choice does not apply: every
+configuration is measured at every LR of the grid. The protocol's seeds do: the sweep runs for
+seeds 0, 1, 2 (initialisation and data), and the figures the rule reads are means over seeds
+with 95 % t intervals.
 
-Measured per configuration and LR: the final validation loss, the max |attention
-logit| (``attnlab.analysis.max_attention_logit``) and the mean output log Z
-(``attnlab.analysis.output_log_z``) of the trained model; per configuration, P02's
-LR sensitivity (``attnlab.analysis.lr_sensitivity``, init loss as the cap).
+Measured per seed, configuration and LR: the final validation loss, the max |attention logit|
+(``attnlab.analysis.max_attention_logit``) and the mean output log Z
+(``attnlab.analysis.output_log_z``) of the trained model; per seed and configuration, P02's LR
+sensitivity (``attnlab.analysis.lr_sensitivity``, init loss as the cap).
 
-Verdict rule (on the qk-layernorm claim, the one this scale can test):
-  (i)  ``sens(qk_layernorm) < 0.7 * sens(baseline)``, and
-  (ii) ``max_logit(baseline, top LR) > 10 * max_logit(qk_layernorm, top LR)``.
-Both -> holds; neither -> does not hold at this scale; one -> inconclusive.
-The z-loss part is reported beside it (sensitivity and log Z with vs without
-z-loss) and not folded into the verdict: P02 finds output-logit divergence
-mainly without weight decay and at larger scale, and our research notes found
-no divergence at this size, so the summary says plainly whether any effect shows.
-Deviations from P02: character-level text instead of C4, 200 steps, one seed,
-SequenceModel's biases kept.
+Verdict rule (on the qk-layernorm claim, the one this scale can test; written before the run):
+  (i)  ``sens(qk_layernorm) / sens(baseline)`` below 0.7, and
+  (ii) ``log10(max_logit(baseline, top LR) / max_logit(qk_layernorm, top LR))`` above 1 (the
+       baseline's logits more than 10x larger; the log makes seeds' ratios comparable).
+A part holds if its interval lies on the claimed side of its margin and does not hold if it
+lies on the other side. Both hold -> holds; both do not -> does not hold at
+this scale; anything else -> inconclusive.
+Deviations from P02: character-level text instead of C4, 200 steps, SequenceModel's biases kept.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ import math
 import torch
 
 from attnlab.repro.harness.arms import Arm
+from attnlab.repro.harness.intervals import t_interval
 from attnlab.repro.harness.plots import plot_lines, pyplot
-from attnlab.repro.harness.rules import two_parts
+from attnlab.repro.harness.rules import clears, unanimous
 from attnlab.repro.harness.runner import ReproOutcome
 from attnlab.repro.harness.sweep import lr_sweep
 
@@ -52,9 +55,9 @@ SENS_RATIO_MAX = 0.7
 LOGIT_RATIO_MIN = 10.0
 
 FULL = dict(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1), steps=200, warmup=20, batch_size=32, seq_len=64, dim=128,
-            depth=2, heads=4, configs=("baseline", "qk_layernorm", "baseline+z_loss"))
-QUICK = dict(lrs=(3e-3, 3e-2, 3e-1), steps=80, warmup=8, batch_size=16, seq_len=32, dim=64, depth=2, heads=4,
-             configs=("baseline", "qk_layernorm"))
+            depth=2, heads=4, configs=("baseline", "qk_layernorm"), seeds=(0, 1, 2))
+QUICK = dict(lrs=(3e-3, 3e-2, 3e-1), steps=40, warmup=4, batch_size=16, seq_len=32, dim=64, depth=2, heads=4,
+             configs=("baseline", "qk_layernorm"), seeds=(0, 1))
 CONFIGS = {  # name -> (mixer, z-loss coefficient)
     "baseline": ("softmax", 0.0),
     "qk_layernorm": ("softmax_qknorm", 0.0),
@@ -64,13 +67,14 @@ CONFIGS = {  # name -> (mixer, z-loss coefficient)
 WEIGHT_DECAY = 1e-4  # P02, "independent" of the LR
 
 SENS_RATIO = "sensitivity_ratio_qkln_over_baseline"
-LOGIT_RATIO = "max_logit_ratio_baseline_over_qkln_at_top_lr"
+LOGIT_RATIO = "log10 max_logit_ratio_baseline_over_qkln_at_top_lr"
 FIGURES = (SENS_RATIO, LOGIT_RATIO)
 
 
 def judge(figures: dict) -> str:
-    """(i) and (ii) both -> holds; neither -> does not hold; one -> inconclusive (NaN fails its part)."""
-    return two_parts(figures[SENS_RATIO] < SENS_RATIO_MAX, figures[LOGIT_RATIO] > LOGIT_RATIO_MIN)
+    """(i) and (ii) both hold -> holds; both do not -> does not hold; otherwise inconclusive (NaN: undecided)."""
+    return unanimous(clears(figures[SENS_RATIO], SENS_RATIO_MAX, above=False),
+                     clears(figures[LOGIT_RATIO], math.log10(LOGIT_RATIO_MIN)))
 
 
 def make_task(seed: int, seq_len: int):
@@ -112,52 +116,79 @@ def _plot(ctx, lrs, results: dict, init_loss: float) -> None:
     ctx.save_plot(fig, "lr_sweep.png", dpi=110)
 
 
-def run(ctx):
-    """Sweep LR x {baseline, qk-layernorm} (x z-loss); record losses, logits, log Z and the sensitivity ratios."""
+def _one_seed(p: dict, seed: int, progress: bool) -> tuple[dict, float]:
+    """P02's sweep for one seed: per configuration, lists over the LRs (final loss, probes, diverged) and its LR
+    sensitivity; and the loss at initialisation."""
     from attnlab.analysis import lr_sensitivity, max_attention_logit, output_log_z
     from attnlab.train import TrainConfig, evaluate
 
-    p = ctx.budget
-    task = make_task(ctx.seed, p["seq_len"])
+    task = make_task(seed, p["seq_len"])
     probe = task.batch("val", 0, 16).inputs
     shape = (task.spec.vocab_size, p["seq_len"], p["dim"], p["depth"], p["heads"])
     arms = [Arm(n, lambda spec, mixer=CONFIGS[n][0]: make_model(mixer, *shape)) for n in p["configs"]]
     config = lambda name, lr: TrainConfig(  # noqa: E731
         steps=p["steps"], batch_size=p["batch_size"], lr=lr, warmup_steps=p["warmup"], weight_decay=WEIGHT_DECAY,
         wd_mode="independent", z_loss=CONFIGS[name][1], eval_every=0, eval_batches=4,
-        log_every=max(p["steps"] // 20, 1), seed=ctx.seed)
-    torch.manual_seed(ctx.seed)
+        log_every=max(p["steps"] // 20, 1), seed=seed)
+    torch.manual_seed(seed)
     init_loss = evaluate(make_model("softmax", *shape), task, batches=4, batch_size=p["batch_size"])["loss"]
-    results = lr_sweep(arms, task, p["lrs"], config, seed=ctx.seed, progress=ctx.progress,
+    results = lr_sweep(arms, task, p["lrs"], config, seed=seed, progress=progress,
                        probes={"max_attention_logit": lambda m: max_attention_logit(m, probe),
                                "log_z": lambda m: output_log_z(m, probe)})
     for r in results.values():
         r["lr_sensitivity"] = lr_sensitivity(dict(zip(p["lrs"], r["final_loss"])), init_loss)
-    base, qk, top = results["baseline"], results["qk_layernorm"], -1
-    m = {"lrs": list(p["lrs"]), "init_loss": init_loss, "steps": p["steps"],
+    return results, init_loss
+
+
+def _record(p: dict, runs: list[dict], init: list[float]) -> dict:
+    """The sweep as a protocol record (``FairArms.record()``'s layout): final val loss per LR (mean over seeds,
+    diverged runs at the initial loss), the best LR per configuration, the per-seed LR sensitivity."""
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    loss = {n: [mean([min(r[n]["final_loss"][j], i0) if math.isfinite(r[n]["final_loss"][j]) else i0
+                      for r, i0 in zip(runs, init)]) for j in range(len(p["lrs"]))] for n in p["configs"]}
+    return {"name": "char_lm", "hyper": "lr", "metric": "final val loss (mean over seeds)", "grid": list(p["lrs"]),
+            "sweep_fraction": 1.0, "steps": p["steps"], "sweep_steps": p["steps"], "seeds": list(p["seeds"]),
+            "split": {"sweep": "val", "verdict": "val (the LR sensitivity of the whole sweep)"}, "chance": None,
+            "sweep": {n: {"val_loss": v, "val_metric": v, "diverged": [any(r[n]["diverged"][j] for r in runs)
+                                                                      for j in range(len(p["lrs"]))]}
+                      for n, v in loss.items()},
+            "chosen": {n: p["lrs"][v.index(min(v))] for n, v in loss.items()},
+            "at_edge": [], "test": {n: [r[n]["lr_sensitivity"] for r in runs] for n in p["configs"]},
+            "at_chance": []}
+
+
+def run(ctx):
+    """Sweep LR x {baseline, qk-layernorm} for every seed; record losses, logits, log Z and the ratios' intervals."""
+    p = ctx.budget
+    runs, init = zip(*(_one_seed(p, ctx.seed + s, ctx.progress) for s in p["seeds"]))
+    top = -1
+    sens = {n: [r[n]["lr_sensitivity"] for r in runs] for n in p["configs"]}
+    ratios = [ratio(r["qk_layernorm"]["lr_sensitivity"], r["baseline"]["lr_sensitivity"]) for r in runs]
+    logits = [ratio(r["baseline"]["max_attention_logit"][top], r["qk_layernorm"]["max_attention_logit"][top])
+              for r in runs]
+    m = {SENS_RATIO: t_interval(ratios),
+         LOGIT_RATIO: t_interval([math.log10(x) if x > 0 else math.nan for x in logits]),
+         "lrs": list(p["lrs"]), "init_loss (per seed)": list(init), "steps": p["steps"],
          "model": f"pre-LN SequenceModel dim={p['dim']} depth={p['depth']} heads={p['heads']}, seq {p['seq_len']}, "
-                  f"batch {p['batch_size']}"}
-    for key in ("final_loss", "max_attention_logit", "log_z", "diverged", "lr_sensitivity"):
-        m |= {f"{key}[{n}]": r[key] for n, r in results.items()}
-    m[SENS_RATIO] = ratio(qk["lr_sensitivity"], base["lr_sensitivity"])
-    m[LOGIT_RATIO] = ratio(base["max_attention_logit"][top], qk["max_attention_logit"][top])
-    _plot(ctx, list(p["lrs"]), results, init_loss)
+                  f"batch {p['batch_size']}",
+         **{f"lr_sensitivity[{n}]": t_interval(v) for n, v in sens.items()},
+         "max_logit_ratio at the top LR (per seed)": logits}
+    for key in ("final_loss", "max_attention_logit", "log_z", "diverged"):
+        m |= {f"{key}[{n}] (seed {ctx.seed + p['seeds'][0]})": runs[0][n][key] for n in p["configs"]}
+    mean_results = {n: {k: [sum(r[n][k][j] for r in runs) / len(runs) for j in range(len(p["lrs"]))]
+                        for k in ("final_loss", "max_attention_logit", "log_z")} for n in p["configs"]}
+    _plot(ctx, list(p["lrs"]), mean_results, sum(init) / len(init))
     summary = (
         f"{len(p['configs'])} configurations x {len(p['lrs'])} peak LRs ({p['lrs'][0]:g}..{p['lrs'][top]:g}), "
-        f"{p['steps']} steps each on char_lm ({m['model']}). LR sensitivity: baseline {base['lr_sensitivity']:.3f}, "
-        f"qk-layernorm {qk['lr_sensitivity']:.3f} (ratio {m[SENS_RATIO]:.2f}; rule < {SENS_RATIO_MAX}). Max attention "
-        f"logit at LR {p['lrs'][top]:g}: baseline {base['max_attention_logit'][top]:.3g}, qk-layernorm "
-        f"{qk['max_attention_logit'][top]:.3g} (ratio {m[LOGIT_RATIO]:.3g}; rule > {LOGIT_RATIO_MIN:g})."
+        f"{p['steps']} steps each on char_lm ({m['model']}), seeds {list(p['seeds'])} (95 % t intervals). LR "
+        f"sensitivity: baseline {m['lr_sensitivity[baseline]'].text(3)}, qk-layernorm "
+        f"{m['lr_sensitivity[qk_layernorm]'].text(3)} (ratio {m[SENS_RATIO].text(3)}; rule below {SENS_RATIO_MAX}). "
+        f"Max attention logit at LR {p['lrs'][top]:g}, baseline over qk-layernorm: log10 ratio "
+        f"{m[LOGIT_RATIO].text(3)} "
+        f"(rule above {math.log10(LOGIT_RATIO_MIN):g}). Any baseline run diverged: "
+        f"{any(any(r['baseline']['diverged']) for r in runs)}."
     )
-    if "baseline+z_loss" in results:
-        bz = results["baseline+z_loss"]
-        m["sensitivity_ratio_zloss_over_baseline"] = zr = ratio(bz["lr_sensitivity"], base["lr_sensitivity"])
-        m["log_z_at_top_lr[baseline, baseline+z_loss]"] = [base["log_z"][top], bz["log_z"][top]]
-        summary += (
-            f" z-loss (1e-4): baseline+z-loss sensitivity {bz['lr_sensitivity']:.3f} (ratio {zr:.2f} to baseline: "
-            f"{'a lower' if zr < SENS_RATIO_MAX else 'no clearly lower'} sensitivity); output log Z at the top LR "
-            f"{base['log_z'][top]:.2f} without vs {bz['log_z'][top]:.2f} with z-loss. Output-logit divergence, which "
-            "the z-loss targets, " + ("did occur in the baseline" if any(base["diverged"]) else
-                                      "did not occur (no baseline run diverged)") + " at this scale."
-        )
-    return ReproOutcome(m, summary)
+    return ReproOutcome(m, summary, {"sensitivity ratio": ratios, "max-logit ratio": logits},
+                        protocol=[_record(p, list(runs), list(init))])

@@ -12,28 +12,37 @@ loaded into the same network with the attention replaced by
   ``attnlab.record_attention``);
 * ``linear_attention`` — plain kernel linear attention (elu + 1, normalised), the baseline.
 
-Every student is fine-tuned for the same number of steps (task loss, AdamW). Measured on
-fixed validation batches: bits per character (before and after fine-tuning) and, per
-layer, how close each student's attention is to the teacher's on the same input
-(:mod:`attnlab.analysis.attention_similarity`): KL(teacher || SEA's estimated attention,
-spread back over the keys) and KL(teacher || linear attention's map) -- also at the estimate's
-own resolution (``kl_binned``: both maps summed over SEA's t_m bins) --, top-k overlap (k = 8)
-of SEA's sparse attention and of linear attention's map with the teacher's top keys, and
-the teacher mass inside SEA's selected keys. Plot ``sea_similarity.png``.
+Every student is fine-tuned for the same number of steps (task loss, AdamW), under the protocol
+(``attnlab.repro.harness.protocol``): each student's fine-tuning LR from a sweep over 3e-4 /
+1e-3 / 3e-3 at 50 of the 200 steps on the val split, then three student seeds (each its own
+mixer initialisation, fine-tuning batches and test batches; the teacher is one model, trained
+once at LR 3e-3, as the paper converts one pretrained model). Measured on fixed test batches:
+bits per character (before and after fine-tuning) and, per layer, how close each student's
+attention is to the teacher's on the same input (:mod:`attnlab.analysis.attention_similarity`):
+KL(teacher || SEA's estimated attention, spread back over the keys) and KL(teacher || linear
+attention's map) -- also at the estimate's own resolution (``kl_binned``: both maps summed over
+SEA's t_m bins) --, top-k overlap (k = 8) of SEA's sparse attention and of linear attention's map
+with the teacher's top keys, and the teacher mass inside SEA's selected keys. Plot
+``sea_similarity.png``.
 
-Verdict rule, applied to SEA as the paper trains it (fine-tuned with the teacher's attention
-as a distillation target, arm ``sea+distill``): (A) SEA's estimate has lower KL to the teacher
-than linear attention's map AND SEA's sparse attention has higher top-k overlap; (B) after
-fine-tuning SEA's bpc gap to the teacher (student minus teacher, signed) is smaller than linear
-attention's. A and B -> holds; neither -> does not hold at this scale; one -> inconclusive. The
-same rule on the arm without distillation is reported beside it (``judged_without_distillation``).
-(The first version of this module judged the undistilled arm; it was changed after the first
-full run, because the paper never trains SEA without its teacher's attention: see
-docs/notes/sparse.md, which gives both.)
+Verdict rule, applied to SEA as the paper trains it (fine-tuned with the teacher's attention as a
+distillation target, arm ``sea+distill``), seed by seed with 95 % intervals, written before the
+run: (A) SEA's estimate has lower KL to the teacher than linear attention's map (KL difference
+below 0) AND SEA's sparse attention has higher top-k overlap (difference above 0); (B) after
+fine-tuning SEA's bpc is below linear attention's (difference below 0; both measured against the
+same teacher, so this is "its gap to the teacher is smaller"). A part holds if its interval(s)
+clear 0 and does not hold if one lies on the wrong side; A and B both hold -> holds; both do
+not -> does not hold at this scale; anything else -> inconclusive. If SEA+distill learned nothing
+(bpc within 0.5 of uniform) at any LR tried while linear attention did: does not hold; if both:
+inconclusive. The same rule on the arm without distillation is reported beside it
+(``judged_without_distillation``). (The first version of this module judged the undistilled arm;
+it was changed after the first full run, because the paper never trains SEA without its
+teacher's attention: see docs/notes/sparse.md, which gives both.)
 
-Measured (full run, seed 0): teacher 2.374 bpc; SEA+distillation 2.411, SEA 2.735, linear
-attention 2.809; KL(teacher || estimate) 0.501 (distilled) / 1.692 (not) vs linear 0.778;
-top-8 overlap 0.810 / 0.593 vs 0.559 -> holds with distillation, inconclusive without.
+Measured before issue 18 (full run, seed 0, one LR): teacher 2.374 bpc; SEA+distillation 2.411,
+SEA 2.735, linear attention 2.809; KL(teacher || estimate) 0.501 (distilled) / 1.692 (not) vs
+linear 0.778; top-8 overlap 0.810 / 0.593 vs 0.559 -> holds with distillation, inconclusive
+without.
 """
 from __future__ import annotations
 
@@ -41,12 +50,14 @@ import math
 
 import torch
 
-from attnlab.repro.harness.arms import mixer_arm, train_arms
+from attnlab.repro.harness.arms import Arm, mixer_arm, train_arms
 from attnlab.repro.harness.distill import (
     finetune, linear_attention_maps, similarity_to_teacher, student_from_teacher, token_mixers,
 )
+from attnlab.repro.harness.intervals import paired, t_interval
 from attnlab.repro.harness.plots import plot_bar_panels
-from attnlab.repro.harness.rules import two_parts
+from attnlab.repro.harness.protocol import AT_CHANCE, Chance, Protocol, Trial, at_chance_figure, fair_arms
+from attnlab.repro.harness.rules import all_parts, chance_rule, clears, unanimous
 from attnlab.repro.harness.runner import ReproOutcome
 
 PAPER = "P20"
@@ -57,34 +68,33 @@ CLAIM = (
 )
 
 QUICK = dict(seq_len=64, dim=32, teacher_steps=40, finetune_steps=8, batch=8, top_k=8, t_m=16, block=16,
-             eval_batches=2)
+             eval_batches=2, protocol=Protocol(lrs=(1e-3, 3e-3), seeds=(0, 1), sweep_fraction=0.5))
 FULL = dict(seq_len=256, dim=64, teacher_steps=1200, finetune_steps=200, batch=16, top_k=32, t_m=32, block=32,
-            eval_batches=4)
+            eval_batches=4, protocol=Protocol(lrs=(3e-4, 1e-3, 3e-3)))
 TOPK_OVERLAP_K = 8
 DISTILL_WEIGHT = 0.1
+CHANCE_MARGIN = 0.5  # bits
 STUDENTS = ("sea", "sea+distill", "linear_attention")
 
-KL = "KL(teacher || estimated attention): {}"  # per student
-OVERLAP = f"top-{TOPK_OVERLAP_K} overlap with the teacher: {{}}"  # per student
-TUNED_BPC = "fine-tuned bpc: {}"  # per student
-TEACHER_BPC = "teacher bpc"
-FIGURES = (*(f.format(a) for f in (KL, OVERLAP, TUNED_BPC) for a in ("sea+distill", "linear_attention")), TEACHER_BPC)
+KL_DIFF = "KL(teacher || estimated attention): {} - linear_attention"  # per SEA arm
+OVERLAP_DIFF = f"top-{TOPK_OVERLAP_K} overlap with the teacher: {{}} - linear_attention"  # per SEA arm
+BPC_DIFF = "fine-tuned bpc: {} - linear_attention"  # per SEA arm
+FIGURES = (*(f.format("sea+distill") for f in (KL_DIFF, OVERLAP_DIFF, BPC_DIFF)), AT_CHANCE)
 
 
-def rule_parts(figures: dict, arm: str = "sea+distill") -> tuple[bool, bool, bool]:
-    """(A by KL: the estimate is closer to the teacher than linear attention's map, A by top-k overlap,
-    B: the student's signed bpc gap to the teacher is smaller than linear attention's) for SEA arm ``arm``."""
-    f, lin, teacher = figures, "linear_attention", figures[TEACHER_BPC]
-    a_kl = f[KL.format(arm)] < f[KL.format(lin)]
-    a_overlap = f[OVERLAP.format(arm)] > f[OVERLAP.format(lin)]
-    # signed gaps: a student that ends below the teacher is not "further" from it
-    return a_kl, a_overlap, f[TUNED_BPC.format(arm)] - teacher < f[TUNED_BPC.format(lin)] - teacher
+def rule_parts(figures: dict, arm: str = "sea+distill") -> tuple[str, str]:
+    """(A: the estimate is closer to the teacher than linear attention's map, by KL and by top-k overlap; B: the
+    fine-tuned bpc is below linear attention's), each a verdict on its intervals, for SEA arm ``arm``."""
+    a = all_parts(clears(figures[KL_DIFF.format(arm)], 0.0, above=False),
+                  clears(figures[OVERLAP_DIFF.format(arm)], 0.0))
+    return a, clears(figures[BPC_DIFF.format(arm)], 0.0, above=False)
 
 
 def judge(figures: dict, arm: str = "sea+distill") -> str:
-    """A (both parts) and B -> holds; neither -> does not hold; one -> inconclusive (SEA as the paper trains it)."""
-    a_kl, a_overlap, b_ok = rule_parts(figures, arm)
-    return two_parts(a_kl and a_overlap, b_ok)
+    """The chance rule, then A and B -> holds; neither -> does not hold; otherwise inconclusive (SEA as the paper
+    trains it)."""
+    return chance_rule(figures[AT_CHANCE], (arm, "linear_attention"), counts_against=(arm,)) \
+        or unanimous(*rule_parts(figures, arm))
 
 
 def _sea_maps(model, b):
@@ -153,71 +163,97 @@ def _distillation(teacher, block):
     return add
 
 
+def _student_trial(teacher, task_of, b, model_kw: dict, sea_kw: dict, sims: dict):
+    """The protocol's ``trial`` for a student: the teacher's weights, the arm's attention, fine-tuned at ``lr``; on the
+    test split its attention is compared with the teacher's (stored in ``sims[(arm, seed)]``)."""
+    from attnlab.train import evaluate
+
+    def trial(arm: Arm, lr: float, seed: int, steps: int, split: str) -> Trial:
+        task, distill = task_of(seed), arm.name == "sea+distill"
+        mixer, kw = ("linear_attention", {}) if arm.name == "linear_attention" else ("sea", sea_kw)
+        model = student_from_teacher(teacher, task.spec, mixer, kw, seed=seed, **model_kw).eval()
+        zero_shot = evaluate(model, task, batches=b["eval_batches"], batch_size=b["batch"], split=split)["bpc"]
+        for mix in token_mixers(model).values():
+            mix.keep_estimate = distill  # SEA keeps its estimate, with autograd, for the distillation loss
+        finetune(model, task, steps=steps, batch_size=b["batch"], seed=seed, lr=lr,
+                 add_loss=_distillation(teacher, b["block"]) if distill else None)
+        for mix in token_mixers(model).values():
+            mix.keep_estimate, mix.last_estimate = False, None
+        ev = evaluate(model, task, batches=b["eval_batches"], batch_size=b["batch"], split=split)
+        if split == "test":
+            maps = (_linear_maps if mixer == "linear_attention" else _sea_maps)(model, b)
+            sims[(arm.name, seed)] = similarity_to_teacher(teacher, {arm.name: maps}, task, batches=b["eval_batches"],
+                                                           batch_size=b["batch"], metrics=_metrics(b),
+                                                           split="test")[arm.name]
+        return Trial(lr=lr, seed=seed, steps=steps, split=split, val_loss=float(ev["loss"]), metric=float(ev["bpc"]),
+                     measured={"zero-shot bpc": float(zero_shot)})
+
+    return trial
+
+
 def run(ctx):
-    """Teacher, three students, similarity and loss; see the module docstring."""
+    """Teacher, three students under the protocol, similarity and loss; see the module docstring."""
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig, evaluate
 
     b = ctx.budget
-    task = create_task("char_lm", seq_len=b["seq_len"], seed=ctx.seed)
+    task_of = lambda seed: create_task("char_lm", seq_len=b["seq_len"], seed=seed)  # noqa: E731
+    task = task_of(ctx.seed)
     steps, model_kw = b["teacher_steps"], dict(dim=b["dim"], depth=2, num_heads=4)
     tcfg = TrainConfig(steps=steps, batch_size=b["batch"], lr=3e-3, warmup_steps=max(1, steps // 10), eval_every=steps,
                        eval_batches=b["eval_batches"], log_every=max(1, steps // 10), seed=ctx.seed)
     teacher = train_arms(task, [mixer_arm("teacher", "softmax", **model_kw)], tcfg, seed=ctx.seed,
                          progress=ctx.progress).models["teacher"].eval()
-    bpc = lambda model: float(evaluate(model, task, batches=b["eval_batches"], batch_size=b["batch"])["bpc"])  # noqa
-    sea_kw = {"top_k": b["top_k"], "t_m": b["t_m"], "block": b["block"]}
-    students, zero_shot, tuned = {}, {}, {}
-    arms = (("sea", "sea", sea_kw), ("sea+distill", "sea", sea_kw), ("linear_attention", "linear_attention", {}))
-    for label, mixer, kw in arms:
-        model = students[label] = student_from_teacher(teacher, task.spec, mixer, kw, seed=ctx.seed, **model_kw).eval()
-        zero_shot[label] = bpc(model)
-        distill = label == "sea+distill"
-        for mix in token_mixers(model).values():
-            mix.keep_estimate = distill  # SEA keeps its estimate, with autograd, for the distillation loss
-        finetune(model, task, steps=b["finetune_steps"], batch_size=b["batch"], seed=ctx.seed,
-                 add_loss=_distillation(teacher, b["block"]) if distill else None)
-        for mix in token_mixers(model).values():
-            mix.keep_estimate, mix.last_estimate = False, None
-        tuned[label] = bpc(model)
-    sim = similarity_to_teacher(
-        teacher, {k: (_sea_maps if k.startswith("sea") else _linear_maps)(m, b) for k, m in students.items()}, task,
-        batches=b["eval_batches"], batch_size=b["batch"], metrics=_metrics(b))
-    figures = {TEACHER_BPC: bpc(teacher), **{KL.format(a): sim[a]["kl"] for a in STUDENTS},
-               **{OVERLAP.format(a): sim[a]["topk_overlap"] for a in STUDENTS},
-               **{TUNED_BPC.format(a): tuned[a] for a in STUDENTS}}
-    a_kl, a_overlap, b_ok = rule_parts(figures)
+    sims: dict = {}
+    trial = _student_trial(teacher, task_of, b, model_kw, {"top_k": b["top_k"], "t_m": b["t_m"], "block": b["block"]},
+                           sims)
+    fair = fair_arms([Arm(a, None) for a in STUDENTS], trial, b["protocol"], steps=b["finetune_steps"], name="char_lm",
+                     metric="bpc", seed=ctx.seed, progress=ctx.progress,
+                     chance=Chance(math.log2(task.spec.vocab_size), CHANCE_MARGIN, higher_is_better=False))
+    seeds = [ctx.seed + s for s in b["protocol"].seeds]
+    sim = {a: {k: [sims[(a, s)][k] for s in seeds] for k in sims[(a, seeds[0])]} for a in STUDENTS}
+    teacher_bpc = [float(evaluate(teacher, task_of(s), batches=b["eval_batches"], batch_size=b["batch"],
+                                  split="test")["bpc"]) for s in seeds]
+    figures = {**at_chance_figure(fair)}
+    for arm in ("sea+distill", "sea"):
+        figures[KL_DIFF.format(arm)] = paired(sim[arm]["kl"], sim["linear_attention"]["kl"])
+        figures[OVERLAP_DIFF.format(arm)] = paired(sim[arm]["topk_overlap"], sim["linear_attention"]["topk_overlap"])
+        figures[BPC_DIFF.format(arm)] = fair.difference(arm, "linear_attention")
     plain = rule_parts(figures, arm="sea")
+    tuned = {a: fair.interval(a) for a in STUDENTS}
+    zero = {a: t_interval(fair.values(a, "zero-shot bpc")) for a in STUDENTS}
+    mean_sim = {a: {k: t_interval(v) for k, v in d.items() if not any(map(math.isnan, v))} for a, d in sim.items()}
     measured = {
-        "teacher_bpc": round(figures[TEACHER_BPC], 4),
-        "bpc_zero_shot": {k: round(v, 4) for k, v in zero_shot.items()},
-        "bpc_finetuned": {k: round(v, 4) for k, v in tuned.items()},
-        "similarity_to_teacher": {k: {m: round(x, 4) for m, x in v.items() if not math.isnan(x)}
-                                  for k, v in sim.items()},
-        "A_estimate_closer_kl": a_kl, "A_sparse_topk_overlap_higher": a_overlap, "B_sea_bpc_closer_to_teacher": b_ok,
-        "judged_without_distillation": {"verdict": judge(figures, arm="sea"), "A_kl": plain[0],
-                                        "A_topk_overlap": plain[1], "B": plain[2]},
-        "settings": b, **figures,
+        **figures, "teacher bpc": t_interval(teacher_bpc), "lr": fair.lr,
+        **{f"fine-tuned bpc: {a}": iv for a, iv in tuned.items()},
+        **{f"zero-shot bpc: {a}": iv for a, iv in zero.items()},
+        **{f"{k}: {a}": iv for a, d in mean_sim.items() for k, iv in d.items()},
+        "judged_without_distillation": {"verdict": judge(figures, arm="sea"), "A": plain[0], "B": plain[1]},
+        "settings": b,
     }
-    plot_bar_panels(ctx, {"KL(teacher || estimated map), nats": {a: sim[a]["kl"] for a in STUDENTS},
-                          f"top-{TOPK_OVERLAP_K} overlap with teacher": {a: sim[a]["topk_overlap"] for a in STUDENTS},
-                          "val bpc, teacher weights, no tuning": zero_shot, "val bpc, fine-tuned": tuned},
+    kl, ov = ({a: mean_sim[a][k].mean for a in STUDENTS} for k in ("kl", "topk_overlap"))
+    plot_bar_panels(ctx, {"KL(teacher || estimated map), nats": kl, f"top-{TOPK_OVERLAP_K} overlap with teacher": ov,
+                          "test bpc, teacher weights, no tuning": {a: iv.mean for a, iv in zero.items()},
+                          "test bpc, fine-tuned": {a: iv.mean for a, iv in tuned.items()}},
                     "sea_similarity.png", ylabel="", colors=["C0", "C2", "C1"], panel_width=3.2,
-                    hline={"val bpc, teacher weights, no tuning": figures[TEACHER_BPC],
-                           "val bpc, fine-tuned": figures[TEACHER_BPC]}, hline_label="teacher",
-                    suptitle="P20 SEA: attention of students vs the softmax teacher")
-    s, d, lin = sim["sea"], sim["sea+distill"], sim["linear_attention"]
+                    hline={"test bpc, teacher weights, no tuning": measured["teacher bpc"].mean,
+                           "test bpc, fine-tuned": measured["teacher bpc"].mean}, hline_label="teacher",
+                    suptitle="P20 SEA: attention of students vs the softmax teacher (means over seeds)")
+    a_part, b_part = rule_parts(figures)
     summary = (
-        f"Teacher (softmax) {figures[TEACHER_BPC]:.3f} bpc. After {b['finetune_steps']} fine-tuning steps from the "
-        f"teacher's weights: SEA {tuned['sea']:.3f}, SEA+distillation {tuned['sea+distill']:.3f}, linear attention "
-        f"{tuned['linear_attention']:.3f} (zero-shot {zero_shot['sea']:.3f} / {zero_shot['linear_attention']:.3f}). "
-        f"KL(teacher || estimated attention): SEA+distillation {d['kl']:.3f}, SEA {s['kl']:.3f}, linear "
-        f"{lin['kl']:.3f} nats; top-{TOPK_OVERLAP_K} overlap {d['topk_overlap']:.3f} / {s['topk_overlap']:.3f} vs "
-        f"{lin['topk_overlap']:.3f}; SEA keeps {d['mass_recall']:.3f} / {s['mass_recall']:.3f} of the teacher's "
-        f"attention mass with {b['top_k']} of {b['seq_len']} keys. Judged on SEA+distillation (how the paper "
-        f"trains SEA): (A) {a_kl and a_overlap}, (B) {b_ok}; without distillation: "
-        f"{measured['judged_without_distillation']['verdict']} (A {plain[0] and plain[1]}, B {plain[2]}). Scale: "
-        f"2 layers, d={b['dim']}, char-level stdlib text, not OPT on WikiText-2; SEA's estimator is the Performer "
-        "estimate without the paper's learned decoder."
+        f"Teacher (softmax) {measured['teacher bpc'].text(4)} test bpc. After {b['finetune_steps']} fine-tuning steps "
+        f"from the teacher's weights, each student at its own LR ({fair.lr}), 95 % intervals over student seeds "
+        f"{list(b['protocol'].seeds)}: SEA {tuned['sea'].text(4)}, SEA+distillation {tuned['sea+distill'].text(4)}, "
+        f"linear attention {tuned['linear_attention'].text(4)} (zero-shot SEA {zero['sea'].mean:.3f} / linear "
+        f"{zero['linear_attention'].mean:.3f}). KL(teacher || estimated attention) minus linear's: SEA+distillation "
+        f"{figures[KL_DIFF.format('sea+distill')].text(3)}, SEA {figures[KL_DIFF.format('sea')].text(3)} nats; "
+        f"top-{TOPK_OVERLAP_K} overlap minus linear's {figures[OVERLAP_DIFF.format('sea+distill')].text(3)} / "
+        f"{figures[OVERLAP_DIFF.format('sea')].text(3)}; SEA keeps {mean_sim['sea+distill']['mass_recall'].mean:.3f} / "
+        f"{mean_sim['sea']['mass_recall'].mean:.3f} of the teacher's attention mass with {b['top_k']} of "
+        f"{b['seq_len']} keys. Judged on SEA+distillation (how the paper trains SEA): (A) {a_part}, (B) {b_part}; "
+        f"without distillation: {measured['judged_without_distillation']['verdict']} (A {plain[0]}, B {plain[1]}). "
+        f"Scale: 2 layers, d={b['dim']}, char-level stdlib text, not OPT on WikiText-2; SEA's estimator is the "
+        "Performer estimate without the paper's learned decoder."
     )
-    return ReproOutcome(measured, summary)
+    return ReproOutcome(measured, summary, {f"fine-tuned bpc: {a}": fair.values(a) for a in STUDENTS},
+                        protocol=[fair.record()])

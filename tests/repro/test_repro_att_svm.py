@@ -10,29 +10,33 @@ from attnlab.repro import att_svm as sv
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-def _f(w=0.995, kq=0.97, ran=True):
-    return {sv.CORR_W: w, sv.CORR_KQ: kq, sv.NUC_RUN: ran}
+NAN = (math.nan, math.nan)
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(w=sv.W_MIN), INCONCLUSIVE), (_f(kq=sv.KQ_MIN), INCONCLUSIVE),           # strict thresholds
-    (_f(w=sv.W_MIN + 1e-9, kq=sv.KQ_MIN + 1e-9), HOLDS),
-    (_f(w=0.9, kq=0.9), DOES_NOT_HOLD),
-    (_f(kq=math.nan, ran=False), INCONCLUSIVE),                                  # skipped, never passed
-    (_f(w=0.9, kq=math.nan, ran=False), DOES_NOT_HOLD),
-    (_f(kq=math.nan), INCONCLUSIVE),
+@pytest.mark.parametrize("w, kq, ran, verdict", [
+    ((0.992, 0.999), (0.96, 0.99), True, HOLDS),
+    ((sv.W_MIN, 0.999), (0.96, 0.99), True, INCONCLUSIVE),                      # touching the margin: undecided
+    ((0.992, 0.999), (sv.KQ_MIN, 0.99), True, INCONCLUSIVE),
+    ((sv.W_MIN + 1e-9, 1.0), (sv.KQ_MIN + 1e-9, 1.0), True, HOLDS),
+    ((0.95, 0.999), (0.96, 0.99), True, INCONCLUSIVE),                          # W interval contains 0.99
+    ((0.9, sv.W_MIN - 1e-9), (0.8, sv.KQ_MIN - 1e-9), True, DOES_NOT_HOLD),
+    ((0.9, 0.95), (0.96, 0.99), True, INCONCLUSIVE),                            # one part each way
+    ((0.992, 0.999), NAN, False, INCONCLUSIVE),                                  # skipped, never passed
+    ((0.9, 0.95), NAN, False, DOES_NOT_HOLD),
+    ((0.95, 0.999), NAN, False, INCONCLUSIVE),
+    ((0.992, 0.999), NAN, True, INCONCLUSIVE),                                   # a NaN interval is undecided
 ])
-def test_rule(figures, verdict):
-    assert sv.judge(figures) == verdict
+def test_rule(iv, w, kq, ran, verdict):
+    assert sv.judge({sv.CORR_W: iv(*w), sv.CORR_KQ: iv(*kq), sv.NUC_RUN: ran}) == verdict
 
 
 def test_quick_run(quick_run):
     result = quick_run("att_svm")
     m = result.measured
-    assert -1 <= m[sv.CORR_W] <= 1 and m["corr(W, Frobenius SVM), min over seeds"] <= m[sv.CORR_W]
+    assert -1 <= m[sv.CORR_W].mean <= 1 and m["corr(W, Frobenius SVM), min over seeds"] <= m[sv.CORR_W].mean
+    assert m[sv.CORR_W].values == pytest.approx(result.per_seed[sv.CORR_W])
     assert len(result.per_seed[sv.CORR_W]) == sv.QUICK["seeds"]
     if m[sv.NUC_RUN]:
-        assert -1 <= m[sv.CORR_KQ] <= 1
+        assert -1 <= m[sv.CORR_KQ].mean <= 1
     else:
-        assert math.isnan(m[sv.CORR_KQ]) and "skipped" in result.summary
+        assert math.isnan(m[sv.CORR_KQ].mean) and "skipped" in result.summary

@@ -9,30 +9,41 @@ from attnlab.repro import attention_drop as ad
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-def _f(attn=0.1, random=0.5, mlp=2.0, rank=-0.8, base=2.0):
-    return {ad.ATTN: attn, ad.RANDOM: random, ad.MLP: mlp, ad.RANK: rank, ad.BASE_LOSS: base}
+from attnlab.repro.harness.protocol import AT_CHANCE
+
+GOOD = dict(below_random=(0.1, 0.5), below_mlp=(0.5, 1.5), rank=(-0.9, -0.6), at_chance=())
+NAN = (math.nan, math.nan)
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(rank=ad.RANK_MAX), HOLDS), (_f(rank=ad.RANK_MAX + 1e-9), INCONCLUSIVE),      # the rank edge
-    (_f(attn=0.5), INCONCLUSIVE), (_f(random=2.0), INCONCLUSIVE),                     # ties break the ordering
-    (_f(attn=0.6), INCONCLUSIVE), (_f(mlp=0.4), INCONCLUSIVE),                         # either inequality fails
-    (_f(attn=0.6, rank=0.3), DOES_NOT_HOLD),
-    (_f(base=ad.LEARNED_NATS), INCONCLUSIVE), (_f(base=ad.LEARNED_NATS - 1e-9), HOLDS),  # the guard
-    (_f(attn=0.6, rank=0.3, base=3.5), INCONCLUSIVE),
-    (_f(rank=math.nan), INCONCLUSIVE), (_f(attn=math.nan, rank=math.nan), DOES_NOT_HOLD),
+def _f(iv, **kw):
+    v = GOOD | kw
+    return {ad.BELOW_RANDOM: iv(*v["below_random"]), ad.BELOW_MLP: iv(*v["below_mlp"]), ad.RANK: iv(*v["rank"]),
+            AT_CHANCE: list(v["at_chance"])}
+
+
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    (dict(rank=(-0.9, ad.RANK_MAX)), INCONCLUSIVE), (dict(rank=(-0.9, ad.RANK_MAX - 1e-9)), HOLDS),  # the rank edge
+    (dict(below_random=(0.0, 0.5)), INCONCLUSIVE), (dict(below_mlp=(1e-9, 0.5)), HOLDS),             # the order edges
+    (dict(below_random=(-0.2, 0.5)), INCONCLUSIVE),                                                   # contains 0
+    (dict(below_random=(-0.5, -0.1)), INCONCLUSIVE),                                                  # one part each way
+    (dict(below_mlp=(-0.5, -1e-9), rank=(ad.RANK_MAX + 1e-9, 0.3)), DOES_NOT_HOLD),
+    (dict(below_random=(-0.5, -0.1), rank=(-0.2, 0.3)), DOES_NOT_HOLD),
+    (dict(at_chance=("lm",)), INCONCLUSIVE),                                                          # the LM learned nothing
+    (dict(below_random=(-0.5, -0.1), rank=(-0.2, 0.3), at_chance=("lm",)), INCONCLUSIVE),
+    (dict(rank=NAN), INCONCLUSIVE), (dict(below_random=NAN, rank=(-0.2, 0.3)), INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert ad.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert ad.judge(_f(iv, **kw)) == verdict
 
 
 def test_quick_run(quick_run):
-    m = quick_run("attention_drop").measured
+    r = quick_run("attention_drop")
+    m, seeds = r.measured, len(ad.QUICK["protocol"].seeds)
     depth, n = ad.QUICK["depth"], m["modules dropped (L/4 of each kind)"]
-    assert n == 1 and len(m["importance of attention modules (1 - cos)"]) == depth
-    assert all(0 < v < 2 for v in m["importance of blocks (1 - cos)"])
-    assert len(m["single-drop loss increase, MLP (nats)"]) == depth and -1 <= m[ad.RANK] <= 1
-    lo, hi = m["dPPL attention at random, min / max over draws"]
-    assert lo <= m[ad.RANDOM] <= hi
-    assert m["perplexity of the full model (per char)"] == pytest.approx(math.exp(m[ad.BASE_LOSS]))
+    assert n == 1 and len(m["seed 0: importance of attention modules (1 - cos)"]) == depth
+    assert all(0 < v < 2 for v in m["seed 0: importance of blocks (1 - cos)"])
+    assert len(m["seed 0: single-drop loss increase, MLP (nats)"]) == depth and -1 <= m[ad.RANK].mean <= 1
+    assert m[ad.BELOW_RANDOM].values == pytest.approx([x - y for x, y in zip(r.per_seed[ad.RANDOM], r.per_seed[ad.ATTN])])
+    assert m[ad.RANK].n == seeds and m["LR chosen for the LM"] in ad.QUICK["protocol"].lrs
+    assert r.protocol[0]["chosen"] == {"lm": m["LR chosen for the LM"]}

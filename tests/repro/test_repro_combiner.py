@@ -1,33 +1,41 @@
-"""Repro combiner (P03): the rule on hand-written figures (each outcome, every edge); the quick run's budget."""
+"""Repro combiner (P03): the rule on hand-written intervals (each outcome, every edge); the quick run's budget."""
 from __future__ import annotations
 
 import pytest
 
 from attnlab.repro import combiner as cb
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 M = cb.MARGIN
+AHEAD, CLOSE, FAR = (0.1, 0.3), (0.05, 0.2), (-0.2, 0.0)
 
 
-def _f(full=2.0, local=2.2, fixed=2.05, axial=2.1):
-    return {cb.FULL_ATTENTION: full, cb.LOCAL: local, cb.FIXED: fixed, cb.AXIAL: axial}
+def _f(iv, full_ahead=AHEAD, fixed=CLOSE, axial=CLOSE, at_chance=()):
+    return {cb.FULL_AHEAD: iv(*full_ahead), cb.CLOSER.format("combiner_fixed"): iv(*fixed),
+            cb.CLOSER.format("combiner_axial"): iv(*axial), AT_CHANCE: list(at_chance)}
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(axial=2.195), INCONCLUSIVE),                    # one variant not closer by the margin
-    (_f(fixed=2.3, axial=2.2), DOES_NOT_HOLD),
-    (_f(fixed=1.9, axial=1.95), HOLDS),                 # signed gaps: beating full attention counts as reaching it
-    (_f(local=1.9, fixed=1.8, axial=1.8), INCONCLUSIVE),  # full attention not ahead of local: nothing to reach
-    (_f(local=2.0 + M * (1 - 1e-6), fixed=1.0, axial=1.0), INCONCLUSIVE),  # ... by less than the margin
-    (_f(local=2.0 + M * (1 + 1e-6), fixed=1.0, axial=1.0), HOLDS),
-    (_f(fixed=2.2 - M * (1 - 1e-6), axial=2.2 - M * (1 - 1e-6)), DOES_NOT_HOLD),  # closer, by less than the margin
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    ({"axial": (0.0, 0.2)}, INCONCLUSIVE),                    # one variant's interval contains the margin
+    ({"axial": FAR}, INCONCLUSIVE),                           # one variant closer, the other not
+    ({"fixed": FAR, "axial": FAR}, DOES_NOT_HOLD),            # neither closer than local by the margin
+    ({"fixed": (M + 1e-6, 0.2), "axial": (M + 1e-6, 0.2)}, HOLDS), ({"fixed": (M, 0.2)}, INCONCLUSIVE),
+    ({"fixed": (-0.1, M - 1e-6), "axial": (-0.1, M - 1e-6)}, DOES_NOT_HOLD),
+    ({"full_ahead": (-0.3, -0.1)}, INCONCLUSIVE),             # local beats full attention: nothing to reach
+    ({"full_ahead": (M, 0.3)}, INCONCLUSIVE),                 # ... or is not clearly behind it
+    ({"full_ahead": (M + 1e-6, 0.3)}, HOLDS),
+    ({"at_chance": ["combiner_fixed"]}, DOES_NOT_HOLD), ({"at_chance": cb.ARMS}, INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert cb.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert cb.judge(_f(iv, **kw)) == verdict
 
 
 def test_quick_run_gives_local_and_combiner_the_same_budget(quick_run):
-    m = quick_run("combiner").measured
+    r = quick_run("combiner")
+    m = r.measured
     assert m["logits_per_token"]["combiner_fixed"] == m["logits_per_token"]["local"] == 16
-    assert all(0.0 < m[k] < 8.0 for k in cb.FIGURES) and m["local_implementation"] == "sliding_window"
+    assert all(0.0 < m[f"test bpc: {a}"].mean < 8.0 for a in cb.ARMS) and m["local_implementation"] == "sliding_window"
+    assert m[cb.FULL_AHEAD].values == pytest.approx(
+        [x - y for x, y in zip(r.per_seed["test bpc: local"], r.per_seed["test bpc: full attention"])])

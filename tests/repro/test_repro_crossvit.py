@@ -7,9 +7,9 @@ import pytest
 from attnlab.repro import crossvit
 
 
-def test_quick_run_judges_crossvit_against_the_better_vit(quick_run):
-    m = quick_run("crossvit").measured
-    best = max(m["shapes/ViT-p4 accuracy"], m["shapes/ViT-p8 accuracy"])
-    assert m[crossvit.MARGIN] == pytest.approx(100 * (m["shapes/crossvit accuracy"] - best))
+def test_quick_run_judges_crossvit_against_the_better_vit(quick_run, seed_gaps):
+    r = quick_run("crossvit")
+    best = seed_gaps.best(r, ("ViT-p4", "ViT-p8"))
+    assert r.measured[crossvit.MARGIN].values == pytest.approx(seed_gaps(r, "crossvit", best))
     for vit in ("ViT-p4", "ViT-p8"):  # matched to CrossViT's parameters
-        assert abs(m[f"shapes/{vit} params"] / m["shapes/crossvit params"] - 1) < 0.15
+        assert abs(r.measured[f"shapes/{vit} params"] / r.measured["shapes/crossvit params"] - 1) < 0.15

@@ -1,40 +1,54 @@
-"""Repro deltanet (P12): the rule on hand-written figures (each outcome, every edge); the hybrids are causal."""
+"""Repro deltanet (P12): the rule on hand-written intervals (each outcome, every edge); the hybrids are causal."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from attnlab.repro import deltanet as dn
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
-SWA, SM = dn.HYBRIDS["hybrid deltanet+sliding window"], dn.HYBRIDS["hybrid deltanet+softmax"]
+SM, SWA = (dn.SHORTFALL.format(h) for h in dn.HYBRIDS)
+A_OK, B_OK = (0.5, 0.8), (-0.1, -0.01)
 
 
-def _f(lin=0.2, delta=0.9, h_sm=0.98, h_swa=0.98, softmax=1.0):
-    return {dn.LINEAR: lin, dn.DELTANET: delta, SM: h_sm, SWA: h_swa, dn.SOFTMAX: softmax}
+def _f(iv, a=A_OK, sm=B_OK, swa=B_OK, at_chance=()):
+    return {dn.OVER_LINEAR: iv(*a), SM: iv(*sm), SWA: iv(*swa), AT_CHANCE: list(at_chance)}
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(lin=0.25, delta=0.25 + dn.MARGIN_OVER_LINEAR), HOLDS),                  # (A) at its edge
-    (_f(lin=0.25, delta=0.25 + dn.MARGIN_OVER_LINEAR - 1e-9), INCONCLUSIVE),   # (A) fails, (B) holds
-    (_f(h_swa=0.5), INCONCLUSIVE),                                             # (A) holds, one hybrid fails (B)
-    (_f(lin=0.85, h_sm=0.5, h_swa=0.5), DOES_NOT_HOLD),                        # neither
-    # (B) per hybrid: within the slack of softmax, or at most half of DeltaNet's gap to it
-    (_f(h_sm=1.0 - dn.HYBRID_SLACK, h_swa=1.0 - dn.HYBRID_SLACK), HOLDS),
-    (_f(delta=0.6, h_sm=0.8, h_swa=0.8), HOLDS), (_f(delta=0.6, h_sm=0.79, h_swa=0.8), INCONCLUSIVE),
-    (_f(delta=1.0, softmax=0.9, h_sm=0.84, h_swa=0.9), INCONCLUSIVE),          # DeltaNet beats softmax: slack only
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    ({"a": (dn.MARGIN_OVER_LINEAR + 1e-9, 0.5)}, HOLDS), ({"a": (dn.MARGIN_OVER_LINEAR, 0.5)}, INCONCLUSIVE),  # (A)
+    ({"a": (0.0, dn.MARGIN_OVER_LINEAR - 1e-9)}, INCONCLUSIVE),             # (A) does not hold, (B) does
+    ({"swa": (0.01, 0.2)}, INCONCLUSIVE),                                   # (A) holds, one hybrid falls short
+    ({"swa": (-0.1, 0.0)}, INCONCLUSIVE),                                   # a shortfall touching 0 is undecided
+    ({"a": (-0.1, 0.05), "sm": (0.1, 0.3), "swa": (0.1, 0.3)}, DOES_NOT_HOLD),  # neither part
+    ({"a": (-0.1, 0.05), "sm": (0.1, 0.3)}, DOES_NOT_HOLD),                 # (B) fails on one hybrid: it fails
+    ({"at_chance": ["linear_attention"]}, HOLDS),                           # the baseline at chance: intervals decide
+    ({"at_chance": ["deltanet"]}, DOES_NOT_HOLD), ({"at_chance": [dn.HYBRIDS[1]]}, DOES_NOT_HOLD),
+    ({"at_chance": dn.ARMS}, INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert dn.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert dn.judge(_f(iv, **kw)) == verdict
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("hybrid, delta, softmax, want", [
+    (0.96, 0.9, 1.0, -0.01),     # within the 0.05 slack of softmax
+    (0.8, 0.6, 1.0, 0.0),        # exactly half of DeltaNet's 0.4 gap
+    (0.79, 0.6, 1.0, 0.01),      # a little short of it
+    (0.84, 1.0, 0.9, 0.01),      # DeltaNet beats softmax: only the slack is allowed
+])
+def test_shortfall_by_hand(hybrid, delta, softmax, want):
+    assert dn.shortfall(hybrid, delta, softmax) == pytest.approx(want)
+
+
 def test_quick_run_records_every_arm(quick_run):
-    m = quick_run("deltanet").measured
-    assert set(m["final"]) == {"linear_attention", "deltanet", "softmax", *dn.HYBRIDS}
-    assert all(len(c) >= 2 for c in m["curves"].values())
-    assert m[dn.DELTANET] == pytest.approx(m["final"]["deltanet"], abs=1e-4)
+    r = quick_run("deltanet")
+    m, per = r.measured, r.per_seed
+    assert {f"recall accuracy: {a}" for a in dn.ARMS} <= set(m) and set(r.protocol[0]["chosen"]) == set(dn.ARMS)
+    want = [dn.shortfall(h, d, s) for h, d, s in zip(per[f"recall accuracy: {dn.HYBRIDS[0]}"],
+                                                     per["recall accuracy: deltanet"], per["recall accuracy: softmax"])]
+    assert m[SM].values == pytest.approx(want)
 
 
 def _check_causal(model, vocab):

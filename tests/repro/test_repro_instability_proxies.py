@@ -1,5 +1,5 @@
-"""Repro instability_proxies (P02): the rule on hand-written figures; the sweep on stand-ins (a diverging LR
-included) and the real quick mode, each checked against P02's definitions."""
+"""Repro instability_proxies (P02): the rule on hand-written intervals; the sweep on stand-ins (a diverging LR
+included) and the real quick mode, each checked against P02's definitions, seed by seed."""
 from __future__ import annotations
 
 import math
@@ -18,13 +18,15 @@ from attnlab.tasks.base import Batch, Task, TaskSpec
 
 
 @pytest.mark.parametrize("sens, logit, verdict", [
-    (0.5, 100.0, HOLDS), (0.9, 2.0, DOES_NOT_HOLD), (0.5, 2.0, INCONCLUSIVE), (0.9, 100.0, INCONCLUSIVE),
-    (0.7, 10.0, DOES_NOT_HOLD), (0.69, 10.01, HOLDS),     # both thresholds are strict
-    (0.7, 100.0, INCONCLUSIVE), (0.5, 10.0, INCONCLUSIVE),
-    (math.nan, math.nan, DOES_NOT_HOLD), (0.5, math.inf, HOLDS),
+    ((0.4, 0.6), (2.0, 4.0), HOLDS), ((0.8, 1.2), (-0.5, 0.5), DOES_NOT_HOLD),
+    ((0.4, 0.6), (-0.5, 0.5), INCONCLUSIVE), ((0.8, 1.2), (2.0, 4.0), INCONCLUSIVE),   # one part of two
+    ((0.4, 0.7), (2.0, 4.0), INCONCLUSIVE), ((0.4, 0.6999), (1.0001, 4.0), HOLDS),    # both margins are strict
+    ((0.7, 0.9), (-1.0, 1.0), INCONCLUSIVE), ((0.7001, 0.9), (-1.0, 0.9999), DOES_NOT_HOLD),
+    ((0.3, 1.1), (2.0, 4.0), INCONCLUSIVE),                                           # an interval on the margin
+    ((math.nan, math.nan), (math.nan, math.nan), INCONCLUSIVE),
 ])
-def test_rule(sens, logit, verdict):
-    assert ip.judge({ip.SENS_RATIO: sens, ip.LOGIT_RATIO: logit}) == verdict
+def test_rule(iv, sens, logit, verdict):
+    assert ip.judge({ip.SENS_RATIO: iv(*sens), ip.LOGIT_RATIO: iv(*logit)}) == verdict
 
 
 def test_ratio():
@@ -33,21 +35,25 @@ def test_ratio():
 
 
 def _check_outcome(result, lrs, configs):
-    m = result.measured
-    assert m["lrs"] == list(lrs)
+    m, seeds = result.measured, result.budget["seeds"]
+    assert m["lrs"] == list(lrs) and len(m["init_loss (per seed)"]) == len(seeds)
+    first = f"(seed {seeds[0]})"
     for name in configs:
         keys = ("final_loss", "max_attention_logit", "log_z", "diverged")
-        losses, logits, lz, div = (m[f"{k}[{name}]"] for k in keys)
+        losses, logits, lz, div = (m[f"{k}[{name}] {first}"] for k in keys)
         assert len(losses) == len(logits) == len(lz) == len(div) == len(lrs)
         assert all(math.isfinite(x) or d for x, d in zip(losses, div))  # NaN only for a diverged run
         assert all(math.isfinite(x) and x > 0 for x in logits) and all(math.isfinite(x) for x in lz)
         # the sensitivity is recomputed from the reported losses by P02's definition
-        assert m[f"lr_sensitivity[{name}]"] == pytest.approx(lr_sensitivity(dict(zip(lrs, losses)), m["init_loss"]))
-    assert m[ip.SENS_RATIO] == pytest.approx(m["lr_sensitivity[qk_layernorm]"] / m["lr_sensitivity[baseline]"])
-    assert m[ip.LOGIT_RATIO] == pytest.approx(
-        m["max_attention_logit[baseline]"][-1] / m["max_attention_logit[qk_layernorm]"][-1])
+        want = lr_sensitivity(dict(zip(lrs, losses)), m["init_loss (per seed)"][0])
+        assert m[f"lr_sensitivity[{name}]"].values[0] == pytest.approx(want)
+    sens = {n: m[f"lr_sensitivity[{n}]"].values for n in configs}
+    assert m[ip.SENS_RATIO].values == pytest.approx([q / b for q, b in zip(sens["qk_layernorm"], sens["baseline"])])
+    assert m[ip.LOGIT_RATIO].values[0] == pytest.approx(math.log10(
+        m[f"max_attention_logit[baseline] {first}"][-1] / m[f"max_attention_logit[qk_layernorm] {first}"][-1]))
     # qk-layernorm bounds the logit by sqrt(d_h) per head (unit LayerNorm gain at init, trained gains grow slowly)
-    assert max(m["max_attention_logit[qk_layernorm]"]) < max(m["max_attention_logit[baseline]"])
+    assert max(m[f"max_attention_logit[qk_layernorm] {first}"]) < max(m[f"max_attention_logit[baseline] {first}"])
+    assert result.protocol[0]["test"]["baseline"] == pytest.approx(sens["baseline"])
 
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -99,6 +105,5 @@ def test_pipeline_on_stand_ins_with_a_diverging_lr(tmp_path, monkeypatch):
     assert (tmp_path / "lr_sweep.png").exists() and result.verdict == ip.judge(result.figures)
 
 
-@pytest.mark.slow
 def test_quick_mode(quick_run):
     _check_outcome(quick_run("instability_proxies"), ip.QUICK["lrs"], ip.QUICK["configs"])

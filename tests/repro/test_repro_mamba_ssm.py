@@ -1,24 +1,29 @@
-"""Repro mamba_ssm (P23): the rule on hand-written figures (each outcome, every edge); the task's construction."""
+"""Repro mamba_ssm (P23): the rule on hand-written intervals (each outcome, every edge); the task's construction."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from attnlab.repro import mamba_ssm as ms
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from attnlab.tasks import create
 
 
-@pytest.mark.parametrize("sel, s4d, hyena, verdict", [
-    (1.0, 0.3, 0.2, HOLDS),
-    (0.9, 0.5, 0.7, HOLDS),                                    # at both edges (the best other is Hyena)
-    (ms.SOLVED - 1e-9, 0.1, 0.1, INCONCLUSIVE),                # not solved, but well ahead
-    (1.0, 0.85, 0.1, INCONCLUSIVE),                            # solved, ahead by less than the margin
-    (0.95, 0.1, 0.90, DOES_NOT_HOLD), (0.5, 0.5, 0.1, DOES_NOT_HOLD), (0.2, 0.9, 0.1, DOES_NOT_HOLD),
-    (0.96, 0.1, 0.90, INCONCLUSIVE),                           # just past the no-gap edge
+@pytest.mark.parametrize("sel, over, at_chance, verdict", [
+    ((0.95, 1.0), (0.3, 0.8), [], HOLDS),
+    ((0.9001, 1.0), (0.2001, 0.3), [], HOLDS),                   # both intervals just clear their margins
+    ((0.9, 1.0), (0.3, 0.8), [], INCONCLUSIVE),                  # solved? the interval touches 0.90
+    ((0.95, 1.0), (0.2, 0.3), [], INCONCLUSIVE),                 # ahead? the interval touches 0.20
+    ((0.95, 1.0), (-0.1, 0.1999), [], DOES_NOT_HOLD),            # an LTI model is about as good
+    ((0.5, 0.8999), (0.3, 0.8), [], DOES_NOT_HOLD),              # not solved
+    ((0.8, 1.0), (0.1, 0.5), [], INCONCLUSIVE),
+    ((0.1, 0.15), (-0.8, -0.7), [ms.MAMBA_ARM], DOES_NOT_HOLD),  # Mamba learned nothing an LTI model learned
+    ((0.1, 0.15), (0.0, 0.01), list(ms.MODELS), INCONCLUSIVE),   # nothing learned anything
+    ((0.95, 1.0), (0.3, 0.8), [ms.LTI_ARMS[0]], HOLDS),          # an LTI model at chance: the intervals decide
 ])
-def test_rule(sel, s4d, hyena, verdict):
-    assert ms.judge({ms.MAMBA: sel, ms.S4D: s4d, ms.HYENA: hyena}) == verdict
+def test_rule(iv, sel, over, at_chance, verdict):
+    assert ms.judge({ms.MAMBA: iv(*sel), ms.OVER_LTI: iv(*over), AT_CHANCE: at_chance}) == verdict
 
 
 def test_selective_copying_batches():
@@ -38,5 +43,10 @@ def test_selective_copying_batches():
 
 
 def test_quick_run_records_every_arm(quick_run):
-    m = quick_run("mamba_ssm").measured
-    assert set(m["final"]) == set(ms.MODELS) and all(0.0 <= m[k] <= 1.0 for k in ms.FIGURES)
+    r = quick_run("mamba_ssm")
+    m = r.measured
+    assert all(0.0 <= m[f"copy accuracy: {a}"].mean <= 1.0 for a in ms.MODELS)
+    best = m["best LTI"]
+    assert m[ms.OVER_LTI].values == pytest.approx([x - y for x, y in zip(r.per_seed[f"copy accuracy: {ms.MAMBA_ARM}"],
+                                                                          r.per_seed[f"copy accuracy: {best}"])])
+    assert set(r.protocol[0]["chosen"]) == set(ms.MODELS)

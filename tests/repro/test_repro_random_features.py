@@ -1,4 +1,4 @@
-"""Repro random_features (P01): the rule on hand-written figures (each outcome, every edge); data and ridge fit."""
+"""Repro random_features (P01): the rule on hand-written intervals (each outcome, every edge); data and ridge fit."""
 from __future__ import annotations
 
 import pytest
@@ -8,14 +8,15 @@ from attnlab.repro import random_features as rf
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-@pytest.mark.parametrize("biased, zero_mean, mlp, verdict", [
-    (0.4, 0.9, 1.0, HOLDS), (0.4, 0.9, 0.8, HOLDS),        # the MLP exactly 2x worse is enough
-    (0.4, 0.9, 0.79, INCONCLUSIVE), (0.4, 0.9, 0.41, INCONCLUSIVE),
-    (0.5, 0.5, 2.0, DOES_NOT_HOLD), (0.6, 0.5, 2.0, DOES_NOT_HOLD),   # biased not better than zero-mean
-    (0.4, 0.9, 0.4, DOES_NOT_HOLD),                        # the MLP no worse than biased RFA
+@pytest.mark.parametrize("gain, ratio, verdict", [
+    ((0.3, 0.6), (2.5, 3.0), HOLDS), ((0.001, 0.6), (2.001, 3.0), HOLDS),
+    ((0.0, 0.6), (2.5, 3.0), INCONCLUSIVE), ((0.3, 0.6), (2.0, 3.0), INCONCLUSIVE),    # both margins are strict
+    ((-0.2, -0.01), (2.5, 3.0), DOES_NOT_HOLD),                                       # biased sampling is worse
+    ((0.3, 0.6), (1.0, 1.99), DOES_NOT_HOLD),                                         # the MLP not 2x worse
+    ((-0.1, 0.2), (1.5, 2.5), INCONCLUSIVE),
 ])
-def test_rule(biased, zero_mean, mlp, verdict):
-    assert rf.judge({rf.BIASED: biased, rf.ZERO_MEAN: zero_mean, rf.MLP: mlp}) == verdict
+def test_rule(iv, gain, ratio, verdict):
+    assert rf.judge({rf.BIAS_GAIN: iv(*gain), rf.MLP_RATIO: iv(*ratio)}) == verdict
 
 
 def test_target_is_the_cubic_mean():
@@ -30,12 +31,15 @@ def test_ridge_path_fits_a_linear_target_and_picks_small_lambda():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(10, generator=g)
     f = [torch.randn(n, 10, generator=g) for n in (200, 100, 100)]
-    err, lam = rf.ridge_path(f[0], f[0] @ w + 1.0, f[1], f[1] @ w + 1.0, f[2], f[2] @ w + 1.0)
-    assert err < 1e-6 and lam <= 1e-4
+    err, lam, vals = rf.ridge_path(f[0], f[0] @ w + 1.0, f[1], f[1] @ w + 1.0, f[2], f[2] @ w + 1.0)
+    assert err < 1e-6 and lam <= 1e-4 and len(vals) == len(rf.LAMBDAS) and min(vals) == vals[rf.LAMBDAS.index(lam)]
 
 
 def test_quick_run_judges_at_its_largest_n(quick_run):
-    m = quick_run("random_features").measured
+    r = quick_run("random_features")
+    m = r.measured
     assert m["judged_at_n"] == max(rf.QUICK["sizes"])
-    for model, key in zip(rf.MODELS, rf.FIGURES):
-        assert m[key] == pytest.approx(m["test_nmse"][model][str(m["judged_at_n"])], abs=1e-5) and m[key] > 0
+    b, z, mlp = (r.per_seed[rf.NMSE.format(k)] for k in rf.MODELS)
+    assert m[rf.BIAS_GAIN].values == pytest.approx([x - y for x, y in zip(z, b)])
+    assert m[rf.MLP_RATIO].values == pytest.approx([x / y for x, y in zip(mlp, b)])
+    assert r.protocol[0]["hyper"] == "ridge lambda" and set(r.protocol[0]["chosen"]) == set(rf.MODELS)

@@ -1,4 +1,4 @@
-"""Repro sea (P20): the rule on hand-written figures (each outcome, with and without distillation); the quick run."""
+"""Repro sea (P20): the rule on hand-written intervals (each outcome, with and without distillation); the quick run."""
 from __future__ import annotations
 
 import math
@@ -6,40 +6,45 @@ import math
 import pytest
 
 from attnlab.repro import sea
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, VERDICTS
 
-
-def _f(arm="sea+distill", kl=0.2, overlap=0.8, bpc=2.05, lin_kl=1.0, lin_overlap=0.3, lin_bpc=2.6, teacher=2.0):
-    return {sea.KL.format(arm): kl, sea.OVERLAP.format(arm): overlap, sea.TUNED_BPC.format(arm): bpc,
-            sea.KL.format("linear_attention"): lin_kl, sea.OVERLAP.format("linear_attention"): lin_overlap,
-            sea.TUNED_BPC.format("linear_attention"): lin_bpc, sea.TEACHER_BPC: teacher}
+BELOW, ABOVE, ACROSS = (-0.5, -0.1), (0.1, 0.5), (-0.1, 0.1)
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(bpc=2.7), INCONCLUSIVE),                          # (A) but not (B)
-    (_f(kl=1.2, overlap=0.2, bpc=2.7), DOES_NOT_HOLD),
-    (_f(kl=1.2, overlap=0.2), INCONCLUSIVE),              # (B) but not (A)
-    (_f(kl=1.0), INCONCLUSIVE), (_f(overlap=0.3), INCONCLUSIVE),  # (A) needs both parts, strictly
-    (_f(bpc=2.6), INCONCLUSIVE),                          # (B) strictly closer
-    (_f(bpc=1.8, lin_bpc=2.1), HOLDS),                    # a student below the teacher is not "further away"
+def _f(iv, arm="sea+distill", kl=BELOW, overlap=ABOVE, bpc=BELOW, at_chance=()):
+    return {sea.KL_DIFF.format(arm): iv(*kl), sea.OVERLAP_DIFF.format(arm): iv(*overlap),
+            sea.BPC_DIFF.format(arm): iv(*bpc), AT_CHANCE: list(at_chance)}
+
+
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    ({"bpc": ABOVE}, INCONCLUSIVE),                               # (A) but not (B)
+    ({"kl": ABOVE, "overlap": BELOW, "bpc": ABOVE}, DOES_NOT_HOLD),
+    ({"kl": ABOVE}, INCONCLUSIVE),                                # (B) but not (A): A needs both its parts
+    ({"overlap": BELOW}, INCONCLUSIVE), ({"kl": ACROSS}, INCONCLUSIVE), ({"bpc": ACROSS}, INCONCLUSIVE),
+    ({"kl": (-0.5, 0.0)}, INCONCLUSIVE), ({"kl": (-0.5, -1e-9)}, HOLDS),   # strictly below 0
+    ({"at_chance": ["linear_attention"]}, HOLDS), ({"at_chance": ["sea+distill"]}, DOES_NOT_HOLD),
+    ({"at_chance": ["sea+distill", "linear_attention"]}, INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert sea.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert sea.judge(_f(iv, **kw)) == verdict
 
 
-def test_rule_without_distillation_reads_the_other_arm():
-    f = _f() | _f(arm="sea", kl=1.5, overlap=0.6, bpc=2.2)
+def test_rule_without_distillation_reads_the_other_arm(iv):
+    f = _f(iv) | _f(iv, arm="sea", kl=ABOVE)
     assert sea.judge(f) == HOLDS and sea.judge(f, arm="sea") == INCONCLUSIVE
-    assert set(sea.FIGURES) == set(_f())  # the verdict reads SEA as the paper trains it, with distillation
+    assert set(sea.FIGURES) == set(_f(iv))  # the verdict reads SEA as the paper trains it, with distillation
 
 
 def test_quick_run(quick_run):
-    m = quick_run("sea").measured
-    assert set(m["bpc_finetuned"]) == {"sea", "sea+distill", "linear_attention"}
-    sim = m["similarity_to_teacher"]
+    r = quick_run("sea")
+    m = r.measured
     for label in sea.STUDENTS:
-        assert math.isfinite(sim[label]["kl"]) and sim[label]["kl"] >= 0 and 0.0 <= sim[label]["topk_overlap"] <= 1.0
-        assert m[sea.KL.format(label)] == pytest.approx(sim[label]["kl"], abs=1e-4)
-    assert 0.0 < sim["sea"]["mass_recall"] <= 1.0 and "mass_recall" not in sim["linear_attention"]
+        kl, overlap = m[f"kl: {label}"], m[f"topk_overlap: {label}"]
+        assert all(math.isfinite(v) and v >= 0 for v in kl.values) and all(0 <= v <= 1 for v in overlap.values)
+    assert m[sea.KL_DIFF.format("sea")].values == pytest.approx(
+        [a - b for a, b in zip(m["kl: sea"].values, m["kl: linear_attention"].values)])
+    assert 0.0 < m["mass_recall: sea"].mean <= 1.0 and "mass_recall: linear_attention" not in m
     assert m["judged_without_distillation"]["verdict"] in VERDICTS
+    assert set(r.protocol[0]["chosen"]) == set(sea.STUDENTS) and r.protocol[0]["steps"] == sea.QUICK["finetune_steps"]

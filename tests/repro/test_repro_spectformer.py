@@ -7,8 +7,9 @@ import pytest
 from attnlab.repro import spectformer
 
 
-def test_quick_run_judges_ssaa_against_both_ends(quick_run):
-    m = quick_run("spectformer").measured
-    ends = max(m["shapes/AAAA accuracy"], m["shapes/SSSS accuracy"])
-    assert m[spectformer.MARGIN] == pytest.approx(100 * (m["shapes/SSAA accuracy"] - ends))
-    assert {"shapes/AASS accuracy", "shapes/ViT accuracy"} <= set(m)
+def test_quick_run_judges_ssaa_against_the_better_end(quick_run, seed_gaps):
+    r = quick_run("spectformer")
+    best = seed_gaps.best(r, ("AAAA", "SSSS"))
+    assert r.measured[spectformer.MARGIN].values == pytest.approx(seed_gaps(r, "SSAA", best))
+    assert {"shapes/AASS accuracy", "shapes/ViT accuracy"} <= set(r.measured)
+    assert set(r.protocol[0]["chosen"]) == {"SSAA", "AAAA", "SSSS", "AASS", "ViT"}

@@ -1,4 +1,4 @@
-"""Repro ssa_pathways (P28): the rule on hand-written figures (each outcome, both edges); MACs; the quick run."""
+"""Repro ssa_pathways (P28): the rule on hand-written intervals (each outcome, both edges); MACs; the quick run."""
 from __future__ import annotations
 
 import math
@@ -6,23 +6,21 @@ import math
 import pytest
 
 from attnlab.repro import ssa_pathways as ssa
-from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS
+from attnlab.repro.harness.protocol import AT_CHANCE
+from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
-DENSE = 2.0
-EDGE = DENSE * (1 + ssa.TOLERANCE)
-
-
-def _f(ssa_loss=2.5, tuned=2.5, speed=1.3):
-    return {ssa.DENSE_LOSS: DENSE, ssa.SSA_LOSS: ssa_loss, ssa.SSA_TUNED_LOSS: tuned, ssa.SPEED: speed}
+T = ssa.TOLERANCE
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(tuned=EDGE), HOLDS), (_f(ssa_loss=EDGE), HOLDS), (_f(tuned=1.5), HOLDS),   # the better SSA loss counts
-    (_f(tuned=EDGE + 1e-9), DOES_NOT_HOLD), (_f(tuned=1.5, speed=1.0), DOES_NOT_HOLD),  # not faster
-    (_f(tuned=1.5, speed=1.0001), HOLDS),
+@pytest.mark.parametrize("speed, excess, at_chance, verdict", [
+    ((1.2, 1.4), (-0.02, 0.005), [], HOLDS), ((1.0001, 1.4), (-0.02, T - 1e-9), [], HOLDS),  # edges just inside
+    ((1.0, 1.4), (-0.02, 0.005), [], INCONCLUSIVE), ((1.2, 1.4), (-0.02, T), [], INCONCLUSIVE),
+    ((0.8, 0.9999), (-0.02, 0.005), [], DOES_NOT_HOLD),                  # not faster
+    ((1.2, 1.4), (T + 1e-9, 0.05), [], DOES_NOT_HOLD),                   # worse by more than 1 %
+    ((1.2, 1.4), (-0.02, 0.005), ["SSA"], DOES_NOT_HOLD), ((1.2, 1.4), (-0.02, 0.005), ["SSA", "dense"], INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert ssa.judge(figures) == verdict
+def test_rule(iv, speed, excess, at_chance, verdict):
+    assert ssa.judge({ssa.SPEED: iv(*speed), ssa.EXCESS: iv(*excess), AT_CHANCE: at_chance}) == verdict
 
 
 def test_attention_macs_count():
@@ -33,7 +31,10 @@ def test_attention_macs_count():
 
 
 def test_quick_run(quick_run):
-    m = quick_run("ssa_pathways").measured
-    losses = {k: v for k, v in m.items() if k.startswith("val loss")}
-    assert len(losses) == 5 and all(0.0 < v < 10.0 for v in losses.values())
-    assert m[ssa.SPEED] == pytest.approx(m["train step seconds dense"] / m["train step seconds SSA"])
+    r = quick_run("ssa_pathways")
+    m = r.measured
+    losses = {k: v for k, v in m.items() if k.startswith("test loss ")}
+    assert len(losses) == 5 and all(0.0 < x < 10.0 for v in losses.values() for x in v.values)
+    want = [min(s, t) / d - 1 for s, t, d in zip(m[ssa.SSA_LOSS].values, m[ssa.SSA_TUNED_LOSS].values,
+                                                  m[ssa.DENSE_LOSS].values)]
+    assert m[ssa.EXCESS].values == pytest.approx(want) and r.per_seed["excess"] == pytest.approx(want)

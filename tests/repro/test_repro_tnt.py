@@ -7,7 +7,7 @@ import pytest
 from attnlab.repro import tnt
 
 
-def test_quick_run_judges_tnt_against_the_same_patch_vit_only(quick_run):
-    m = quick_run("tnt").measured
-    assert m[tnt.MARGIN] == pytest.approx(100 * (m["shapes/tnt accuracy"] - m["shapes/ViT-p8 accuracy"]))
-    assert "shapes/ViT-p4 accuracy" in m  # context, not judged
+def test_quick_run_judges_tnt_against_the_same_patch_vit_only(quick_run, seed_gaps):
+    r = quick_run("tnt")
+    assert r.measured[tnt.MARGIN].values == pytest.approx(seed_gaps(r, "tnt", "ViT-p8"))
+    assert "shapes/ViT-p4 accuracy" in r.measured  # context, not judged

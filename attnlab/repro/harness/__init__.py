@@ -1,8 +1,12 @@
 """The reproduction harness: what every ``attnlab repro <slug>`` shares, so each slug's module holds only its paper.
 
 - :mod:`~attnlab.repro.harness.runner` — ``run_repro``: budget, threads, wall/CPU time, plots, verdict
-  from the module's rule, ``result.json`` and ``report.md``;
-- :mod:`~attnlab.repro.harness.rules` — the verdicts and the rule shapes (band, two parts, learned guard);
+  from the module's rule, the protocol's LR-sweep plot, ``result.json`` and ``report.md``;
+- :mod:`~attnlab.repro.harness.protocol` — the protocol (issue 18): each arm at its own LR from a sweep on val at
+  a fraction of the budget, then seeds on test; arms at chance;
+- :mod:`~attnlab.repro.harness.intervals` — means over seeds with 95 % t intervals;
+- :mod:`~attnlab.repro.harness.rules` — the verdicts and the rule shapes (an interval against a margin, parts,
+  what arms at chance decide; the older band, two parts and learned guard);
 - :mod:`~attnlab.repro.harness.arms` — arms as data and the loop that trains them on a task;
 - :mod:`~attnlab.repro.harness.vision` — designs against parameter-matched ViTs on ``shapes``/``digits``;
 - :mod:`~attnlab.repro.harness.dense` — an efficient mixer against dense attention in one ViT;

@@ -67,10 +67,10 @@ def finetune(model: nn.Module, task, *, steps: int, batch_size: int, seed: int, 
 
 
 def similarity_to_teacher(teacher: nn.Module, students: Mapping[str, Callable[[torch.Tensor], dict]], task, *,
-                          batches: int, batch_size: int,
-                          metrics: Mapping[str, Callable[[torch.Tensor, dict], float]]) -> dict[str, dict[str, float]]:
+                          batches: int, batch_size: int, metrics: Mapping[str, Callable[[torch.Tensor, dict], float]],
+                          split: str = "val") -> dict[str, dict[str, float]]:
     """How close each student's attention is to the teacher's: per student and metric, the mean over the
-    first ``batches`` validation batches of the mean over layers.
+    first ``batches`` batches of ``split`` of the mean over layers.
 
     ``students[label](inputs)`` gives the student's maps per layer, ``{layer: {kind: (B, H, N, M)}}``
     (e.g. an estimate and a sparse map); ``metrics[name](teacher_map, maps_of_the_layer)`` scores one layer
@@ -80,7 +80,7 @@ def similarity_to_teacher(teacher: nn.Module, students: Mapping[str, Callable[[t
 
     sums: dict[str, dict[str, float]] = {}
     for i in range(batches):
-        inputs = task.batch("val", i, batch_size).inputs
+        inputs = task.batch(split, i, batch_size).inputs
         target = attention_maps(teacher, inputs)
         with torch.no_grad():
             for label, maps_of in students.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["pyplot", "save_figure", "plot_curves", "plot_lines", "plot_bar_panels"]
+__all__ = ["pyplot", "save_figure", "plot_curves", "plot_lines", "plot_bar_panels", "plot_sweeps"]
 
 
 def pyplot():
@@ -97,4 +97,38 @@ def plot_bar_panels(ctx, panels: Mapping[str, Mapping[str, float]], name: str, *
         ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    return ctx.save_plot(fig, name, dpi=dpi)
+
+
+def plot_sweeps(ctx, records, name: str = "lr_sweeps.png", *, dpi: int = 100) -> str | None:
+    """The protocol's sweeps (records of ``FairArms.record()``): per comparison, the final validation loss and the
+    validation metric of every arm against the swept value, the chosen value starred; saved as ``name``.
+
+    None (nothing drawn) when no record has a sweep.
+    """
+    records = [r for r in records if r.get("sweep")]
+    if not records:
+        return None
+    fig, axes = pyplot().subplots(len(records), 2, figsize=(10, 3.2 * len(records)), squeeze=False)
+    for (ax_loss, ax_metric), rec in zip(axes, records):
+        grid = rec["grid"]
+        for i, (arm, sw) in enumerate(rec["sweep"].items()):
+            color = f"C{i % 10}"
+            chosen = grid.index(rec["chosen"][arm]) if rec["chosen"].get(arm) in grid else None
+            for ax, ys in ((ax_loss, sw["val_loss"]), (ax_metric, sw["val_metric"])):
+                ax.plot(grid, ys, marker="o", ms=3, color=color, label=arm)
+                if chosen is not None:
+                    ax.plot([grid[chosen]], [ys[chosen]], marker="*", ms=12, color=color, ls="none")
+        chance = rec.get("chance")
+        if chance:
+            ax_metric.axhline(chance["level"], color="grey", lw=0.8, ls="--", label="chance")
+        hyper = rec.get("hyper", "lr")
+        steps = f"{rec['sweep_steps']} of {rec['steps']} steps, " if rec.get("steps") else ""
+        for ax, what in ((ax_loss, "final val loss"), (ax_metric, f"val {rec['metric']}")):
+            ax.set_xscale("log")
+            ax.set_xlabel(hyper)
+            ax.set_ylabel(what)
+            ax.set_title(f"{rec['name']}: {what} ({steps}* = chosen)", fontsize=8)
+            ax.grid(True, which="both", alpha=0.3)
+        ax_loss.legend(fontsize=7)
     return ctx.save_plot(fig, name, dpi=dpi)

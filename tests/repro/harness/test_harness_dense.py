@@ -1,4 +1,4 @@
-"""The efficient-mixer-vs-dense rule (biformer, s2aformer, axial), on hand-written figures, edges included."""
+"""The efficient-mixer-vs-dense rule (biformer, s2aformer, axial), on hand-written intervals, edges included."""
 from __future__ import annotations
 
 import math
@@ -6,37 +6,43 @@ import math
 import pytest
 
 from attnlab.repro import axial, biformer, s2aformer
-from attnlab.repro.harness.dense import DENSE_LEARNED, GAP, NOISE, SPEED, ceil_div, dense_macs, judge
+from attnlab.repro.harness.dense import DENSE, GAP, SPEED, ceil_div, dense_macs, judge
+from attnlab.repro.harness.intervals import Interval
+from attnlab.repro.harness.protocol import AT_CHANCE
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-def _f(gap, noise=2.0, speed=1.3, learned=True):
-    return {GAP: gap, NOISE: noise, SPEED: speed, DENSE_LEARNED: learned}
+def _iv(low, high):
+    return Interval((low + high) / 2, low, high, (low, high))
+
+
+def _f(gap=(-0.5, 3.0), speed=(1.1, 1.4), at_chance=()):
+    return {GAP: _iv(*gap), SPEED: _iv(*speed), AT_CHANCE: list(at_chance)}
 
 
 @pytest.mark.parametrize("figures, verdict", [
-    (_f(-0.5), HOLDS),
-    (_f(-1.0), HOLDS),                        # exactly at the margin
-    (_f(+5.0, speed=1.0), DOES_NOT_HOLD),     # not faster: 1.0 is not faster
-    (_f(+5.0, speed=1.0001), HOLDS),
-    (_f(-1.01), INCONCLUSIVE),                # below the margin, within noise
-    (_f(-3.0), INCONCLUSIVE),                 # exactly margin + noise below
-    (_f(-3.01), DOES_NOT_HOLD),
-    (_f(math.nan, math.nan, 2.0, False), INCONCLUSIVE),   # the dense ViT learned no task
-    (_f(-10.0, speed=0.5, learned=False), INCONCLUSIVE),  # ... whatever else was measured
+    (_f(), HOLDS),
+    (_f(gap=(-0.99, 2.0)), HOLDS), (_f(gap=(-1.0, 2.0)), INCONCLUSIVE),          # the gap must clear -1 strictly
+    (_f(gap=(-5.0, -1.01)), DOES_NOT_HOLD), (_f(gap=(-5.0, -1.0)), INCONCLUSIVE),
+    (_f(speed=(1.0, 1.3)), INCONCLUSIVE), (_f(speed=(0.5, 0.99)), DOES_NOT_HOLD),  # faster must be shown
+    (_f(gap=(-5.0, -2.0), speed=(1.5, 2.0)), DOES_NOT_HOLD),                     # one part failing is enough
+    (_f(gap=(math.nan, math.nan)), INCONCLUSIVE),
+    (_f(at_chance=[DENSE]), INCONCLUSIVE), (_f(at_chance=[DENSE, "BRA ViT"]), INCONCLUSIVE),
+    (_f(at_chance=["BRA ViT"]), DOES_NOT_HOLD),                                  # efficient learned nothing dense did
 ])
 def test_rule(figures, verdict):
     assert judge(figures, 1.0) == verdict
 
 
 @pytest.mark.parametrize("module", [biformer, s2aformer, axial])
-@pytest.mark.parametrize("gap, speed, learned, verdict", [
-    (-1.0, 1.2, True, HOLDS), (-1.01, 1.2, True, INCONCLUSIVE), (-3.01, 1.2, True, DOES_NOT_HOLD),
-    (2.0, 1.0, True, DOES_NOT_HOLD), (2.0, 1.2, False, INCONCLUSIVE),
+@pytest.mark.parametrize("gap, speed, at_chance, verdict", [
+    ((-0.9, 1.0), (1.1, 1.3), (), HOLDS), ((-1.1, 1.0), (1.1, 1.3), (), INCONCLUSIVE),
+    ((-4.0, -1.1), (1.1, 1.3), (), DOES_NOT_HOLD), ((2.0, 3.0), (0.8, 0.9), (), DOES_NOT_HOLD),
+    ((2.0, 3.0), (1.1, 1.3), (DENSE,), INCONCLUSIVE),
 ])
-def test_each_study_judges_at_a_one_point_margin(module, gap, speed, learned, verdict):
-    assert module.FIGURES == (GAP, NOISE, SPEED, DENSE_LEARNED)
-    assert module.judge(_f(gap, speed=speed, learned=learned)) == verdict
+def test_each_study_judges_at_a_one_point_margin(module, gap, speed, at_chance, verdict):
+    assert module.FIGURES == (GAP, SPEED, AT_CHANCE) and module.FULL.tasks == ("digits",)
+    assert module.judge(_f(gap, speed, at_chance)) == verdict
 
 
 def test_counts():

@@ -111,3 +111,45 @@ def test_every_registered_module_defines_what_the_runner_needs():
         assert mod.PAPER.startswith("P") and len(mod.CLAIM) > 20, slug
         assert mod.FIGURES and len(set(mod.FIGURES)) == len(mod.FIGURES), slug
         assert "Rule" in mod.__doc__ or "rule" in mod.__doc__, slug
+
+
+def test_intervals_protocol_and_arms_at_chance_reach_the_files(fake_repro, tmp_path, monkeypatch):
+    from attnlab.repro.harness.intervals import Interval, t_interval
+    from attnlab.repro.harness.protocol import AT_CHANCE, NOT_LEARNED, Chance, Protocol, Trial, fair_arms
+
+    def trial(arm, lr, seed, steps, split):
+        return Trial(lr=lr, seed=seed, steps=steps, split=split, val_loss=lr, metric=0.1 if arm.name == "b" else 0.9)
+
+    def run(ctx):
+        f = fair_arms([repro.harness.arms.Arm("a", None), repro.harness.arms.Arm("b", None)], trial,
+                      Protocol((1e-3, 1e-2), seeds=(0, 1, 2)), steps=4, name="toy", metric="accuracy",
+                      chance=Chance(0.1, 0.05))
+        return ReproOutcome({MIN_SQUARE: f.difference("a", "b"), AT_CHANCE: f.at_chance, "other": t_interval([1, 2])},
+                            "measured", protocol=[f.record()])
+
+    monkeypatch.setattr(fake_repro, "run", run)
+    monkeypatch.setattr(fake_repro, "FIGURES", (MIN_SQUARE, AT_CHANCE))
+    monkeypatch.setattr(fake_repro, "judge", lambda f: HOLDS if f[MIN_SQUARE].low > 0.5 else DOES_NOT_HOLD)
+    r = run_repro("fake", out_dir=tmp_path)
+    assert r.verdict == HOLDS and r.headline == MIN_SQUARE and len(r.load) == 2
+    assert r.verdict_line == f"holds; b {NOT_LEARNED}" and r.not_learned == ["b"]
+    assert (tmp_path / "lr_sweeps.png").stat().st_size > 5000 and str(tmp_path / "lr_sweeps.png") in r.plots
+    saved = load_result(tmp_path)
+    assert isinstance(saved.figures[MIN_SQUARE], Interval) and saved.figures[MIN_SQUARE] == r.figures[MIN_SQUARE]
+    assert isinstance(saved.measured["other"], Interval) and saved.protocol[0]["chosen"] == {"a": 1e-3, "b": 1e-3}
+    assert fake_repro.judge(saved.figures) == r.verdict
+    report = (tmp_path / "report.md").read_text()
+    assert f"**Verdict: holds; b {NOT_LEARNED}.**" in report and "| min square | 0.8 [0.8, 0.8] (n=3) |" in report
+    assert "**Protocol: toy.**" in report and "At chance at every lr tried: b." in report
+    monkeypatch.setattr(fake_repro, "HEADLINE", "nope", raising=False)
+    with pytest.raises(KeyError, match="HEADLINE: expected one of its FIGURES"):
+        run_repro("fake", out_dir=tmp_path)
+
+
+def test_verdict_line_of_several_comparisons(fake_repro, tmp_path):
+    from attnlab.repro.harness.protocol import AT_CHANCE, NOT_LEARNED
+
+    r = run_repro("fake", quick=True, out_dir=tmp_path)
+    r.figures = {f"{AT_CHANCE}: full": ["x"], f"{AT_CHANCE}: small": ["x", "y"], "other": 1.0}
+    assert r.not_learned == ["x (full)", "x (small)", "y (small)"]
+    assert r.verdict_line == f"holds; x (full), x (small), y (small) {NOT_LEARNED} ({QUICK_NOTE})"
