@@ -1,5 +1,5 @@
 """Repro unified_long_sequence (P06): the rule on hand-written figures (each outcome and its boundaries), the
-score-size arithmetic, the unified template on three ops, and (slow: it starts gloo ranks) the quick run."""
+score-size arithmetic, the unified template on three ops, and the quick run (2 gloo ranks, tiny sizes)."""
 from __future__ import annotations
 
 import math
@@ -10,24 +10,31 @@ from attnlab.repro import unified_long_sequence as uls
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-def _f(error=1e-7, fraction=0.05, long_ran=True, dense_failed=True):
-    return {uls.ERROR: error, uls.FRACTION: fraction, uls.LONG_RAN: long_ran, uls.DENSE_FAILED: dense_failed}
+def _f(iv, error=(1e-8, 1e-7), fraction=(0.03, 0.05), long_ran=True, dense_failed=True):
+    return {uls.ERROR: iv(*error), uls.FRACTION: iv(*fraction), uls.LONG_RAN: long_ran, uls.DENSE_FAILED: dense_failed}
 
 
-@pytest.mark.parametrize("figures, verdict", [
-    (_f(), HOLDS),
-    (_f(error=uls.EXACT_TOL * (1 - 1e-6)), HOLDS),
-    (_f(error=uls.EXACT_TOL), DOES_NOT_HOLD),                     # not exact: nothing else matters
-    (_f(fraction=uls.MEMORY_BOUND * (1 - 1e-6)), HOLDS),
-    (_f(fraction=uls.MEMORY_BOUND), DOES_NOT_HOLD),               # the memory bound is strict
-    (_f(fraction=0.5, dense_failed=False), DOES_NOT_HOLD),
-    (_f(dense_failed=False), INCONCLUSIVE),                       # vanilla still fit at the long size (quick mode)
-    (_f(long_ran=False), INCONCLUSIVE),
-    (_f(error=math.nan), DOES_NOT_HOLD),                          # a failed measurement is not a success
-    (_f(fraction=math.nan), DOES_NOT_HOLD),
+E, M, NAN = uls.EXACT_TOL, uls.MEMORY_BOUND, math.nan
+
+
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, HOLDS),
+    ({"error": (1e-8, E - 1e-12)}, HOLDS),                      # just below the tolerance
+    ({"error": (1e-8, E)}, INCONCLUSIVE),                       # touching it is undecided
+    ({"error": (1e-8, 2 * E)}, INCONCLUSIVE),                   # straddling it
+    ({"error": (E + 1e-12, 2 * E)}, DOES_NOT_HOLD),             # not exact: nothing else matters
+    ({"error": (2 * E, 3 * E), "dense_failed": False}, DOES_NOT_HOLD),
+    ({"fraction": (0.01, M - 1e-9)}, HOLDS),
+    ({"fraction": (0.01, M)}, INCONCLUSIVE),
+    ({"fraction": (M + 1e-9, 0.5)}, DOES_NOT_HOLD),             # over the memory bound
+    ({"fraction": (M + 1e-9, 0.5), "long_ran": False}, DOES_NOT_HOLD),
+    ({"dense_failed": False}, INCONCLUSIVE),                    # vanilla still fit at the long size (quick mode)
+    ({"long_ran": False}, INCONCLUSIVE),
+    ({"error": (NAN, NAN)}, INCONCLUSIVE),                      # a NaN interval is undecided
+    ({"fraction": (NAN, NAN)}, INCONCLUSIVE),
 ])
-def test_rule(figures, verdict):
-    assert uls.judge(figures) == verdict
+def test_rule(iv, kw, verdict):
+    assert uls.judge(_f(iv, **kw)) == verdict
 
 
 def test_dense_scores_are_the_papers_figures():
@@ -41,9 +48,15 @@ def test_unified_template_reproduces_three_mixer_families():
     assert all(e < 1e-12 for e in errors.values()), errors
 
 
-@pytest.mark.slow  # the quick run starts 2 gloo ranks: 10-40 s
 def test_quick_run_measures_an_exact_op_far_below_the_dense_scores(quick_run):
-    m = quick_run("unified_long_sequence").measured
-    assert m[uls.ERROR] < 1e-5 and 0 < m[uls.FRACTION] < 0.2
+    r = quick_run("unified_long_sequence")
+    m = r.measured
+    assert m[uls.ERROR].high < 1e-5 and 0 < m[uls.FRACTION].mean < 0.2
+    # the judged figures are the seed means of the per-seed values stored beside them
+    assert len(r.per_seed[uls.FRACTION]) == uls.QUICK["seeds"] == len(r.per_seed[uls.ERROR])
+    assert m[uls.FRACTION].mean == pytest.approx(sum(r.per_seed[uls.FRACTION]) / uls.QUICK["seeds"], rel=1e-12)
     assert m["vanilla peak at mem_n (MiB)"] > m["dense scores at mem_n (MiB)"]  # vanilla holds at least the scores
     assert m["vanilla at long_n"] == "not attempted (quick mode)" and m[uls.DENSE_FAILED] is False
+    (rec,) = r.protocol
+    assert rec["chosen"] == {"head-sharded blocked": uls.QUICK["block"]} and rec["test"]["head-sharded blocked"] == \
+        r.per_seed[uls.FRACTION]
