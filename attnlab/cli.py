@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace, out: Path, session) -> int:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, weight_decay=args.wd,
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
-        seed=args.seed, ckpt_every=args.ckpt_every,
+        seed=args.seed, ckpt_every=args.ckpt_every, precision=args.precision,
     )
     parallel = _parallel_strategy(model, task, config, args, session)
     # the folder last: every other argument is checked before anything is created
@@ -333,9 +333,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     threads = _check_threads(args.threads)
     out = _writable_dir("--out", args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale, threads=threads, executor=args.executor,
-                         workers=args.workers, address=args.address)
-    _table(f"attnlab compare — suite {suite.name} ({result.seconds:.0f} s)", HEADER, table_rows(result))
+                         steps_scale=args.steps_scale, threads=threads, precision=args.precision,
+                         executor=args.executor, workers=args.workers, address=args.address)
+    _table(f"attnlab compare — suite {suite.name}, {args.precision} ({result.seconds:.0f} s)", HEADER,
+           table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
            [[i, m, f"{v:.2f}"] for i, (m, v) in enumerate(result.overall, 1)])
     print(f"wrote {out}/report.md, results.json, results.csv, loss_curves.png")
@@ -375,7 +376,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_positive_int("--threads", args.threads)
     params = _parse_kv(args.param, "--param")
     case.setup_params(params, arg="--param")  # unknown keys refused before the folder is made
-    out = _writable_dir("--out", args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype}")
+    out = _writable_dir("--out", args.out or f"runs/bench/{args.case}-{args.mode}-{args.dtype.replace(',', '+')}")
     rows = run_bench(args.case, sizes=sizes, mode=args.mode, dtype=args.dtype, repeats=args.repeats,
                      impls=args.impls.split(",") if args.impls else None, params=params,
                      threads=args.threads, progress=not args.no_progress)
@@ -548,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start again in an --out that holds an earlier run (deletes its checkpoints and metrics)")
     s.add_argument("--threads", type=int, default=1,
                    help="torch threads while training (default 1: faster for these small models; 0 = torch's default)")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: forward and loss under CPU autocast, fp32 master weights (README: Precision)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--sequence-parallel", choices=["ulysses", "ring", "hybrid"],
                    help="under torchrun: shard every sequence across the ranks, attention by this method "
@@ -566,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads while training (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder; default runs/compare/<suite>-<time>")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: every run trains and evaluates under CPU autocast, fp32 master weights")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: a pool of --workers warm processes (default); ray: one Ray task per run "
@@ -581,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("case", nargs="?", default="attention", help="benchmark case (attnlab list bench)")
     s.add_argument("--sizes", help="comma-separated N values (default: the case's)")
     s.add_argument("--mode", default="fwdbwd", choices=["fwd", "fwdbwd"])
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    s.add_argument("--dtype", default="float32",
+                   help="float32, bfloat16, float64 or autocast (fp32 weights under CPU autocast to bf16); several "
+                        "comma-separated run side by side in one process, e.g. float32,bfloat16")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--impls", help="comma-separated implementations (default: all the case offers)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="case parameter, repeatable")

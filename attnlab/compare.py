@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab.utils.precision import check_precision
 from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
@@ -63,6 +64,7 @@ class CompareResult:
     overall: list[tuple[str, float]]  # (mixer, mean rank over tasks)
     seconds: float
     out_dir: str
+    precision: str = "fp32"
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -163,7 +165,8 @@ def rank_records(records: list[RunRecord]) -> list[tuple[str, float]]:
     return sorted(((m, sum(v) / len(v)) for m, v in mean.items() if m not in failed), key=lambda t: t[1])
 
 
-def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path) -> RunRecord:
+def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Path,
+               precision: str = "fp32") -> RunRecord:
     from attnlab.models import count_parameters
     from attnlab.tasks import create as create_task
     from attnlab.train import TrainConfig, train
@@ -177,7 +180,7 @@ def _train_one(mixer: str, run: TaskRun, seed: int, progress: bool, out_dir: Pat
     model = build_model(mixer, run, task.spec)
     config = TrainConfig(steps=run.steps, batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps,
                          eval_every=max(run.steps // 5, 1), eval_batches=run.eval_batches, seed=seed,
-                         log_every=max(run.steps // 50, 1))
+                         log_every=max(run.steps // 50, 1), precision=precision)
     # overwrite: the per-run folders belong to this comparison's output folder
     result = train(model, task, config, out_dir=out_dir / f"{run.task}--{mixer.replace(',', '+').replace(':', '-')}",
                    progress=progress, overwrite=True)
@@ -216,7 +219,7 @@ def warm_worker() -> None:
 def run_compare(
     suite: Suite, *, out_dir: str | Path, seed: int = 0, progress: bool = True, steps_scale: float = 1.0,
     threads: int | None = 1, isolate: bool = True, workers: int = 1, executor: str = "local",
-    address: str | None = None,
+    address: str | None = None, precision: str = "fp32",
 ) -> CompareResult:
     """Train every mixer of ``suite`` on each of its tasks; rank; write the outputs.
 
@@ -228,21 +231,24 @@ def run_compare(
     ``executor``: ``"local"`` (a pool of ``workers`` warm processes; 1 = one run after the other) or ``"ray"``
     (each run a Ray task with ``threads`` CPUs; ``address`` joins a cluster, else a local Ray instance runs for
     the call); see :mod:`attnlab.executors`. Results are the same whichever executor runs them.
+    ``precision``: ``"fp32"`` or ``"bf16"`` (every run trains and evaluates under CPU autocast with fp32
+    master weights; see :class:`attnlab.train.TrainConfig`).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: expected a positive int or None, received {threads!r}")
+    check_precision("precision", precision)
     check_suite(suite, steps_scale)
     if not isolate:
         with torch_threads(threads):
             return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                                threads=None, placement=dict(executor="inline"))
+                                threads=None, placement=dict(executor="inline"), precision=precision)
     placement = dict(executor=executor, workers=workers, address=address, cpus_per_job=threads or 1)
     return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                        threads=threads, placement=placement)
+                        threads=threads, placement=placement, precision=precision)
 
 
 def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float,
-                 threads: int | None, placement: dict) -> CompareResult:
+                 threads: int | None, placement: dict, precision: str) -> CompareResult:
     """The body of :func:`run_compare`: every (task, mixer) run through :func:`attnlab.executors.run_jobs`
     (``threads`` is applied inside each worker), records in suite order."""
     from dataclasses import replace
@@ -260,7 +266,7 @@ def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool
         pairs += [(mixer, run) for mixer in suite.mixers]
     serial = placement["executor"] == "inline" or (placement["executor"] == "local" and placement["workers"] == 1)
     bars = progress and serial  # tqdm bars of parallel runs would interleave
-    jobs = [(threads, mixer, run, seed, bars, out / "runs") for mixer, run in pairs]
+    jobs = [(threads, mixer, run, seed, bars, out / "runs", precision) for mixer, run in pairs]
 
     def report(i: int, outcome) -> None:
         if progress:
@@ -275,7 +281,7 @@ def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool
         records.append(outcome.value if outcome.ok else RunRecord(
             mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False, status=f"error: {outcome.error}"))
     overall = rank_records(records)
-    result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out))
+    result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out), precision)
     write_outputs(result, out)
     return result
 
@@ -310,7 +316,8 @@ def failed_rows(result: CompareResult) -> list[list[str]]:
 
 def to_markdown(result: CompareResult) -> str:
     """The Markdown report: ranked table per task, overall ranking, the plot."""
-    lines = [f"# attnlab compare — suite `{result.suite}`", "", f"Ran in {result.seconds:.0f} s.", "",
+    lines = [f"# attnlab compare — suite `{result.suite}`", "",
+             f"Ran in {result.seconds:.0f} s at precision {result.precision}.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", "## Overall (mean rank over tasks, 1 = best)", "", "| mixer | mean rank |", "|---|---|"]

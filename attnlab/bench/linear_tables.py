@@ -18,23 +18,15 @@ import torch
 
 from attnlab.bench.inputs import create_mixer
 from attnlab.bench.linear import delta_rule_inputs
-from attnlab.bench.report import rows_to_markdown
+from attnlab.bench.report import load_average, rows_to_markdown
 from attnlab.bench.runner import run_bench
 from attnlab.ops.delta_rule import delta_rule_chunkwise, delta_rule_recurrent
 
 __all__ = ["delta_rule_threads", "decode_step_seconds", "main"]
 
 
-def _load() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
-
-
 def _table(title, rows, reference):
-    print(f"\n### {title}\n\nload: {_load()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
+    print(f"\n### {title}\n\nload: {load_average()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
     print(rows_to_markdown(rows, reference))
 
 
@@ -51,7 +43,7 @@ def delta_rule_threads(n: int = 8192, repeats: int = 3, recurrent_repeats: int =
              "recurrent": lambda: delta_rule_recurrent(*xs)[0]}
     threads0 = torch.get_num_threads()
     res: dict = {}
-    load0 = _load()
+    load0 = load_average()
     for rep in range(1 + repeats):
         for threads in (1, 2):
             torch.set_num_threads(threads)
@@ -65,7 +57,7 @@ def delta_rule_threads(n: int = 8192, repeats: int = 3, recurrent_repeats: int =
     torch.set_num_threads(threads0)
     rec = {t: min(w for w, _ in res[("recurrent", t)]) for t in (1, 2)}
     print(f"\n### delta rule N={n}, B=1, H=4, D=64, fp32 fwd+bwd, 1 vs 2 threads in one process (best of {repeats}; "
-          f"recurrence best of {recurrent_repeats}); load {load0} -> {_load()}\n")
+          f"recurrence best of {recurrent_repeats}); load {load0} -> {load_average()}\n")
     print("| impl | threads | wall ms | CPU ms | recurrent(1 thread) / impl | recurrent(same threads) / impl |")
     print("|---|---|---|---|---|---|")
     for (name, threads), r in res.items():
@@ -120,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += run_bench("ssm_mixers", sizes=[4096, 16384], repeats=args.repeats, impls=[name], progress=False)
         _table("mixers at dim 256, causal, B=1, fp32 fwd+bwd", rows, "softmax")
     if "decode" in only:
-        print(f"\n### decoding: one step after t tokens (dim 256), median of 50; load {_load()}\n")
+        print(f"\n### decoding: one step after t tokens (dim 256), median of 50; load {load_average()}\n")
         for name in ("mamba", "deltanet", "linear_attention"):
             res = decode_step_seconds(name, at=(100, 2000, 8000))
             print(f"- {name}: " + ", ".join(f"t={t}: {s * 1e6:.0f} us" for t, s in res.items()))

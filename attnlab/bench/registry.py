@@ -34,6 +34,7 @@ CASE_MODULES = (
     "attnlab.bench.routed",
     "attnlab.bench.sparse",
     "attnlab.bench.vision",
+    "attnlab.bench.training",
 )
 
 #: params the worker consumes itself instead of passing them to the setup

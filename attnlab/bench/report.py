@@ -11,7 +11,16 @@ from pathlib import Path
 
 from attnlab.bench.runner import BenchRow
 
-__all__ = ["setting_line", "rows_to_markdown", "write_outputs"]
+__all__ = ["setting_line", "rows_to_markdown", "write_outputs", "load_average"]
+
+def load_average() -> str:
+    """The 1-minute load average of the machine (/proc/loadavg), "?" where it cannot be read."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
 
 #: short names of the shape params, as papers write them
 _SHORT = {"batch": "B", "heads": "H", "head_dim": "D"}
@@ -34,19 +43,30 @@ def setting_line(rows: list[BenchRow]) -> str:
 
 
 def rows_to_markdown(rows: list[BenchRow], reference: str) -> str:
-    """Markdown: the setting line, then per N and impl the time, peak memory and time ratio against ``reference``."""
+    """Markdown: the setting line, then per N and impl the time, peak memory and time ratio against ``reference``.
+
+    When several dtypes ran side by side (impls suffixed ``@bfloat16`` / ``@autocast``, see the runner), a last
+    column gives each one's time over the same implementation's in the first dtype.
+    """
     ref = {(r.n, r.mode): r.seconds for r in rows if r.impl == reference and r.seconds}
+    own = {(r.n, r.mode, r.impl): r.seconds for r in rows if r.seconds}
+    twins = any("@" in r.impl for r in rows)
+    extra = " time / same impl, first dtype |" if twins else ""
     out = [setting_line(rows), "",
-           "| N | impl | mode | dtype | threads | time (ms) | peak extra (MiB) | time / " + reference + " |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| N | impl | mode | dtype | threads | time (ms) | peak extra (MiB) | time / " + reference + " |" + extra,
+           "|---|---|---|---|---|---|---|---|" + ("---|" if twins else "")]
     for r in sorted(rows, key=lambda r: (r.n, r.impl)):
         lead = f"| {r.n} | {r.impl} | {r.mode} | {r.dtype} | {r.threads if r.threads is not None else '?'} |"
         if r.seconds is None:
-            out.append(f"{lead} {r.status} | | |")
+            out.append(f"{lead} {r.status} | | |" + (" |" if twins else ""))
             continue
         base = ref.get((r.n, r.mode))
         ratio = f"{r.seconds / base:.3g}" if base else "—"
-        out.append(f"{lead} {r.seconds * 1e3:.2f} | {r.peak_mib:.1f} | {ratio} |")
+        line = f"{lead} {r.seconds * 1e3:.2f} | {r.peak_mib:.1f} | {ratio} |"
+        if twins:
+            first = own.get((r.n, r.mode, r.impl.split("@")[0]))
+            line += f" {r.seconds / first:.3g} |" if first and "@" in r.impl else " |"
+        out.append(line)
     return "\n".join(out) + "\n"
 
 

@@ -7,6 +7,14 @@ process's resident set during that call (VmHWM, reset through ``/proc/self/clear
 its level before the call. Then the implementations are timed round-robin, repeat by repeat,
 so that the load of a shared machine hits all of them alike; a row reports the median.
 Every row records the case params, dtype, mode and torch's intra-op thread count it ran with.
+
+Precisions side by side: ``dtype`` may list several of ``float32``, ``bfloat16``, ``float64`` and
+``autocast`` (fp32 inputs and weights, each call under ``torch.autocast("cpu", dtype=torch.bfloat16)``,
+its backward outside it), comma-separated. The case is then set up once per entry in the same
+worker and its implementations timed round-robin together; the first entry keeps the plain impl
+names (so ratios against the case's reference stay as they were), the others are suffixed
+``@bfloat16`` / ``@autocast``. ``attnlab bench attention --dtype float32,bfloat16`` gives the
+bf16 / fp32 ratio of each implementation measured in one run.
 """
 from __future__ import annotations
 
@@ -22,14 +30,24 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from attnlab.bench.registry import RUNNER_PARAMS, get_case, validate_sizes
-from attnlab.bench.thunks import Impls, Thunk
+from attnlab.bench.thunks import Impls, Thunk, autocast_thunk
 from attnlab.utils.checks import check_positive_int, fail
 from attnlab.utils.memory import PeakRSS
 from attnlab.utils.timing import interleaved_median_seconds
 
-__all__ = ["BenchRow", "run_bench", "DTYPES"]
+__all__ = ["BenchRow", "run_bench", "DTYPES", "parse_dtypes"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+#: dtype names -> the dtype a case's setup builds its inputs (and modules) in; "autocast" builds fp32 and
+#: runs each call under CPU autocast to bf16
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64, "autocast": torch.float32}
+
+
+def parse_dtypes(dtype: str, arg: str = "dtype") -> list[str]:
+    """``"float32,bfloat16"`` -> ``["float32", "bfloat16"]``; ValueError naming ``arg`` for an unknown or repeated name."""
+    names = [d.strip() for d in str(dtype).split(",")]
+    if not names or any(d not in DTYPES for d in names) or len(set(names)) != len(names):
+        fail(arg, f"distinct names among {list(DTYPES)}, comma-separated", repr(dtype))
+    return names
 
 
 @dataclass
@@ -119,16 +137,29 @@ def _worker(args: argparse.Namespace) -> None:
         pass
     torch.manual_seed(0)
 
+    dtypes = parse_dtypes(args.dtype)
+    dtype_of: dict[str, str] = {}
+
     def row(impl: str, seconds=None, peak=None, status="ok") -> dict:
-        return asdict(BenchRow(case.name, impl, args.n, args.mode, args.dtype, seconds, peak, status,
-                               torch.get_num_threads(), params))
+        return asdict(BenchRow(case.name, impl, args.n, args.mode, dtype_of.get(impl, args.dtype), seconds, peak,
+                               status, torch.get_num_threads(), params))
 
     try:
-        impls = case.setup(args.n, DTYPES[args.dtype], args.mode, **case.setup_params(overrides))
+        impls = Impls(args.mode)
+        for i, label in enumerate(dtypes):
+            part = case.setup(args.n, DTYPES[label], args.mode, **case.setup_params(overrides))
+            suffix = f"@{label}" if i else ""
+            for name, thunk in part.thunks.items():
+                impls.thunks[name + suffix] = autocast_thunk(thunk) if label == "autocast" else thunk
+                dtype_of[name + suffix] = label
+            impls.skipped.update({name + suffix: why for name, why in part.skipped.items()})
+            dtype_of.update({name + suffix: label for name in part.skipped})
     except Exception as e:  # noqa: BLE001 - report, do not crash the whole sweep
         print(json.dumps([row("*", status=f"error: {_first_line(e)}")]))
         return
-    wanted = args.impls.split(",") if args.impls else list(impls.thunks)
+    # --impls names the case's implementations; with several dtypes each name brings its twins
+    suffixes = [f"@{label}" if i else "" for i, label in enumerate(dtypes)]
+    wanted = [n + s for s in suffixes for n in args.impls.split(",")] if args.impls else list(impls.thunks)
     results = measure_impls(impls, wanted, args.repeats)
     rows = [row(name, *results[name]) for name in wanted]
     rows += [row(name, status=f"skipped: {why}") for name, why in impls.skipped.items() if name not in wanted]
@@ -157,8 +188,7 @@ def run_bench(
     c = get_case(case)
     if mode not in c.modes:
         fail("mode", f"one of {c.modes}", repr(mode))
-    if dtype not in DTYPES:
-        fail("dtype", f"one of {list(DTYPES)}", repr(dtype))
+    parse_dtypes(dtype)
     check_positive_int("repeats", repeats)
     sizes = validate_sizes(c, c.sizes if sizes is None else sizes)
     params = dict(params or {})

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Thunk", "Impls"]
+__all__ = ["Thunk", "Impls", "autocast_thunk"]
 
 
 def _cotangent(out: torch.Tensor) -> torch.Tensor:
@@ -87,3 +87,15 @@ class Impls:
             self.add(name, fn, inputs)
         else:
             self.skip(name, f"N > {limit}: {why}")
+
+
+def autocast_thunk(thunk: Thunk) -> Thunk:
+    """``thunk`` with its forward call under CPU autocast to bf16 (the backward runs outside it, as in training)."""
+    fn = thunk.fn
+
+    def run() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+
+    thunk.fn = run
+    return thunk

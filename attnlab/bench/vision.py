@@ -1,7 +1,7 @@
 """Training throughput of the vision designs (P04, P07, P09, P10, P11, P13, P15, P26, P29, P31, P32), attnlab vs timm.
 
 ``python -m attnlab.bench.vision`` times forward + backward (cross-entropy,
-fp32, batch 32 by default) of each design at its tiny configuration and of
+fp32, batch 32 by default; ``--precisions fp32,bf16`` adds the bf16 autocast step) of each design at its tiny configuration and of
 timm's model of the same configuration and weights layout (ConViT, CrossViT,
 TNT, SHViT; the other designs have no timm counterpart and are timed alone),
 interleaving the two implementations repeat by repeat so that machine noise
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from attnlab.train.throughput import classifier_step_seconds
+from attnlab.utils.precision import check_precision
 from attnlab.bench.registry import register_case
 from attnlab.bench.thunks import Impls
 
@@ -115,28 +116,38 @@ def build_pair(design: str, img: int | None = None) -> tuple[nn.Module, nn.Modul
     return ours, theirs, img
 
 
-def run(designs: list[str] | None = None, batch: int = 32, repeats: int = 7) -> list[dict]:
-    """Rows {design, impl, img, params, images_per_s, ratio_vs_timm} for ``designs`` (default: all)."""
+def run(designs: list[str] | None = None, batch: int = 32, repeats: int = 7,
+        precisions: tuple[str, ...] = ("fp32",)) -> list[dict]:
+    """Rows {design, impl, precision, img, params, images_per_s, ratio_vs_timm, ratio_vs_fp32} for ``designs``
+    (default: all), each model timed at every precision of ``precisions`` ("fp32", "bf16": the training step under
+    CPU autocast), all interleaved. ``ratio_vs_timm`` compares at the same precision, ``ratio_vs_fp32`` the same
+    model's fp32 step time over this one's."""
     rows = []
     for design in designs or list(PAIRS):
         ours, theirs, img = build_pair(design)
-        models = {"attnlab": ours} | ({"timm": theirs} if theirs is not None else {})
-        sec = classifier_step_seconds(models, img, batch, repeats)
-        for impl, m in models.items():
+        base = {"attnlab": ours} | ({"timm": theirs} if theirs is not None else {})
+        models = {f"{impl}@{p}": m for p in precisions for impl, m in base.items()}
+        sec = classifier_step_seconds(models, img, batch, repeats, precision={k: k.split("@")[1] for k in models})
+        for key, m in models.items():
+            impl, p = key.split("@")
             rows.append(dict(
-                design=design, impl=impl, img=img, params=sum(p.numel() for p in m.parameters()),
-                images_per_s=batch / sec[impl],
-                ratio_vs_timm=(sec["timm"] / sec[impl]) if "timm" in sec else None,
+                design=design, impl=impl, precision=p, img=img, params=sum(t.numel() for t in m.parameters()),
+                images_per_s=batch / sec[key],
+                ratio_vs_timm=(sec[f"timm@{p}"] / sec[key]) if f"timm@{p}" in sec else None,
+                ratio_vs_fp32=(sec[f"{impl}@fp32"] / sec[key]) if f"{impl}@fp32" in sec else None,
             ))
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     """Markdown table of :func:`run` rows."""
-    out = ["| design | impl | img | params | train img/s (fwd+bwd) | speed vs timm |", "|---|---|---|---|---|---|"]
+    out = ["| design | impl | precision | img | params | train img/s (fwd+bwd) | speed vs timm | speed vs fp32 |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio_vs_timm']:.2f}x" if r["ratio_vs_timm"] is not None else "-"
-        out.append(f"| {r['design']} | {r['impl']} | {r['img']} | {r['params'] / 1e6:.3f} M | {r['images_per_s']:.0f} | {ratio} |")
+        vs32 = f"{r['ratio_vs_fp32']:.2f}x" if r.get("ratio_vs_fp32") is not None else "-"
+        out.append(f"| {r['design']} | {r['impl']} | {r.get('precision', 'fp32')} | {r['img']} | {r['params'] / 1e6:.3f} M "
+                   f"| {r['images_per_s']:.0f} | {ratio} | {vs32} |")
     return "\n".join(out)
 
 
@@ -147,12 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--precisions", default="fp32", help="comma-separated, timed side by side: fp32, bf16 (autocast)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"training step (forward + cross-entropy backward), fp32, batch {a.batch}, median of {a.repeats}, "
-          f"torch threads {torch.get_num_threads()}\n")
-    print(to_markdown(run(a.designs, a.batch, a.repeats)))
+    precisions = tuple(check_precision("--precisions", x.strip()) for x in a.precisions.split(","))
+    print(f"training step (forward + cross-entropy backward), {'/'.join(precisions)}, batch {a.batch}, "
+          f"median of {a.repeats}, torch threads {torch.get_num_threads()}\n")
+    print(to_markdown(run(a.designs, a.batch, a.repeats, precisions)))
 
 
 #: designs registered as ``attnlab bench`` cases: design -> (model class timed, image size of the tiny check)

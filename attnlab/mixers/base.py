@@ -6,6 +6,17 @@ geometry), ``causal`` (token i sees only tokens <= i) and ``key_padding_mask``
 ((B, N) bool, True = real token). What a mixer supports is declared on its class
 as :class:`Capabilities`; the base class validates every input against it and
 raises a clear error instead of returning a silent wrong result.
+
+Precision (one behaviour for every mixer): ``x`` must have the dtype of the mixer's
+parameters (fp32, fp64, or bf16 after ``.to(torch.bfloat16)``), except under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, where any floating ``x`` runs with the
+fp32 weights (matmuls in bf16, the ops' accumulations in fp32); a mismatch outside
+autocast is a TypeError naming ``x``. The output always has ``x``'s dtype, under
+autocast too.
+
+Padding: positions where ``key_padding_mask`` is False are set to zero before
+:meth:`TokenMixer.mix` sees them, so nothing they hold (NaN, inf, uninitialised memory)
+reaches a real token; their own outputs are those of a zero token and carry no meaning.
 """
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import autocast_dtype
 
 __all__ = ["Capabilities", "TokenMixer", "check_num_heads"]
 
@@ -68,7 +80,8 @@ class TokenMixer(nn.Module):
 
     Subclasses set ``capabilities`` and implement :meth:`mix`; callers use
     ``forward(x, *, grid=None, causal=False, key_padding_mask=None)``.
-    ``dim`` is the channel width C.
+    ``dim`` is the channel width C. ``mix`` receives zeros at padded positions and may
+    return any floating dtype (e.g. bf16 under autocast); ``forward`` returns ``x``'s dtype.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
@@ -100,6 +113,10 @@ class TokenMixer(nn.Module):
         name = type(self).__name__
         caps = self.capabilities
         x = check_tensor("x", x, ndim=3, floating=True)
+        weight_dtype = self.weight_dtype()
+        if weight_dtype is not None and x.dtype != weight_dtype and autocast_dtype() is None:
+            fail("x", f"dtype {weight_dtype} (the mixer's parameters: cast the module with .to(dtype), or run under "
+                 "torch.autocast('cpu', dtype=torch.bfloat16))", describe(x), TypeError)
         b, n, c = x.shape
         if c != self.dim:
             fail("x", f"channel dim C={self.dim} (the mixer's dim), shape (B, N, {self.dim})", describe(x))
@@ -124,6 +141,13 @@ class TokenMixer(nn.Module):
                 fail("key_padding_mask", f"device {x.device} (as x)", key_padding_mask.device)
         return x, grid, key_padding_mask
 
+    def weight_dtype(self) -> torch.dtype | None:
+        """dtype of the mixer's first floating parameter (else buffer); None if it has neither."""
+        for t in (*self.parameters(), *self.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return None
+
     def forward(
         self,
         x: torch.Tensor,
@@ -132,6 +156,10 @@ class TokenMixer(nn.Module):
         causal: bool = False,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype."""
+        """Mix tokens: x (B, N, C) -> (B, N, C), same dtype (see the module doc for precision and padding)."""
         x, grid, key_padding_mask = self.check_input(x, grid, causal, key_padding_mask)
-        return self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        if key_padding_mask is not None:
+            # masked_fill, not a product: 0 * NaN would carry the NaN on
+            x = x.masked_fill(~key_padding_mask.unsqueeze(-1), 0.0)
+        y = self.mix(x, grid=grid, causal=causal, key_padding_mask=key_padding_mask)
+        return y if y.dtype == x.dtype else y.to(x.dtype)

@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from attnlab.utils.checks import check_positive_int, fail
+from attnlab.utils.precision import upcast
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.fft_conv import fft_long_conv
@@ -94,8 +95,14 @@ class ImplicitFilter(nn.Module):
         return torch.exp(-(offsets.abs() / length).unsqueeze(-1) * self.rates.to(offsets.dtype))
 
     def forward(self, offsets: torch.Tensor, length: float) -> torch.Tensor:
-        """Filter taps at the given offsets: (n,) -> (n, channels)."""
-        return self.mlp(self.features(offsets, length)) * self.window(offsets, length)
+        """Filter taps at the given offsets: (n,) -> (n, channels), in the offsets' dtype.
+
+        Features and window are computed in the offsets' dtype (pass fp32 offsets for a bf16
+        module: offsets past 256 are not even representable in bf16); the FFN runs in its
+        weights' dtype (or autocast's).
+        """
+        h = self.mlp(self.features(offsets, length).to(self.mlp[0].weight.dtype))
+        return h.to(offsets.dtype) * self.window(offsets, length)
 
 
 def check_order(order: object) -> int:
@@ -167,8 +174,11 @@ class Hyena(HyenaBase):
         self.filter = ImplicitFilter((order - 1) * dim, emb_dim, filter_width, filter_inner, sin_freq)
 
     def kernels(self, n: int, causal: bool, *, dtype=None, device=None) -> torch.Tensor:
-        """Long-conv filters (order - 1, C, N) for causal, (order - 1, C, 2N - 1) centred otherwise."""
-        dtype = dtype or self.in_proj.weight.dtype
+        """Long-conv filters (order - 1, C, N) for causal, (order - 1, C, 2N - 1) centred otherwise.
+
+        ``dtype``: of the offsets and the taps (default: the weights', fp32 for bf16 weights).
+        """
+        dtype = dtype or upcast(self.in_proj.weight).dtype
         lo = 0 if causal else -(n - 1)
         offsets = torch.arange(lo, n, dtype=dtype, device=device)
         h = self.filter(offsets, float(self.max_len))  # (m, (K-1) C)
@@ -182,6 +192,6 @@ class Hyena(HyenaBase):
             mask = key_padding_mask.unsqueeze(1).to(x.dtype)  # (B, 1, N)
             u = u * key_padding_mask.unsqueeze(-1).to(x.dtype)
         u = depthwise_conv(u.transpose(1, 2), self.short_weight, self.short_bias, causal=causal)
-        k = self.kernels(n, causal, dtype=x.dtype, device=x.device)
+        k = self.kernels(n, causal, dtype=upcast(x).dtype, device=x.device)  # the FFT conv runs in fp32 for bf16
         y = self._gate_and_convolve(u, lambda v, o: fft_long_conv(v, k[o], causal=causal), mask)
         return self.out_proj(y.transpose(1, 2))

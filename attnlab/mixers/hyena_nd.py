@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from attnlab.utils.checks import check_choice, check_positive_int, fail
+from attnlab.utils.precision import upcast
 from attnlab.mixers.base import Capabilities
 from attnlab.mixers.hyena import HyenaBase, ImplicitFilter
 from attnlab.mixers.registry import register
@@ -78,8 +79,11 @@ class HyenaND(HyenaBase):
         return torch.arange(lo, n, dtype=dtype, device=device)
 
     def kernels(self, grid: tuple[int, ...], *, dtype=None, device=None) -> torch.Tensor:
-        """Filters (order - 1, C, *ksize): ksize = 2 n_a - 1 (centred) or n_a (quadrant) per axis."""
-        dtype = dtype or self.in_proj.weight.dtype
+        """Filters (order - 1, C, *ksize): ksize = 2 n_a - 1 (centred) or n_a (quadrant) per axis.
+
+        ``dtype``: of the offsets and the taps (default: the weights', fp32 for bf16 weights).
+        """
+        dtype = dtype or upcast(self.in_proj.weight).dtype
         nd = len(grid)
         offs = [self._offsets(n, dtype, device) for n in grid]
         if self.filter_mode == "product":
@@ -94,7 +98,7 @@ class HyenaND(HyenaBase):
             mesh = torch.meshgrid(*offs, indexing="ij")
             feats = [f.features(m.reshape(-1), float(n)) for m, n in zip(mesh, grid)]
             feats += [torch.zeros_like(feats[0])] * (self.max_dims - nd)
-            h = f.mlp(torch.cat(feats, dim=-1))
+            h = f.mlp(torch.cat(feats, dim=-1).to(f.mlp[0].weight.dtype)).to(dtype)
             for m, n in zip(mesh, grid):
                 h = h * f.window(m.reshape(-1), float(n))
             h = h.view(*mesh[0].shape, -1)
@@ -119,7 +123,7 @@ class HyenaND(HyenaBase):
             mask = key_padding_mask.view(b, 1, *grid).to(x.dtype)
         u = u.transpose(1, 2).reshape(b, -1, *grid)
         u = self._short_conv(u, nd)
-        k = self.kernels(tuple(grid), dtype=x.dtype, device=x.device)
+        k = self.kernels(tuple(grid), dtype=upcast(x).dtype, device=x.device)  # the FFT conv runs in fp32 for bf16
         quadrant = self.kernel == "quadrant"
         y = self._gate_and_convolve(u, lambda v, o: fft_long_conv_nd(v, k[o], nd, causal=quadrant), mask)
         return self.out_proj(y.reshape(b, self.dim, n).transpose(1, 2))

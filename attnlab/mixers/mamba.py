@@ -22,6 +22,7 @@ from torch import nn
 
 from attnlab.layers import ShortConv
 from attnlab.utils.checks import check_positive_int
+from attnlab.utils.precision import upcast
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 from attnlab.ops.selective_scan import selective_scan, selective_scan_reference, selective_scan_step
@@ -129,8 +130,9 @@ class Mamba(GatedSSMBlock):
 
     def ssm(self, x, mask):
         delta, B, C = self._dt_bc(x, mask)
-        A = -torch.exp(self.A_log.to(x.dtype))
-        args = (x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.to(x.dtype))
+        # A and D at the parameters' precision (fp32 under autocast); the scan runs in fp32 for bf16 (fp32_op)
+        A, D = -torch.exp(upcast(self.A_log)), upcast(self.D)
+        args = (x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D)
         if self.use_reference:
             y = selective_scan_reference(*args)
         else:
@@ -147,6 +149,5 @@ class Mamba(GatedSSMBlock):
         u, z = self.in_proj(x_t).chunk(2, dim=-1)
         u, conv = self.conv.step(u, state["conv"])
         delta, B, C = self._dt_bc(u, None)
-        A = -torch.exp(self.A_log.to(x_t.dtype))
-        y, h = selective_scan_step(u, delta, A, B, C, state["h"], D=self.D.to(x_t.dtype))
+        y, h = selective_scan_step(u, delta, -torch.exp(upcast(self.A_log)), B, C, state["h"], D=upcast(self.D))
         return self.out_proj(y * F.silu(z)), {"conv": conv, "h": h}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.utils.checks import check_positive_int, fail
+from attnlab.utils.precision import upcast
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.mamba import check_ssm_sizes, dt_bias_init, s4d_real_log_a
 from attnlab.mixers.registry import register
@@ -97,9 +98,10 @@ class Mamba2D(TokenMixer):
                            + self.dt_proj_bias.to(x.dtype).unsqueeze(-1))
         if mask is not None:
             delta = delta * mask[:, orders].unsqueeze(2)
-        A = -torch.exp(self.A_log.to(x.dtype))
+        # A and D at the parameters' precision (fp32 under autocast); the scan runs in fp32 for bf16 (fp32_op)
+        A = -torch.exp(upcast(self.A_log))
         y = selective_scan(xs.reshape(b, k * e, n), delta.reshape(b, k * e, n), A, Bs.contiguous(), Cs.contiguous(),
-                           self.D.to(x.dtype), chunk_size=self.chunk_size).view(b, k, e, n)
+                           upcast(self.D), chunk_size=self.chunk_size).view(b, k, e, n)
         # cross-merge: put every sequence back in grid order (inverse permutation) and sum the four
         inv = torch.argsort(orders, dim=1)
         y = torch.stack([y[:, i, :, inv[i]] for i in range(k)], dim=1).sum(1)

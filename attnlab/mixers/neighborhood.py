@@ -42,8 +42,10 @@ class NeighborhoodAttention(TokenMixer):
     tokens of the same residue i mod d (DiNA), which widens the receptive field at the
     same cost. Multi-head, qkv and output projections as in NAT, with the relative
     positional bias table (2k-1 per axis, per head) when ``rel_pos_bias``. 1D over the
-    sequence when no grid is given (causal supported: the last k tokens); 2D / 3D on
-    a grid (causal: up-and-left windows, NATTEN's semantics).
+    sequence when no grid is given (causal supported: the last k tokens): the sequence is
+    then the 1 x N grid (1 x 1 x N for 3 axes) of the layer's axes, so the layer runs at its
+    defaults and its bias table applies (the centre row: offset 0 along the unit axes). 2D / 3D
+    on a grid (causal: up-and-left windows, NATTEN's semantics).
 
     Args:
         dim: channel width C (divisible by ``num_heads``).
@@ -115,7 +117,8 @@ class NeighborhoodAttention(TokenMixer):
 
     def mix(self, x, *, grid, causal, key_padding_mask):
         b, n, _ = x.shape
-        grid = tuple(grid) if grid is not None else (n,)
+        # no grid: the 1 x N grid of the layer's axes (exactly 1-D NA along N, see the class doc)
+        grid = tuple(grid) if grid is not None else (1,) * (self.bias_dims - 1) + (n,)
         ks, ds, rpb = self._windows(grid)
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         o = neighborhood_attention(q, k, v, ks, grid=grid, dilation=ds, causal=causal,

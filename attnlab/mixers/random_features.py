@@ -146,7 +146,9 @@ def ridge_fit(features: torch.Tensor, targets: torch.Tensor, lam: float) -> torc
     return (f.T @ alpha).to(features.dtype)
 
 
-@register("random_features", test_kwargs={"num_heads": 3, "value_dim": 2})
+# bf16_tol: ReLU's kink makes the input gradient jump where bf16 rounding flips a logit's sign (9 % over six seeds at
+# the test size, 2-3 % at C = 64, N = 256); the outputs agree to 0.5 %
+@register("random_features", test_kwargs={"num_heads": 3, "value_dim": 2}, bf16_tol=(0.02, 0.15))
 class RandomFeatureAttention(TokenMixer):
     """Random-feature attention mixer (P01), x (B, N, C) -> (B, N, C): frozen random QK, trainable values.
 

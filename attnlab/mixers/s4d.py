@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from attnlab.utils.precision import upcast
 from attnlab.mixers.base import Capabilities
 from attnlab.mixers.mamba import GatedSSMBlock, check_ssm_sizes, s4d_real_log_a
 from attnlab.mixers.registry import register
@@ -50,8 +51,12 @@ class S4D(GatedSSMBlock):
         self.D = nn.Parameter(torch.ones(e))
 
     def kernel(self, n: int, dtype=None) -> torch.Tensor:
-        """The SSM's convolution kernel (E, n): K_l = sum_k C_k dt B_k exp(dt A_k l)."""
-        dtype = dtype or self.B.dtype
+        """The SSM's convolution kernel (E, n): K_l = sum_k C_k dt B_k exp(dt A_k l).
+
+        ``dtype``: of the computation and the result (default: the parameters', fp32 for bf16 ones:
+        positions l past 256 and the powers exp(dt A l) need more than bf16's 8 bits).
+        """
+        dtype = dtype or upcast(self.B).dtype
         dt = torch.exp(self.log_dt.to(dtype)).unsqueeze(-1)
         dta = -torch.exp(self.A_log.to(dtype)) * dt  # (E, N)
         pos = torch.arange(n, dtype=dtype, device=dta.device)
@@ -63,6 +68,6 @@ class S4D(GatedSSMBlock):
             x_in = x * mask.unsqueeze(-1)
         else:
             x_in = x
-        k = self.kernel(x.shape[1], x.dtype)
+        k = self.kernel(x.shape[1], upcast(x).dtype)  # the FFT conv runs in fp32 for bf16
         y = fft_long_conv(x_in.transpose(1, 2), k, causal=True).transpose(1, 2)
-        return y + x * self.D.to(x.dtype)
+        return y + x * self.D.to(y.dtype)

@@ -15,7 +15,11 @@ from attnlab.ops.sea import favor_projection, sea_attention, sea_estimate
 __all__ = ["SEA"]
 
 
-@register("sea", test_kwargs={"num_heads": 2, "top_k": 3, "t_m": 4, "num_features": 8, "block": 4}, test_len=11)
+# bf16_tol: the top-k choice is discontinuous in q and k, so bf16 rounding flips near-tied bins; a flipped row differs
+# by up to its own size (8 % output, 22 % gradient over six seeds at the test size). What SEA offers in bf16 is pinned
+# in tests/mixers/test_sea.py: about 99 % of rows keep their selection and those agree with fp32 to 2 %.
+@register("sea", test_kwargs={"num_heads": 2, "top_k": 3, "t_m": 4, "num_features": 8, "block": 4}, test_len=11,
+          bf16_tol=(0.2, 0.4))
 class SEA(TokenMixer):
     """SEA multi-head attention (P20), x (B, N, C) -> (B, N, C): about ``top_k`` keys per query, O(N).
 

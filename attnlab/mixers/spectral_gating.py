@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.utils.checks import describe, fail
+from attnlab.utils.precision import no_autocast, upcast
 from attnlab.mixers.base import Capabilities, TokenMixer
 from attnlab.mixers.registry import register
 
@@ -30,9 +31,9 @@ class SpectralGating(TokenMixer):
     real parameter ``complex_weight`` (H, W // 2 + 1, C, 2) initialised to
     ``0.02 * randn`` as in the official code. A grid different from ``size``
     gets the filter bilinearly resized in frequency (GFNet's recipe for a new
-    resolution), so one model runs at several image sizes. Half precision is
-    computed in float32 (FFTs in fp16 are inaccurate and restricted to powers
-    of two) and cast back.
+    resolution), so one model runs at several image sizes. bf16 / fp16 input and
+    weights, and autocast, are computed in float32 (torch has no bf16 FFT; fp16 FFTs
+    are inaccurate and restricted to powers of two); the base class casts back.
 
     Args:
         dim: channel width C.
@@ -56,9 +57,12 @@ class SpectralGating(TokenMixer):
         self.complex_weight = nn.Parameter(torch.randn(h, w // 2 + 1, dim, 2) * init_std)
 
     def filter_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The complex filter (H, W // 2 + 1, C) for ``grid``, resized if it differs from ``size``."""
+        """The complex filter (H, W // 2 + 1, C) for ``grid``, resized if it differs from ``size``.
+
+        complex64 for fp32 and bf16 weights (there is no bf16 complex type), complex128 for fp64.
+        """
         h, w = grid
-        weight = self.complex_weight
+        weight = upcast(self.complex_weight)
         if (h, w // 2 + 1) != tuple(weight.shape[:2]):
             # Resize in the frequency domain: (h, wf, C, 2) -> (C*2, h, wf) as image channels.
             c = weight.shape[2]
@@ -70,13 +74,11 @@ class SpectralGating(TokenMixer):
     def mix(self, x, *, grid, causal, key_padding_mask):
         b, n, c = x.shape
         h, w = grid
-        out_dtype = x.dtype
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        xg = x.reshape(b, h, w, c)
-        spec = torch.fft.rfft2(xg, dim=(1, 2), norm="ortho")
-        filt = self.filter_for((h, w))
-        if filt.dtype != spec.dtype:
-            filt = filt.to(spec.dtype)
-        y = torch.fft.irfft2(spec * filt, s=(h, w), dim=(1, 2), norm="ortho")
-        return y.reshape(b, n, c).to(out_dtype)
+        with no_autocast():  # the FFTs and the filter in fp32 (fp64 for fp64 input) under autocast too
+            xg = upcast(x).reshape(b, h, w, c)
+            spec = torch.fft.rfft2(xg, dim=(1, 2), norm="ortho")
+            filt = self.filter_for((h, w))
+            if filt.dtype != spec.dtype:
+                filt = filt.to(spec.dtype)
+            y = torch.fft.irfft2(spec * filt, s=(h, w), dim=(1, 2), norm="ortho")
+        return y.reshape(b, n, c)

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from attnlab.utils.checks import check_grid, describe, fail
+from attnlab.utils.precision import fp32_op
+from attnlab.ops.attention import sdpa
 from attnlab.ops.neighborhood import check_local_qkv, masked_dense_attention
 from attnlab.ops.recording import is_recording, record
 
@@ -47,6 +48,7 @@ def axial_mask(grid: Sequence[int], axis: int, causal: bool = False) -> torch.Te
     return same
 
 
+@fp32_op
 def axial_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -87,14 +89,14 @@ def axial_attention(
 
     qs, ks, vs = to_lines(q), to_lines(k), to_lines(v)
     if key_padding_mask is None:
-        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
+        o = sdpa(qs, ks, vs, is_causal=causal, scale=scale)
     else:
         kp = key_padding_mask.reshape(b, *grid).movedim(1 + axis, -1).reshape(b, 1, lines, 1, L)
         mask = kp.expand(b, h, lines, 1, L).reshape(b, h * lines, 1, L)
         if causal:
             mask = mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
         has_key = mask.any(-1, keepdim=True)
-        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask | ~has_key, scale=scale)
+        o = sdpa(qs, ks, vs, attn_mask=mask | ~has_key, scale=scale)
         o = o * has_key.to(o.dtype)
     dv = o.shape[-1]
     shape = list(grid)
@@ -103,6 +105,7 @@ def axial_attention(
     return o.reshape(b, h, n, dv)
 
 
+@fp32_op
 def axial_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_grid, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.attention import attention, attention_reference, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
@@ -103,6 +104,7 @@ def _heads_concat(t: torch.Tensor) -> torch.Tensor:
     return t.movedim(1, -2).reshape(*t.shape[:1], *t.shape[2:-1], t.shape[1] * t.shape[-1])
 
 
+@lower_precision_op
 def bilevel_routing_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -152,6 +154,7 @@ def bilevel_routing_attention_reference(
     return (out, index) if return_index else out
 
 
+@lower_precision_op
 def bilevel_routing_attention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_positive_int
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.attention import check_attention_options, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
@@ -132,6 +133,7 @@ def _record_reference(fn, q, k, v, block_size, causal, key_padding_mask, scale):
 # ---------------------------------------------------------------------------- Fixed
 
 
+@lower_precision_op
 def combiner_fixed(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -190,6 +192,7 @@ def _factorised_reference(q, k, v, direct_mask, abs_keys, abs_dist, region_mask,
     return (out, probs) if return_probs else out
 
 
+@lower_precision_op
 def combiner_fixed_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -232,6 +235,7 @@ def combiner_fixed_reference(
 # ---------------------------------------------------------------------------- Axial
 
 
+@lower_precision_op
 def combiner_axial(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -272,6 +276,7 @@ def combiner_axial(
     return _from_blocks(out, q.shape[2])
 
 
+@lower_precision_op
 def combiner_axial_reference(
     q: torch.Tensor,
     k: torch.Tensor,

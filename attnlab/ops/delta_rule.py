@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op, upcast
 from attnlab.ops.attention import check_self_qkv
 
 __all__ = ["delta_rule_chunkwise", "delta_rule_recurrent", "delta_rule_step", "unit_lower_inverse"]
@@ -50,6 +51,7 @@ def _check(q, k, v, beta, initial_state):
     return q, k, v, beta
 
 
+@lower_precision_op
 def delta_rule_recurrent(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -62,18 +64,22 @@ def delta_rule_recurrent(
     """Reference: the token-by-token delta-rule recurrence (unbind/stack, no slice writes).
 
     q, k (B, H, N, Dk), v (B, H, N, Dv), beta (B, H, N) -> (o (B, H, N, Dv), final state (B, H, Dk, Dv)).
+    bf16 inputs are computed in fp32 (o is cast back; the state stays fp32).
     """
     q, k, v, beta = _check(q, k, v, beta, initial_state)
     b, h, n, dk = q.shape
+    out_dtype = q.dtype
+    q, k, v, beta = (upcast(t) for t in (q, k, v, beta))
     scale = dk**-0.5 if scale is None else scale
-    s = q.new_zeros(b, h, dk, v.shape[-1]) if initial_state is None else initial_state
+    s = q.new_zeros(b, h, dk, v.shape[-1]) if initial_state is None else upcast(initial_state)
     outs = []
     for q_t, k_t, v_t, b_t in zip(q.unbind(2), k.unbind(2), v.unbind(2), beta.unbind(2)):
         o_t, s = delta_rule_step(q_t, k_t, v_t, b_t, s, scale=scale)
         outs.append(o_t)
-    return torch.stack(outs, dim=2), s
+    return torch.stack(outs, dim=2).to(out_dtype), s
 
 
+@lower_precision_op
 def delta_rule_step(
     q_t: torch.Tensor,
     k_t: torch.Tensor,
@@ -85,15 +91,18 @@ def delta_rule_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One delta-rule step: q_t, k_t (B, H, Dk), v_t (B, H, Dv), beta_t (B, H), state (B, H, Dk, Dv).
 
-    Returns (o_t (B, H, Dv), new state). O(Dk Dv) per token, independent of t.
+    Returns (o_t (B, H, Dv), new state). O(Dk Dv) per token, independent of t. bf16 inputs are
+    computed in fp32: o_t is cast back, the new state is fp32.
     """
+    out_dtype = q_t.dtype
+    q_t, k_t, v_t, beta_t, state = (upcast(t) for t in (q_t, k_t, v_t, beta_t, state))
     scale = q_t.shape[-1] ** -0.5 if scale is None else scale
     # v_old = S^T k: what the memory currently returns for this key; write the correction
     v_old = torch.einsum("bhde,bhd->bhe", state, k_t)
     delta = beta_t.unsqueeze(-1) * (v_t - v_old)
     state = state + k_t.unsqueeze(-1) * delta.unsqueeze(-2)
     o_t = torch.einsum("bhde,bhd->bhe", state, q_t) * scale
-    return o_t, state
+    return o_t.to(out_dtype), state
 
 
 def _masks(c, dtype, device):
@@ -154,13 +163,20 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         triangular inverse needs no backward of its own (dT T^T folds into Unew = T V~);
         dKb = -dV~ S_i^T + dA K, dK += dA^T Kb + beta dKb + (dP^T Q) + Unew G_{i+1}^T, dVb = dV~.
     Saved: T, W|U, Unew, the chunk-entry states and the masked Q K^T (each O(N (C + D)) per head).
+
+    bf16 inputs (the AMX fast path): every batched product runs in bf16 (fp32 accumulation inside
+    the matmul), while the states S_i and their gradients G_i are fp32 (``s0.dtype``): each chunk of
+    the sequential loops reads a bf16 copy of the fp32 state for its products (kept: they are the
+    batched products' S_i and G_{i+1}) and adds its bf16 update to the fp32 state, as fla's kernels do.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, beta, s0, c):
-        # q (pre-scaled), k (nc, BH, C, Dk), v (nc, BH, C, Dv), beta (nc, BH, C, 1), s0 (BH, Dk, Dv)
+        # q (pre-scaled), k (nc, BH, C, Dk), v (nc, BH, C, Dv), beta (nc, BH, C, 1), s0 (BH, Dk, Dv) in the
+        # state dtype (fp32 for bf16 inputs, else the inputs' dtype)
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
+        low = s0.dtype != q.dtype
         lower, strict = _masks(c, q.dtype, q.device)
         kt = k.transpose(-1, -2)
         kb = k * beta
@@ -168,44 +184,62 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         tmat = unit_lower_inverse((kb @ kt) * strict)
         wu = tmat @ torch.cat([kb, vb], -1)
         w, u = wu[..., :dk], wu[..., dk:]
-        states = q.new_empty(nc + 1, bh, dk, dv)
+        states = s0.new_empty(nc + 1, bh, dk, dv)
         states[0] = s0
+        s_in = q.new_empty(nc, bh, dk, dv) if low else states[:nc]  # the state entering each chunk, inputs' dtype
         unew = q.new_empty(nc, bh, c, dv)
+        ktc = kt.contiguous() if low else kt
         for i in range(nc):
-            torch.baddbmm(u[i], w[i], states[i], alpha=-1, out=unew[i])
-            torch.baddbmm(states[i], kt[i], unew[i], out=states[i + 1])
+            if low:
+                s_in[i].copy_(states[i])
+            torch.baddbmm(u[i], w[i], s_in[i], alpha=-1, out=unew[i])
+            if low:
+                torch.add(states[i], torch.bmm(ktc[i], unew[i]), out=states[i + 1])
+            else:
+                torch.baddbmm(states[i], kt[i], unew[i], out=states[i + 1])
         attn = (q @ kt) * lower
-        s_in = states[:nc]
         o = q @ s_in
         o.view(-1, c, dv).baddbmm_(attn.view(-1, c, c), unew.view(-1, c, dv))
-        ctx.save_for_backward(q, k, v, beta, kb, tmat, wu, unew, states, attn)
-        ctx.c = c
+        ctx.save_for_backward(q, k, v, beta, kb, tmat, wu, unew, s_in, attn)
+        ctx.c, ctx.state_dtype = c, s0.dtype
         return o, states[nc].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do, ds):
-        q, k, v, beta, kb, tmat, wu, unew, states, attn = ctx.saved_tensors
+        q, k, v, beta, kb, tmat, wu, unew, s_in, attn = ctx.saved_tensors
         c = ctx.c
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
+        low = ctx.state_dtype != q.dtype
         lower, strict = _masks(c, q.dtype, q.device)
         if do is None:
             do = torch.zeros_like(unew)
         do = do.contiguous()
         w = wu[..., :dk]
+        wt = w.transpose(-1, -2)
         dunew = attn.transpose(-1, -2) @ do          # dUnew from the outputs
-        gs = q.new_empty(nc + 1, bh, dk, dv)       # gs[i] = dL/dS entering chunk i
-        torch.matmul(q.transpose(-1, -2), do, out=gs[:nc])   # dS_in from the outputs
+        gs = q.new_empty(nc + 1, bh, dk, dv, dtype=ctx.state_dtype)   # gs[i] = dL/dS entering chunk i
         if ds is None:
             gs[nc].zero_()
         else:
             gs[nc] = ds
-        wt = w.transpose(-1, -2)
+        qtdo = q.transpose(-1, -2) @ do               # dS_in from the outputs
+        if low:
+            g_next = q.new_empty(nc, bh, dk, dv)     # g_next[i] = G_{i+1} in the inputs' dtype
+            wt = wt.contiguous()
+        else:
+            gs[:nc] = qtdo
+            g_next = gs[1:]
         for i in range(nc - 1, -1, -1):
-            dunew[i].baddbmm_(k[i], gs[i + 1])
-            gs[i].add_(gs[i + 1]).baddbmm_(wt[i], dunew[i], alpha=-1)
-        s_t = states[:nc].transpose(-1, -2)
+            if low:
+                g_next[i].copy_(gs[i + 1])
+            dunew[i].baddbmm_(k[i], g_next[i])
+            if low:
+                torch.add(gs[i + 1], qtdo[i], out=gs[i]).sub_(torch.bmm(wt[i], dunew[i]))
+            else:
+                gs[i].add_(gs[i + 1]).baddbmm_(wt[i], dunew[i], alpha=-1)
+        s_t = s_in.transpose(-1, -2)
         # Unew = T (Vb - Kb S): gradient of the inner V~ = Vb - Kb S
         dvt = tmat.transpose(-1, -2) @ dunew
         da = (dvt @ unew.transpose(-1, -2)).mul_(strict)     # -dA (A = I + strict_tril(Kb K^T))
@@ -214,13 +248,14 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         dq = do @ s_t
         dq.view(-1, c, dk).baddbmm_(dp.view(-1, c, c), k.view(-1, c, dk))
         dk_ = dp.transpose(-1, -2) @ q
-        dk_.view(-1, c, dk).baddbmm_(unew.view(-1, c, dv), gs[1:].transpose(-1, -2).reshape(-1, dv, dk))
+        dk_.view(-1, c, dk).baddbmm_(unew.view(-1, c, dv), g_next.transpose(-1, -2).reshape(-1, dv, dk))
         dk_.view(-1, c, dk).baddbmm_(da.transpose(-1, -2).reshape(-1, c, c), kb.view(-1, c, dk), alpha=-1)
         dk_.addcmul_(beta, dkb)
         dbeta = dkb.mul_(k).sum(-1, keepdim=True) + (dvt * v).sum(-1, keepdim=True)
         return dq, dk_, dvt.mul_(beta), dbeta, gs[0], None
 
 
+@lower_precision_op
 def delta_rule_chunkwise(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -235,7 +270,9 @@ def delta_rule_chunkwise(
 
     Same signature/result as :func:`delta_rule_recurrent`: q, k (B, H, N, Dk), v (B, H, N, Dv),
     beta (B, H, N) -> (o (B, H, N, Dv), final state (B, H, Dk, Dv)); gradients flow to q, k, v,
-    beta and initial_state (first order only).
+    beta and initial_state (first order only). bf16 inputs take the AMX path: batched products in
+    bf16, states and their gradients in fp32 (the final state is returned in fp32); see
+    :class:`_DeltaRuleChunkwise`.
     """
     q, k, v, beta = _check(q, k, v, beta, initial_state)
     check_positive_int("chunk_size", chunk_size)
@@ -253,6 +290,8 @@ def delta_rule_chunkwise(
         # chunk index first: the sequential loop then reads contiguous (B*H, C, D) blocks
         return t.reshape(b * h, nc, c, t.shape[-1]).transpose(0, 1).contiguous()
 
-    s0 = q.new_zeros(b * h, dk, dv) if initial_state is None else initial_state.reshape(b * h, dk, dv)
+    state_dtype = upcast(q).dtype
+    s0 = (q.new_zeros(b * h, dk, dv, dtype=state_dtype) if initial_state is None
+          else initial_state.reshape(b * h, dk, dv).to(state_dtype))
     o, s = _DeltaRuleChunkwise.apply(to_chunks(q * scale), to_chunks(k), to_chunks(v), to_chunks(beta.unsqueeze(-1)), s0, c)
     return o.transpose(0, 1).reshape(b, h, nc * c, dv)[:, :, :n], s.reshape(b, h, dk, dv)

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from attnlab.utils.checks import check_tensor, describe, fail
+from attnlab.utils.precision import fp32_op
 
 __all__ = ["fft_long_conv", "fft_long_conv_reference", "fft_long_conv_nd", "fft_long_conv_nd_reference"]
 
@@ -72,6 +73,7 @@ def _fft_conv(u: torch.Tensor, k: torch.Tensor, nd: int, causal: bool) -> torch.
     return y.to(u.dtype)
 
 
+@fp32_op
 def fft_long_conv(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
     """1-D long convolution by rfft: u (..., C, N), k (..., C, m) -> (..., C, N); O(N log N).
 
@@ -83,6 +85,7 @@ def fft_long_conv(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torc
     return _fft_conv(u, k, 1, causal)
 
 
+@fp32_op
 def fft_long_conv_nd(u: torch.Tensor, k: torch.Tensor, dims: int, causal: bool = False) -> torch.Tensor:
     """N-D long convolution by rfftn over the last ``dims`` axes (Hyena N-D, P15).
 
@@ -116,6 +119,7 @@ def _toeplitz(k: torch.Tensor, sizes: Sequence[int], causal: bool) -> torch.Tens
     return kf[..., flat] * valid.to(k.dtype)
 
 
+@fp32_op
 def fft_long_conv_reference(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
     """Reference for :func:`fft_long_conv`: the dense Toeplitz matrix times u, O(N^2)."""
     u, k = _check_pair(u, k, 1)
@@ -123,6 +127,7 @@ def fft_long_conv_reference(u: torch.Tensor, k: torch.Tensor, causal: bool = Tru
     return torch.einsum("...ij,...j->...i", t, u)
 
 
+@fp32_op
 def fft_long_conv_nd_reference(u: torch.Tensor, k: torch.Tensor, dims: int, causal: bool = False) -> torch.Tensor:
     """Reference for :func:`fft_long_conv_nd`: dense (Ntot x Ntot) conv matrix over the flattened grid."""
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:

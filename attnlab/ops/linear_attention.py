@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_choice, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op, upcast
 from attnlab.ops.attention import check_self_qkv
 
 __all__ = [
@@ -67,11 +68,14 @@ def _prepare(q, k, v, fmap, normalize, scale, key_mask):
 
 
 def _finish(o, normalize, eps):
+    """Divide by the normaliser (the last column), in fp32 for bf16 inputs."""
     if not normalize:
         return o
-    return o[..., :-1] / (o[..., -1:] + eps)
+    o32 = upcast(o)
+    return (o32[..., :-1] / (o32[..., -1:] + eps)).to(o.dtype)
 
 
+@lower_precision_op
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -87,8 +91,10 @@ def linear_attention(
 ) -> torch.Tensor:
     """Linear attention, chunkwise. q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
 
-    ``key_mask`` (B, N) bool, True = real key: padded keys are ignored.
-    N need not be a multiple of ``chunk_size`` (padded inside with zero keys).
+    ``key_mask`` (B, N) bool, True = real key: padded keys are ignored; a causal query with no real
+    key at or before it gets zeros (and passes no gradient on). N need not be a multiple of
+    ``chunk_size`` (padded inside with zero keys). bf16 inputs: products in bf16, the chunk-state
+    prefix sums and the normalisation in fp32, output bf16.
     """
     check_self_qkv(q, k, v)
     check_positive_int("chunk_size", chunk_size)
@@ -105,9 +111,13 @@ def linear_attention(
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     nc = (n + pad) // c
     qc, kc, vc = (t.reshape(b, h, nc, c, t.shape[-1]) for t in (q, k, v))
-    chunk_states = torch.einsum("bhncd,bhnce->bhnde", kc, vc)
-    # exclusive prefix over chunks: state entering chunk i
-    prev = torch.cumsum(chunk_states, dim=2) - chunk_states
+    chunk_states = torch.einsum("bhncd,bhnce->bhnde", kc[:, :, :-1], vc[:, :, :-1])
+    # Exclusive prefix over chunks (the state entering chunk i) as a shifted cumsum, accumulated in
+    # fp32. Not cumsum - chunk_states: a query with no real key before it (leading padding) has a
+    # zero normaliser, so its rows get an upstream gradient ~1/eps, and the subtraction's backward
+    # cancels those huge terms against each other and leaves rounding noise in every real token's
+    # gradient (10-35 % errors in fp32).
+    prev = F.pad(torch.cumsum(upcast(chunk_states), dim=2), (0, 0, 0, 0, 1, 0)).to(q.dtype)
     mask = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     scores = torch.einsum("bhncd,bhnmd->bhncm", qc, kc).masked_fill(~mask, 0.0)
     o = torch.einsum("bhncm,bhnme->bhnce", scores, vc) + torch.einsum("bhncd,bhnde->bhnce", qc, prev)
@@ -115,6 +125,7 @@ def linear_attention(
     return _finish(o, normalize, eps)
 
 
+@lower_precision_op
 def linear_attention_recurrent(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -145,6 +156,7 @@ def linear_attention_recurrent(
     return _finish(torch.stack(outs, dim=2), normalize, eps)
 
 
+@lower_precision_op
 def linear_attention_quadratic(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -167,6 +179,7 @@ def linear_attention_quadratic(
     return _finish(a @ v, normalize, eps)
 
 
+@lower_precision_op
 def linear_attention_step(
     q_t: torch.Tensor,
     k_t: torch.Tensor,

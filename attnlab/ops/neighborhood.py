@@ -29,6 +29,12 @@ O(N * prod(T_a)) = O(N k^d) for fixed tiles. The same core serves sliding-window
 attention (:mod:`attnlab.ops.sliding_window`), whose windows are cut at the sequence
 ends instead of clamped.
 
+Precision: computed in fp32 for bf16 inputs and under autocast (``fp32_op``). Measured on this CPU
+(torch 2.13, sliding window N=4096 w=256 and 2-D NA 64x64 k=7, fwd+bwd): every bf16 variant was
+slower than fp32 (torch's bf16 tile backward 0.84x, a bf16 forward with an fp32 backward 0.69x,
+upcasting the inputs 0.92x): the fused SDPA backward over tile-sized problems, about half the time,
+has no faster bf16 kernel, the forward is about 15 % of it, and the rest is memory-bound tiling.
+
 :func:`neighborhood_attention_reference` is the dense ``softmax(Q K^T * scale + bias,
 mask) V`` with the (N, N) neighbourhood mask built from the definition above.
 """
@@ -43,7 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_tensor, describe, fail
-from attnlab.ops.attention import check_attention_options
+from attnlab.utils.precision import fp32_op
+from attnlab.ops.attention import check_attention_options, sdpa
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
@@ -290,7 +297,7 @@ def _attend_piece(q, k, v, segs, kpm, bias, scale):
             m4 = _piece_additive_mask(segs, q.dtype, q.device)[None]
         else:
             m4 = full.expand(b, h, g, p, s, kk).reshape(b * h * g, p, s, kk)
-        o = F.scaled_dot_product_attention(
+        o = sdpa(
             q.reshape(b * h * g, p, s, -1), k.reshape(b * h * g, p, kk, -1), v.reshape(b * h * g, p, kk, dv),
             attn_mask=m4, scale=scale,
         ).reshape(b, h, g, p, s, dv)
@@ -303,6 +310,7 @@ def _attend_piece(q, k, v, segs, kpm, bias, scale):
     return o
 
 
+@fp32_op
 def tiled_local_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -409,6 +417,7 @@ def _dense_mask_and_rel(grid: tuple[int, ...], windows: tuple[AxisWindow, ...]) 
     return grid_mask_and_rel(grid, windows)
 
 
+@fp32_op
 def dense_local_attention(q, k, v, grid, windows, *, scale, rpb=None, key_padding_mask=None) -> torch.Tensor:
     """Local attention as one SDPA call with the (N, N) window mask: the fast path for small N.
 
@@ -427,7 +436,7 @@ def dense_local_attention(q, k, v, grid, windows, *, scale, rpb=None, key_paddin
         bias = rpb.reshape(rpb.shape[0], -1)[:, rel.to(q.device)]  # (H, N, N)
         mask = bias.masked_fill(~mask, float("-inf"))
         mask = mask[None] if mask.dim() == 3 else mask  # 4-D masks keep SDPA on its fused CPU kernel
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out = sdpa(q, k, v, attn_mask=mask, scale=scale)
     return out * has_key.to(out.dtype) if has_key is not None else out
 
 
@@ -527,6 +536,7 @@ def default_tile(window: AxisWindow, nd: int) -> int:
     return max(t, window.min_tile)
 
 
+@fp32_op
 def neighborhood_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -653,6 +663,7 @@ def masked_dense_attention(q, k, v, mask, *, bias=None, key_padding_mask=None, s
     return (out, probs) if return_probs else out
 
 
+@fp32_op
 def neighborhood_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -6,8 +6,12 @@ Three steps per head, none of which forms an N x N matrix:
    FAVOR+) give a linear-cost estimate of the softmax attention row of each query,
    ``A_ij ~ phi(q_i).phi(k_j)``. It is compressed to ``t_m`` columns: column m holds the
    estimated mass of the keys in bin m of the query's visible range ``[0, L_i)``
-   (``L_i = N``; causal ``L_i = i + 1``, bins relative to each query's prefix as in the
+   (``L_i = E``; causal ``L_i = i + 1``, bins relative to each query's prefix as in the
    paper's causal resize), bin m = keys ``[floor(m L_i / t_m), floor((m+1) L_i / t_m))``.
+   E is the end of the real keys (one past the last key the ``key_padding_mask`` keeps; N
+   without a mask), so trailing padding changes nothing: a padded sequence gives its real
+   tokens exactly the outputs of the unpadded one. Padding before or between real keys
+   occupies bin positions, as every position does in the paper's resize.
    Non-causal: one (t_m, F) table of per-bin key-feature sums. Causal: prefix sums of
    the key features read at each query's bin edges. Cost O(N t_m F).
 2. **Top-k mask** (:func:`sea_select`). Per query the ``round(top_k * t_m / L_i)``
@@ -29,7 +33,14 @@ kernel estimate itself, without the paper's learned MLP/CNN decoder on top of it
 is taken per head (the official code can share one budget across heads); bins are
 hard (nearest) in both directions. The random features use a data-independent
 stabiliser (max_f |w_f|^2 / 2), so no query or key ever sees a statistic of other
-tokens (the official code uses FAVOR+ with per-tensor maxima).
+tokens (the official code uses FAVOR+ with per-tensor maxima); bins end at the last real key
+(padding invariance, see step 1).
+
+Precision: the estimate (exponentials of random features, prefix sums) is always computed in
+fp32 (fp64 for fp64 inputs) and the top-k selection made on it; with bf16 inputs the sparse
+attention runs in bf16 and the estimate is returned in bf16. The selection is discontinuous in
+q and k, so bf16 rounding of q and k (or of the projections that make them) flips near-tied
+bins: per token, SEA in bf16 agrees with fp32 only where the selection does.
 """
 from __future__ import annotations
 
@@ -39,10 +50,12 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op, upcast
 from attnlab.ops.attention import attention_reference, check_attention_options, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 
 __all__ = [
+    "key_ends",
     "favor_projection",
     "favor_features",
     "bin_edges",
@@ -91,33 +104,54 @@ def favor_features(x: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- bins
 
 
-def _lengths(n: int, causal: bool, block: int, device=None) -> torch.Tensor:
-    """Length L of the binned range per query: N, or causal the end of the query's block (N,) / (1,)."""
+def key_ends(key_padding_mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """End of the real keys per sequence, (B,) long: one past the last True of the mask (at least 1);
+    None without a mask (the end is N). The binned range stops there (see the module doc)."""
+    if key_padding_mask is None:
+        return None
+    pos = torch.arange(1, n + 1, device=key_padding_mask.device)
+    return (key_padding_mask * pos).amax(dim=1).clamp(min=1)
+
+
+def _lengths(n: int, causal: bool, block: int, device=None, ends: torch.Tensor | None = None) -> torch.Tensor:
+    """Length L of the binned range per query, (B|1, N|1): the end E of the real keys, or causal the end of
+    the query's block clipped at E."""
+    end = torch.full((1, 1), n, device=device) if ends is None else ends[:, None]
     if not causal:
-        return torch.full((1,), n, device=device)
-    return ((torch.arange(n, device=device) // block + 1) * block).clamp(max=n)
+        return end
+    return ((torch.arange(n, device=device) // block + 1) * block)[None, :].clamp(max=end)
 
 
-def bin_edges(n: int, t_m: int, causal: bool, block: int = 1, device=None) -> torch.Tensor:
-    """Bin edges of the compressed axis: (N, t_m + 1) if causal else (1, t_m + 1), long.
-
-    Row i, bin m covers keys [edges[i, m], edges[i, m + 1]) with edges[i, m] =
-    floor(m L / t_m), L = N when not causal. Causal: L is the end of the query's block of
-    ``block`` queries (``block=1``: L = i + 1, the paper's per-query bins) and the edges
-    are clipped at i + 1, so a bin never holds a future key (bins past i are empty).
-    """
-    length = _lengths(n, causal, block, device)
-    edges = torch.div(torch.arange(t_m + 1, device=device)[None, :] * length[:, None], t_m, rounding_mode="floor")
+def _edges(n: int, t_m: int, causal: bool, block: int, device, ends) -> torch.Tensor:
+    """Bin edges (B|1, N|1, t_m + 1), long (see :func:`bin_edges`)."""
+    length = _lengths(n, causal, block, device, ends)
+    edges = torch.div(torch.arange(t_m + 1, device=device) * length[..., None], t_m, rounding_mode="floor")
     if causal:
         edges = edges.clamp(max=(torch.arange(n, device=device) + 1)[:, None])
     return edges
 
 
-def _bins_per_query(n: int, t_m: int, top_k: int, causal: bool, block: int, device=None) -> torch.Tensor:
-    """How many bins each query keeps: round(top_k t_m / L) clipped to [1, t_m]; (N, 1) or (1, 1)."""
-    length = _lengths(n, causal, block, device)
+def bin_edges(n: int, t_m: int, causal: bool, block: int = 1, device=None,
+              key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Bin edges of the compressed axis: (N, t_m + 1) if causal else (1, t_m + 1), long; with a
+    ``key_padding_mask`` (B, N) one such table per sequence, (B, N|1, t_m + 1).
+
+    Row i, bin m covers keys [edges[i, m], edges[i, m + 1]) with edges[i, m] =
+    floor(m L / t_m), L = E (the end of the real keys, :func:`key_ends`; N without a mask)
+    when not causal. Causal: L is the end of the query's block of ``block`` queries
+    (``block=1``: L = i + 1, the paper's per-query bins) clipped at E, and the edges are
+    clipped at i + 1, so a bin never holds a future key (bins past i are empty).
+    """
+    edges = _edges(n, t_m, causal, block, device, key_ends(key_padding_mask, n))
+    return edges[0] if key_padding_mask is None else edges
+
+
+def _bins_per_query(n: int, t_m: int, top_k: int, causal: bool, block: int, device=None,
+                    ends: torch.Tensor | None = None) -> torch.Tensor:
+    """How many bins each query keeps: round(top_k t_m / L) clipped to [1, t_m]; (B|1, 1, N|1, 1)."""
+    length = _lengths(n, causal, block, device, ends)
     kb = torch.round(top_k * t_m / length.double()).long().clamp(1, t_m)
-    return kb[:, None]
+    return kb[:, None, :, None]
 
 
 # ---------------------------------------------------------------------------- checks
@@ -132,7 +166,9 @@ def _check_est_args(q, proj, t_m, key_padding_mask, scale):
 
 
 def _features(q, k, proj, scale, key_padding_mask):
+    """Random features of q and k, in fp32 for bf16 inputs (exponentials and their sums need it)."""
     root = math.sqrt(scale)
+    q, k = upcast(q), upcast(k)
     proj = proj.to(q.dtype)
     phi_q, phi_k = favor_features(q * root, proj), favor_features(k * root, proj)
     if key_padding_mask is not None:
@@ -148,6 +184,7 @@ def _normalise(mass):
 # ---------------------------------------------------------------------------- estimate
 
 
+@lower_precision_op
 def sea_estimate(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -164,35 +201,50 @@ def sea_estimate(
     Entry (i, m): estimated share of query i's attention that falls on the keys of bin m
     (see :func:`bin_edges`; ``block`` only matters when causal); rows sum to 1 (0 for a
     query whose keys are all padded). ``proj`` (F, D) from :func:`favor_projection`.
-    Time O(N t_m F) as batched matmuls; memory O(N t_m + (N / block) t_m F).
+    Time O(N t_m F) as batched matmuls; memory O(N t_m + (N / block) t_m F). Computed in fp32
+    for bf16 inputs, returned in the inputs' dtype.
     """
+    return _estimate(q, k, proj, t_m=t_m, causal=causal, block=block, key_padding_mask=key_padding_mask,
+                     scale=scale).to(q.dtype)
+
+
+def _estimate(q, k, proj, *, t_m, causal, block, key_padding_mask, scale):
+    """:func:`sea_estimate` in fp32 for bf16 inputs (fp64 for fp64)."""
     check_self_qkv(q, k)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     check_positive_int("block", block)
     phi_q, phi_k = _features(q, k, proj, scale, key_padding_mask)
     b, h, n, f = phi_k.shape
     dev = q.device
+    ends = key_ends(key_padding_mask, n)
     if not causal:
-        # every query shares the bins: sum the key features per bin once
-        bin_of_key = torch.bucketize(torch.arange(n, device=dev), bin_edges(n, t_m, False, device=dev)[0, 1:], right=True)
-        table = phi_k.new_zeros(b, h, t_m, f).index_add(2, bin_of_key, phi_k)
+        # every query of a sequence shares the bins: sum the key features per bin once
+        edges = _edges(n, t_m, False, block, dev, ends)[:, 0]  # (B|1, t_m + 1)
+        keys = torch.arange(n, device=dev).expand(edges.shape[0], n).contiguous()
+        # keys past the end are padded (zero features): any bin index will do
+        bin_of_key = torch.searchsorted(edges[:, 1:].contiguous(), keys, right=True).clamp(max=t_m - 1)
+        index = bin_of_key[:, None, :, None].expand(b, h, n, f)
+        table = phi_k.new_zeros(b, h, t_m, f).scatter_add_(2, index, phi_k)
         return _normalise(phi_q @ table.transpose(-1, -2))
     prefix = torch.cat([phi_k.new_zeros(b, h, 1, f), phi_k.cumsum(2)], dim=2)  # prefix[t] = sum_{j<t} phi(k_j)
     nb = -(-n // block)
-    block_end = ((torch.arange(nb, device=dev) + 1) * block).clamp(max=n)
-    shared = torch.div(torch.arange(t_m + 1, device=dev)[None, :] * block_end[:, None], t_m, rounding_mode="floor")
+    block_end = ((torch.arange(nb, device=dev) + 1) * block)[None, :]
+    block_end = block_end.clamp(max=n if ends is None else ends[:, None])  # (B|1, nb)
+    shared = torch.div(torch.arange(t_m + 1, device=dev) * block_end[..., None], t_m, rounding_mode="floor")
     # the queries of a block share their (unclipped) edges: one table of prefix sums per block
-    tables = prefix[:, :, shared]  # (B, H, nb, t_m + 1, F)
+    index = shared.reshape(shared.shape[0], 1, -1, 1).expand(b, h, -1, f)
+    tables = prefix.gather(2, index).view(b, h, nb, t_m + 1, f)
     phi_blocks = F.pad(phi_q, (0, 0, 0, nb * block - n)).view(b, h, nb, block, f)
     cum = (phi_blocks @ tables.transpose(-1, -2)).reshape(b, h, nb * block, t_m + 1)[:, :, :n]
     # clipping an edge at i + 1 reads prefix[i + 1]: the query's whole visible mass
     own = (phi_q * prefix[:, :, 1:]).sum(-1, keepdim=True)
     pos = torch.arange(n, device=dev)
-    future = shared[pos // block] > (pos + 1)[:, None]
-    cum = torch.where(future, own, cum)
+    future = shared[:, pos // block] > (pos + 1)[:, None]  # (B|1, N, t_m + 1)
+    cum = torch.where(future[:, None], own, cum)
     return _normalise((cum[..., 1:] - cum[..., :-1]).clamp_min(0.0))
 
 
+@lower_precision_op
 def sea_estimate_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -208,36 +260,56 @@ def sea_estimate_reference(
     check_self_qkv(q, k)
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     phi_q, phi_k = _features(q, k, proj, scale, key_padding_mask)
-    n = q.shape[2]
+    b, n = q.shape[0], q.shape[2]
     kernel = phi_q @ phi_k.transpose(-1, -2)
-    member = torch.zeros(n, t_m, n, dtype=kernel.dtype, device=q.device)
-    for i in range(n):
-        length = min(n, (i // block + 1) * block) if causal else n
-        for m in range(t_m):
-            lo, hi = (m * length) // t_m, ((m + 1) * length) // t_m
-            if causal:
-                lo, hi = min(lo, i + 1), min(hi, i + 1)
-            member[i, m, lo:hi] = 1.0
-    return _normalise(torch.einsum("bhij,imj->bhim", kernel, member))
+    member = torch.zeros(b, n, t_m, n, dtype=kernel.dtype, device=q.device)
+    for bi, end in enumerate(_reference_ends(key_padding_mask, b, n)):
+        for i in range(n):
+            for m, (lo, hi) in enumerate(_reference_bins(i, end, t_m, causal, block)):
+                member[bi, i, m, lo:hi] = 1.0
+    return _normalise(torch.einsum("bhij,bimj->bhim", kernel, member)).to(q.dtype)
 
 
-def expand_estimate(est: torch.Tensor, *, causal: bool = True, block: int = 64) -> torch.Tensor:
+def _reference_ends(key_padding_mask, b: int, n: int) -> list[int]:
+    """Per sequence, one past its last real key (N without a mask), by a plain loop."""
+    if key_padding_mask is None:
+        return [n] * b
+    return [max([j + 1 for j in range(n) if key_padding_mask[bi, j]] or [1]) for bi in range(b)]
+
+
+def _reference_bins(i: int, end: int, t_m: int, causal: bool, block: int) -> list[tuple[int, int]]:
+    """Query i's bins [lo, hi) straight from the definition (module doc, step 1)."""
+    length = min(end, (i // block + 1) * block) if causal else end
+    bins = []
+    for m in range(t_m):
+        lo, hi = (m * length) // t_m, ((m + 1) * length) // t_m
+        if causal:
+            lo, hi = min(lo, i + 1), min(hi, i + 1)
+        bins.append((lo, hi))
+    return bins
+
+
+def expand_estimate(est: torch.Tensor, *, causal: bool = True, block: int = 64,
+                    key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The compressed estimate spread over key positions: (B, H, N, t_m) -> (B, H, N, N).
 
     Each bin's share is divided evenly among its keys (rows still sum to 1); keys outside
     a query's bins get 0. The paper's "estimated attention matrix", for distillation and
-    analysis (O(N^2) memory).
+    analysis (O(N^2) memory). Pass the ``key_padding_mask`` the estimate was made with (its
+    bins end at the last real key).
     """
     check_tensor("est", est, ndim=4, floating=True)
-    n, t_m = est.shape[2], est.shape[3]
-    edges = bin_edges(n, t_m, causal, block, est.device).expand(n, t_m + 1)
+    b, h, n, t_m = est.shape
+    edges = _edges(n, t_m, causal, block, est.device, key_ends(key_padding_mask, n))
+    edges = edges.expand(edges.shape[0], n, t_m + 1)  # (B|1, N, t_m + 1)
     keys = torch.arange(n, device=est.device)
-    bin_of = torch.searchsorted(edges[:, 1:].contiguous(), keys.expand(n, n).contiguous(), right=True)  # (N, N)
-    visible = keys[None, :] < edges[:, -1:]
-    width = (edges[:, 1:] - edges[:, :-1]).clamp_min(1)
+    bin_of = torch.searchsorted(edges[..., 1:].contiguous(), keys.expand(*edges.shape[:2], n).contiguous(),
+                                right=True)  # (B|1, N, N)
+    visible = keys < edges[..., -1:]
+    width = (edges[..., 1:] - edges[..., :-1]).clamp_min(1)
     bin_c = bin_of.clamp(max=t_m - 1)
-    share = est.gather(-1, bin_c.expand(*est.shape[:2], n, n)) / width.gather(1, bin_c).to(est.dtype)
-    return share * visible
+    share = est.gather(-1, bin_c[:, None].expand(b, h, n, n)) / width.gather(-1, bin_c)[:, None].to(est.dtype)
+    return share * visible[:, None]
 
 
 # ---------------------------------------------------------------------------- selection
@@ -265,9 +337,10 @@ def sea_select(
         check_key_padding_mask("key_padding_mask", key_padding_mask, b, n)
     dev = est.device
     check_positive_int("block", block)
-    edges = bin_edges(n, t_m, causal, block, dev)
-    width = edges[:, 1:] - edges[:, :-1]  # (N|1, t_m)
-    keep = _top_bins(est, _bins_per_query(n, t_m, top_k, causal, block, dev)) & (width > 0)
+    ends = key_ends(key_padding_mask, n)
+    edges = _edges(n, t_m, causal, block, dev, ends)[:, None]  # (B|1, 1, N|1, t_m + 1)
+    width = edges[..., 1:] - edges[..., :-1]
+    keep = _top_bins(est, _bins_per_query(n, t_m, top_k, causal, block, dev, ends)) & (width > 0)
     kept_width = width * keep  # (B, H, N, t_m)
     cum = kept_width.cumsum(-1)
     total = cum[..., -1:]
@@ -275,7 +348,7 @@ def sea_select(
     slot = torch.arange(big_k, device=dev).expand(b, h, n, big_k).contiguous()
     which = torch.searchsorted(cum, slot, right=True).clamp(max=t_m - 1)  # bin holding each slot
     before = (cum - kept_width).gather(-1, which)
-    idx = edges[:, :-1].expand(n, t_m).expand(b, h, n, t_m).gather(-1, which) + slot - before
+    idx = edges[..., :-1].expand(b, h, n, t_m).gather(-1, which) + slot - before
     valid = slot < total
     idx = torch.where(valid, idx, 0)
     if key_padding_mask is not None:
@@ -311,13 +384,11 @@ def sea_mask_reference(
     """Reference for :func:`sea_select` as a dense (B, H, N, N) bool mask, built query by query."""
     b, h, n, t_m = est.shape
     mask = torch.zeros(b, h, n, n, dtype=torch.bool, device=est.device)
-    for i in range(n):
-        length = min(n, (i // block + 1) * block) if causal else n
-        cap = i + 1 if causal else n
-        lo = [min((m * length) // t_m, cap) for m in range(t_m)]
-        hi = [min(((m + 1) * length) // t_m, cap) for m in range(t_m)]
-        kb = min(max(round(top_k * t_m / length), 1), t_m)
-        for bi in range(b):
+    for bi, end in enumerate(_reference_ends(key_padding_mask, b, n)):
+        for i in range(n):
+            length = min(end, (i // block + 1) * block) if causal else end
+            lo, hi = zip(*_reference_bins(i, end, t_m, causal, block))
+            kb = min(max(round(top_k * t_m / length), 1), t_m)
             for hi_ in range(h):
                 row = est[bi, hi_, i].tolist()
                 ranked = sorted((m for m in range(t_m) if hi[m] > lo[m]), key=lambda m: (-row[m], m))
@@ -387,6 +458,7 @@ class _GatherAttention(torch.autograd.Function):
         return dq, dk.reshape(k_shape), dv.reshape(v_shape), None, None, None
 
 
+@lower_precision_op
 def sparse_gather_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -415,6 +487,7 @@ def sparse_gather_attention(
 # ---------------------------------------------------------------------------- SEA
 
 
+@lower_precision_op
 def sea_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -442,8 +515,9 @@ def sea_attention(
     scale = _check_est_args(q, proj, t_m, key_padding_mask, scale)
     opts = dict(causal=causal, block=block, key_padding_mask=key_padding_mask)
     with torch.set_grad_enabled(estimate_grad and torch.is_grad_enabled()):
-        est = sea_estimate(q, k, proj, t_m=t_m, scale=scale, **opts)
+        est = _estimate(q, k, proj, t_m=t_m, scale=scale, **opts)  # fp32 for bf16 inputs: the selection reads it
     idx, valid = sea_select(est.detach(), top_k=top_k, **opts)
+    est = est.to(q.dtype)
     if is_recording():
         mask = selection_to_mask(idx, valid, q.shape[2])
         out, probs = attention_reference(q, k, v, attn_mask=mask, scale=scale, return_probs=True)
@@ -453,6 +527,7 @@ def sea_attention(
     return (out, est) if return_estimate else out
 
 
+@lower_precision_op
 def sea_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

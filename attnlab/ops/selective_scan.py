@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import fp32_op
 
 __all__ = ["selective_scan", "selective_scan_reference", "selective_scan_step"]
 
@@ -121,6 +122,7 @@ def _finish(y, u, D, z, dims):
     return y
 
 
+@fp32_op
 def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                              initial_state=None, return_last_state=False):
     """Reference selective scan: the token-by-token loop (unbind/stack), mamba-ssm's ``selective_scan_ref`` semantics.
@@ -245,6 +247,7 @@ LOOP_MIN_BLOCK = 2**15
 LOOP_MAX_LEN = 1024
 
 
+@fp32_op
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
                    return_last_state=False, chunk_size=None, method="auto"):
     """Selective scan, chunked fast path (see the module doc); same arguments and result as the reference.
@@ -270,6 +273,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return (out, h.reshape(b, d, n)) if return_last_state else out
 
 
+@fp32_op
 def selective_scan_step(u_t, delta_t, A, B_t, C_t, state, D=None, z_t=None, delta_bias=None, delta_softplus=False):
     """One decoding step with carried state: O(D N) per token, independent of t.
 

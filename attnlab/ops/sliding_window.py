@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from attnlab.utils.checks import check_positive_int, describe, fail
+from attnlab.utils.precision import fp32_op
 from attnlab.ops.neighborhood import (
     AxisWindow,
     grid_mask_and_rel,
@@ -46,6 +47,7 @@ def sliding_window_mask(n: int, window: int, causal: bool = False) -> torch.Tens
     return grid_mask_and_rel((n,), [sw_window(window, causal)])[0]
 
 
+@fp32_op
 def sliding_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -91,6 +93,7 @@ def sliding_window_attention(
     return tiled_local_attention(q, k, v, [plan], scale=scale, key_padding_mask=key_padding_mask)
 
 
+@fp32_op
 def sliding_window_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, check_tensor, describe, fail
+from attnlab.utils.precision import lower_precision_op
 from attnlab.ops.attention import attention, attention_reference, check_self_qkv
 from attnlab.ops.recording import is_recording, record
 from attnlab.ops.bilevel_routing import gather_rows
@@ -143,6 +144,7 @@ def _check(q, k, v, index, valid, block, key_padding_mask):
     return min(block, n)
 
 
+@lower_precision_op
 def subsampled_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -176,6 +178,7 @@ def subsampled_attention_reference(
     return out
 
 
+@lower_precision_op
 def subsampled_attention(
     q: torch.Tensor,
     k: torch.Tensor,

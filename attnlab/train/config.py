@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from attnlab.utils.checks import fail
+from attnlab.utils.precision import check_precision
 
 __all__ = ["TrainConfig", "WD_MODES", "RESUME_FREE_FIELDS", "DEFAULT_WARMUP"]
 
@@ -64,6 +65,11 @@ class TrainConfig:
         seed: seeds torch's global RNG (dropout etc.) at the start of a fresh run.
         ckpt_every: save a checkpoint every this many steps (0 = only at the end);
             needs ``out_dir``.
+        precision: ``"fp32"`` or ``"bf16"``: forward passes and losses (training steps and
+            evaluations) under ``torch.autocast("cpu", dtype=torch.bfloat16)``; weights,
+            gradients, optimizer state and checkpoints stay fp32 (master weights), so a bf16
+            run resumes exactly like an fp32 one. See the README's "Precision" section for
+            when it pays.
     """
 
     steps: int = 500
@@ -82,6 +88,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     ckpt_every: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self):
         _int("steps", self.steps, low=1)
@@ -112,6 +119,7 @@ class TrainConfig:
         _int("log_every", self.log_every, low=1)
         _int("seed", self.seed, low=0)
         _int("ckpt_every", self.ckpt_every, low=0)
+        check_precision("precision", self.precision)
 
     def to_dict(self) -> dict:
         """JSON-able dict of all fields."""

@@ -6,6 +6,7 @@ from torch import nn
 
 from attnlab.tasks.base import SPLITS, Task
 from attnlab.utils.checks import describe, fail
+from attnlab.utils.precision import check_precision, precision_context
 
 __all__ = ["evaluate", "check_model_and_task", "metric_floats"]
 
@@ -25,13 +26,14 @@ def metric_floats(metrics: dict) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int = 32, split: str = "val",
-             parallel=None) -> dict:
+             precision: str = "fp32", parallel=None) -> dict:
     """Mean loss and task metrics over batches ``0 .. batches-1`` of ``split``, in eval mode.
 
     Returns ``{"loss": float, <task metric>: float, ...}``: per-batch values averaged
-    with equal weight. The model's train/eval mode is restored afterwards. ``parallel``: the
-    run's strategy (:mod:`attnlab.train.parallel`); every rank of a distributed run calls this
-    and gets the same figures.
+    with equal weight. The model's train/eval mode is restored afterwards. ``precision``
+    ``"bf16"`` runs the forward passes and losses under CPU autocast (as a bf16 training run).
+    ``parallel``: the run's strategy (:mod:`attnlab.train.parallel`); every rank of a distributed
+    run calls this and gets the same figures.
     """
     check_model_and_task(model, task)
     for name, v in (("batches", batches), ("batch_size", batch_size)):
@@ -39,14 +41,16 @@ def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int 
             fail(name, "a positive int", describe(v), TypeError if not isinstance(v, int) else ValueError)
     if split not in SPLITS:
         fail("split", f"one of {list(SPLITS)}", repr(split))
+    context = precision_context(check_precision("precision", precision))
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     try:
         for i in range(batches):
             batch = task.batch(split, i, batch_size)
-            outputs = parallel.forward(model, batch) if parallel is not None else model(batch.inputs)
-            loss, metrics = task.loss(outputs, batch)
+            with context:
+                outputs = parallel.forward(model, batch) if parallel is not None else model(batch.inputs)
+                loss, metrics = task.loss(outputs, batch)
             for k, v in metric_floats({"loss": loss, **metrics}).items():
                 sums[k] = sums.get(k, 0.0) + v
     finally:

@@ -30,6 +30,7 @@ from attnlab.train.run_lock import RunLock
 from attnlab.train.saved_model import model_record
 from attnlab.utils.checks import describe, fail
 from attnlab.utils.memory import PeakRSS
+from attnlab.utils.precision import precision_context
 
 __all__ = ["Trainer", "TrainResult"]
 
@@ -221,17 +222,21 @@ class Trainer:
         return row
 
     def _forward(self, batch: Batch, step: int, lr: float) -> tuple[torch.Tensor, dict, dict]:
-        """The loss to minimise (task loss + z-loss), the step's row so far, and the task's metrics."""
-        outputs = self.parallel.forward(self._net, batch, step)
-        loss, metrics = self.task.loss(outputs, batch)
-        row = {"step": step, "loss": float(loss.detach()), "lr": lr}
-        total = loss
-        if self.config.z_loss > 0:
-            zl, lz = z_loss(outputs, self.config.z_loss)
-            total = loss + zl
-            row["z_loss"], row["log_z"] = float(zl.detach()), float(lz)
-        elif self._logits_out:
-            row["log_z"] = float(log_partition(outputs.detach()).mean())
+        """The loss to minimise (task loss + z-loss), the step's row so far, and the task's metrics.
+
+        Forward and losses run at ``config.precision`` (autocast for bf16); the backward runs outside it.
+        """
+        with precision_context(self.config.precision):
+            outputs = self.parallel.forward(self._net, batch, step)
+            loss, metrics = self.task.loss(outputs, batch)
+            row = {"step": step, "loss": float(loss.detach()), "lr": lr}
+            total = loss
+            if self.config.z_loss > 0:
+                zl, lz = z_loss(outputs, self.config.z_loss)
+                total = loss + zl
+                row["z_loss"], row["log_z"] = float(zl.detach()), float(lz)
+            elif self._logits_out:
+                row["log_z"] = float(log_partition(outputs.detach()).mean())
         return total, row, metrics
 
     def _update(self, total: torch.Tensor, row: dict) -> bool:
@@ -262,7 +267,8 @@ class Trainer:
     def evaluate(self) -> dict:
         """Evaluate on ``eval_batches`` val batches now; the row ``{"step", "loss", <metrics>}`` joins ``evals``."""
         ev = {"step": self.steps_done, **evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                                  batch_size=self.config.batch_size, parallel=self.parallel)}
+                                                  batch_size=self.config.batch_size, precision=self.config.precision,
+                                                  parallel=self.parallel)}
         self._log("val", ev, self.evals)
         return ev
 
@@ -301,7 +307,8 @@ class Trainer:
                 final_eval = None
             else:
                 final_eval = evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                      batch_size=self.config.batch_size, parallel=self.parallel)
+                                      batch_size=self.config.batch_size, precision=self.config.precision,
+                                      parallel=self.parallel)
             if not self.diverged and self._last_saved != self.steps_done and self.steps_done > 0:
                 self.checkpoint()
             self.parallel.barrier()  # rank 0's files are complete on every rank when train() returns
@@ -329,6 +336,8 @@ class Trainer:
 
 def _check_resume_config(saved: dict, config: TrainConfig, path) -> None:
     cur = config.to_dict()
+    # a field the checkpoint predates (e.g. precision) had its default value then
+    saved = {**TrainConfig().to_dict(), **saved}
     diff = {k: (saved.get(k), v) for k, v in cur.items() if k not in RESUME_FREE_FIELDS and saved.get(k) != v}
     steps_diff = diff.pop("steps", None)
     if diff:

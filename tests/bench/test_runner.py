@@ -97,6 +97,40 @@ def test_setting_line_lists_distinct_settings():
     assert setting_line(rows) == "c: B=2, H=4, D=16, window=3; float32; fwd; torch threads 1/2"
 
 
+def test_several_dtypes_run_side_by_side_in_one_worker():
+    """``dtype="float32,bfloat16,autocast"``: one worker sets the case up per dtype, suffixes the later impls, runs
+    autocast calls with fp32 inputs, and the table adds each twin's ratio to its first-dtype impl."""
+    rows = run_bench("attention", sizes=[16], repeats=1, params={"heads": 2, "head_dim": 8}, threads=1,
+                     dtype="float32,bfloat16,autocast", progress=False)
+    by = {r.impl: r for r in rows}
+    assert set(by) == {f"{i}{s}" for i in ("attnlab", "reference") for s in ("", "@bfloat16", "@autocast")}
+    assert all(r.status == "ok" for r in rows)
+    assert by["attnlab"].dtype == "float32" and by["attnlab@bfloat16"].dtype == "bfloat16"
+    assert by["attnlab@autocast"].dtype == "autocast"
+    md = rows_to_markdown(rows, "reference")
+    line = next(ln for ln in md.splitlines() if "| attnlab@bfloat16 |" in ln)
+    ratio = by["attnlab@bfloat16"].seconds / by["attnlab"].seconds
+    assert line.endswith(f" {ratio:.3g} |") and "time / same impl, first dtype" in md
+    with pytest.raises(ValueError, match="dtype: expected distinct names among"):
+        run_bench("attention", sizes=[8], dtype="float32,float16", progress=False)
+
+
+def test_impls_with_several_dtypes_select_the_named_impls_and_their_twins():
+    rows = run_bench("attention", sizes=[16], repeats=1, params={"heads": 2, "head_dim": 8}, threads=1,
+                     dtype="float32,bfloat16", impls=["attnlab"], progress=False)
+    assert [(r.impl, r.status) for r in rows] == [("attnlab", "ok"), ("attnlab@bfloat16", "ok")]
+
+
+def test_an_autocast_thunk_runs_its_forward_under_autocast_only():
+    from attnlab.bench.thunks import Thunk, autocast_thunk
+
+    seen = []
+    x = torch.randn(4, 4, requires_grad=True)
+    t = autocast_thunk(Thunk(lambda: seen.append(torch.is_autocast_enabled("cpu")) or (x @ x), [x], "fwdbwd"))
+    out = t.outputs()
+    assert seen == [True] and out[0].dtype == torch.bfloat16 and x.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize("args,flag", [(["--repeats", "0"], "--repeats"), (["--threads", "0"], "--threads"),
                                        (["--param", "windw=3"], "--param")])
 def test_other_bad_bench_arguments_exit_2_naming_the_flag(args, flag, capsys):

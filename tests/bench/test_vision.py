@@ -23,4 +23,13 @@ def test_every_design_is_benchmarked_and_rows_are_measured():
     rows = run(["dinat_tiny"], batch=2, repeats=1)
     assert [r["impl"] for r in rows] == ["attnlab"] and rows[0]["images_per_s"] > 0 and rows[0]["params"] > 0
     assert rows[0]["ratio_vs_timm"] is None
-    assert "| dinat_tiny | attnlab | 32 |" in to_markdown(rows)
+    assert "| dinat_tiny | attnlab | fp32 | 32 |" in to_markdown(rows)
+
+
+def test_precisions_are_timed_side_by_side_on_one_model():
+    rows = run(["activator_tiny"], batch=2, repeats=1, precisions=("fp32", "bf16"))
+    assert [(r["impl"], r["precision"]) for r in rows] == [("attnlab", "fp32"), ("attnlab", "bf16")]
+    fp32, bf16 = rows
+    assert fp32["ratio_vs_fp32"] == 1.0
+    assert bf16["ratio_vs_fp32"] == pytest.approx(bf16["images_per_s"] / fp32["images_per_s"])
+    assert "| activator_tiny | attnlab | bf16 | 32 |" in to_markdown(rows)

@@ -139,6 +139,27 @@ def test_compare_with_ray_and_an_unreachable_address_exits_2_within_seconds(tmp_
     assert "address: expected a reachable Ray cluster" in capsys.readouterr().err
 
 
+def test_precision_flags_reach_the_run(tmp_path, capsys):
+    """``train --precision bf16`` records it in the run's checkpoint and resumes only as bf16; ``compare --precision
+    bf16`` trains every run so and says so in its table and results; a bad value exits 2 naming the flag."""
+    from attnlab.train import load_latest
+
+    main(_train_args(tmp_path / "bf16", 3, "--precision", "bf16"))
+    assert _final(capsys)["steps"] == 3
+    assert load_latest(tmp_path / "bf16" / "checkpoints").state["config"]["precision"] == "bf16"
+    with pytest.raises(SystemExit) as e:
+        main(_train_args(tmp_path / "bf16", 6, "--resume"))
+    assert e.value.code == 2 and "precision='fp32' (checkpoint: 'bf16')" in capsys.readouterr().err
+    main(["compare", "--suite", "smoke", "--mixers", "identity", "--steps-scale", "0.1", "--precision", "bf16",
+          "--no-progress", "--out", str(tmp_path / "cmp")])
+    assert "suite smoke, bf16" in capsys.readouterr().out
+    data = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert data["precision"] == "bf16" and data["records"][0]["status"] == "ok"
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--precision", "fp16", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
 def _exit(argv, capsys) -> tuple[int, str]:
     """Run ``attnlab argv`` in-process: (exit status, stderr)."""
     with pytest.raises(SystemExit) as e:

@@ -2,11 +2,15 @@
 
 Each mixer is exercised at its registry ``test_kwargs`` / ``test_grid`` size:
 gradcheck in float64, causality by perturbing future tokens, key-padding
-invariance, batch independence, state-dict round trip, gradients reaching every
-trainable parameter, and a clear error for every bad input of the contract.
+invariance (random, NaN and inf content in padded positions, leading padding, a fully
+padded sequence), batch independence, state-dict round trip, gradients reaching every
+trainable parameter, bf16 (module and input in bf16, and CPU autocast with fp32
+weights) against fp32 within the registry's ``bf16_tol``, the dtype rule, and a clear
+error for every bad input of the contract.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -136,6 +140,111 @@ def test_gradient_reaches_every_trainable_parameter(name):
     for pname, p in m.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{name}: parameter {pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", [i.name for i in INFOS if i.capabilities.key_padding_mask])
+def test_non_finite_padding_never_reaches_real_tokens(name):
+    """Padding is often uninitialised memory: NaN / inf there may not reach a real token, forward or backward.
+
+    Masks: leading and trailing pads, one in the middle, and a fully padded sequence (no real token: its
+    outputs must still be finite)."""
+    info = mixers.get_info(name)
+    m = _build(info)
+    x, grid = _input(info, batch=3)
+    n = x.shape[1]
+    mask = torch.ones(3, n, dtype=torch.bool)
+    mask[0, :2] = False
+    mask[0, -1] = False
+    mask[1, n // 2] = False
+    mask[2] = False
+    params = [p for p in m.parameters() if p.requires_grad]
+    for causal in _modes(info):
+        y = m(x, grid=grid, causal=causal, key_padding_mask=mask)
+        for bad in (math.nan, math.inf, -math.inf):
+            x2 = x.clone()
+            x2[~mask] = bad
+            x2.requires_grad_(True)
+            y2 = m(x2, grid=grid, causal=causal, key_padding_mask=mask)
+            assert torch.isfinite(y2).all(), f"{name}: non-finite output with {bad} in padded positions"
+            torch.testing.assert_close(y2[mask], y[mask], atol=1e-10, rtol=1e-10)
+            grads = torch.autograd.grad((y2[mask] * torch.randn_like(y2[mask])).sum(), [x2] + params,
+                                        allow_unused=True)
+            assert all(g is None or torch.isfinite(g).all() for g in grads), f"{name}: non-finite gradient"
+            assert (grads[0][~mask] == 0).all()
+
+
+# ---- precision: bf16 and autocast -------------------------------------------
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a - b| / |b| in Frobenius norm, computed in fp64."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _out_and_grads(m, x, grid, causal, upstream, *, autocast=False):
+    """Output and gradients of (y * upstream).sum() w.r.t. x and the trainable parameters."""
+    x = x.detach().requires_grad_(True)
+    params = [p for p in m.parameters() if p.requires_grad]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = m(x, grid=grid, causal=causal)
+    gx, *gp = torch.autograd.grad(y, [x] + params, upstream.to(y.dtype), allow_unused=True)
+    return y, gx, gp
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_module_and_input_agree_with_fp32(name):
+    """``.to(torch.bfloat16)`` with bf16 input: a bf16 output within the registry's bf16_tol of fp32."""
+    info = mixers.get_info(name)
+    m = _build(info, torch.float32)
+    mb = copy.deepcopy(m).to(torch.bfloat16)
+    x, grid = _input(info, dtype=torch.float32)
+    up = torch.randn_like(x)
+    tol_y, tol_g = info.bf16_tol
+    for causal in _modes(info):
+        y, gx, _ = _out_and_grads(m, x, grid, causal, up)
+        yb, gxb, _ = _out_and_grads(mb, x.bfloat16(), grid, causal, up)
+        assert yb.dtype == gxb.dtype == torch.bfloat16
+        assert torch.isfinite(yb).all() and torch.isfinite(gxb).all()
+        assert _rel(yb, y) <= tol_y, f"{name} causal={causal}: bf16 output off by {_rel(yb, y):.4f} > {tol_y}"
+        assert _rel(gxb, gx) <= tol_g, f"{name} causal={causal}: bf16 input grad off by {_rel(gxb, gx):.4f} > {tol_g}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_autocast_bf16_agrees_with_fp32_and_keeps_fp32_weights(name):
+    """Under CPU autocast with fp32 weights: an fp32 output (x's dtype), fp32 gradients for the master weights,
+    output and gradients within the registry's bf16_tol of fp32."""
+    info = mixers.get_info(name)
+    m = _build(info, torch.float32)
+    x, grid = _input(info, dtype=torch.float32)
+    up = torch.randn_like(x)
+    tol_y, tol_g = info.bf16_tol
+    for causal in _modes(info):
+        y, gx, gp = _out_and_grads(m, x, grid, causal, up)
+        ya, gxa, gpa = _out_and_grads(m, x, grid, causal, up, autocast=True)
+        assert ya.dtype == gxa.dtype == torch.float32
+        assert all(g is None or g.dtype == torch.float32 for g in gpa)
+        assert _rel(ya, y) <= tol_y, f"{name} causal={causal}: autocast output off by {_rel(ya, y):.4f} > {tol_y}"
+        assert _rel(gxa, gx) <= tol_g, f"{name} causal={causal}: autocast input grad off by {_rel(gxa, gx):.4f}"
+        used = [(a, b) for a, b in zip(gpa, gp) if a is not None and b is not None]
+        if used:
+            flat_a, flat_b = (torch.cat([t.flatten() for t in side]) for side in zip(*used))
+            assert _rel(flat_a, flat_b) <= tol_g, f"{name}: autocast weight grads off by {_rel(flat_a, flat_b):.4f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_input_dtype_must_match_the_weights_outside_autocast(name):
+    """One behaviour for all: bf16 (or fp64) input into an fp32 mixer is a TypeError naming x, unless under
+    autocast (tested above); a mixer without parameters takes any floating dtype and returns it."""
+    info = mixers.get_info(name)
+    m = _build(info, torch.float32)
+    x, grid = _input(info, dtype=torch.float32)
+    causal = _modes(info)[0]
+    if m.weight_dtype() is None:
+        assert m(x.bfloat16(), grid=grid, causal=causal).dtype == torch.bfloat16
+        return
+    for wrong in (torch.bfloat16, torch.float64):
+        with pytest.raises(TypeError, match=r"x: expected dtype torch.float32 \(the mixer's parameters"):
+            m(x.to(wrong), grid=grid, causal=causal)
 
 
 # ---- bad input -------------------------------------------------------------

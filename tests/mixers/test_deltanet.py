@@ -35,3 +35,13 @@ def test_step_decoding_equals_causal_forward(kw, decode):
     m = mixers.create("deltanet", 16, **kw).double().eval()
     x = torch.randn(2, 19, 16, dtype=torch.float64)
     torch.testing.assert_close(decode(m, x), m(x, causal=True), atol=1e-10, rtol=1e-10)
+
+
+def test_default_chunk_follows_the_precision():
+    """chunk_size=None: 32 in fp32, 64 in bf16 and under autocast (where the op measured faster); an explicit size
+    always wins."""
+    m = mixers.create("deltanet", 16, num_heads=2)
+    assert m.chunk_for(torch.float32) == 32 and m.chunk_for(torch.bfloat16) == 64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.chunk_for(torch.float32) == 64
+    assert mixers.create("deltanet", 16, num_heads=2, chunk_size=8).chunk_for(torch.bfloat16) == 8

@@ -52,7 +52,7 @@ def test_rpb_table_dimensionality_is_checked():
     m = mixers.create("neighborhood", 8, num_heads=2, kernel_size=3)
     assert tuple(m.rpb.shape) == (2, 5, 5)
     with pytest.raises(ValueError, match=r"grid: expected a 2-D grid \(this layer's rel_pos_bias table is 2-D"):
-        m(torch.randn(1, 10, 8))
+        m(torch.randn(1, 10, 8), grid=(10,))
     assert tuple(mixers.create("neighborhood", 8, num_heads=2, kernel_size=(3,)).rpb.shape) == (2, 5)
     with pytest.raises(ValueError, match=r"kernel_size: expected odd sizes"):
         mixers.create("neighborhood", 8, kernel_size=4)
@@ -67,3 +67,18 @@ def test_dinat_pattern_in_a_vit():
     out = vit(torch.randn(2, 3, 32, 32))
     out.sum().backward()
     assert out.shape == (2, 8) and vit.blocks[1].mixer.rpb.grad is not None
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_defaults_run_on_a_sequence_without_grid(causal, heads_io):
+    """The registry lists grid "optional": at its defaults (k=7, a 2-D bias table) the layer runs on a plain
+    sequence as the 1 x N grid, i.e. 1-D NA along N with the table's centre row (offset 0 along the unit axis)."""
+    qkv, out = heads_io
+    torch.manual_seed(0)
+    m = mixers.create("neighborhood", 8, num_heads=2).double().eval()
+    x = torch.randn(2, 19, 8, dtype=torch.float64)
+    with torch.no_grad():
+        m.rpb.normal_()
+        q, k, v = qkv(m, x)
+        o = neighborhood_attention_reference(q, k, v, 7, grid=(19,), causal=causal, rpb=m.rpb[:, 6])
+        torch.testing.assert_close(m(x, causal=causal), out(m, o), atol=1e-10, rtol=1e-10)

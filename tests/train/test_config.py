@@ -23,6 +23,7 @@ from attnlab.train import TrainConfig
         ({"steps": 20, "warmup_steps": 21}, ValueError,
          "warmup_steps: expected at most steps=20 (the warm-up would never reach lr), received 21"),
         ({"steps": 500, "warmup_steps": 501}, ValueError, "warmup_steps: expected at most steps=500"),
+        ({"precision": "bfloat16"}, ValueError, "precision: expected one of ['fp32', 'bf16'], received str 'bfloat16'"),
     ],
 )
 def test_config_rejects_bad_values(kw, exc, msg):
@@ -32,7 +33,7 @@ def test_config_rejects_bad_values(kw, exc, msg):
 
 
 def test_config_json_round_trip():
-    c = TrainConfig(steps=7, lr=0.3, betas=[0.8, 0.9], wd_mode="independent")
+    c = TrainConfig(steps=7, lr=0.3, betas=[0.8, 0.9], wd_mode="independent", precision="bf16")
     assert c.betas == (0.8, 0.9)
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown keys \\['nope'\\]"):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import attnlab.train.checkpoint as ckpt_mod
-from attnlab.train import TrainConfig, Trainer, build_optimizer, load_latest, train
+from attnlab.train import TrainConfig, Trainer, build_optimizer, load_latest, save_checkpoint, train
 from attnlab.train.metrics import read_jsonl
 from attnlab.train.optim import set_lr
 
@@ -213,3 +213,63 @@ def test_throughput_is_reported_per_example_and_per_token(make_tiny):
     assert r.examples_per_second == pytest.approx(4 * 3 / r.train_seconds)
     assert r.tokens_per_second == pytest.approx(r.examples_per_second * task.tokens_per_example())
     assert r.interrupted is None
+
+
+# ---- precision ----------------------------------------------------------------
+
+
+def test_bf16_steps_run_under_autocast_with_fp32_master_weights(make_tiny):
+    """precision="bf16": the forward runs in bf16 (the logits are bf16), the weights, their gradients and AdamW's
+    moments stay fp32, and one step's update agrees with the fp32 step's to bf16 accuracy."""
+    seen = []
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        model, task = make_tiny(dropout=0.0)
+        hook = model.head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+        trainer = Trainer(model, task, TrainConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=0, eval_every=0,
+                                                   precision=precision))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer.step()
+        hook.remove()
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+        assert all(t.dtype == torch.float32 for st in trainer.optimizer.state.values() for t in st.values()
+                   if torch.is_tensor(t) and t.is_floating_point())
+        steps[precision] = {k: model.state_dict()[k] - before[k] for k in before}
+    assert seen == [torch.float32, torch.bfloat16]
+    for k, d32 in steps["fp32"].items():
+        assert (steps["bf16"][k] - d32).norm() <= 0.05 * d32.norm(), k
+
+
+def test_bf16_run_learns_and_resumes_exactly(tmp_path, make_tiny, resume_config):
+    """A bf16 run stopped at step 10 and resumed equals the uninterrupted bf16 run bit for bit (the checkpoint holds
+    fp32 master weights, exactly as in fp32), and it learns the task like the fp32 run."""
+    cfg = TrainConfig(**{**resume_config, "precision": "bf16"})
+    model, task = make_tiny()
+    whole = train(model, task, cfg, out_dir=tmp_path / "whole", progress=False)
+    whole_state = {k: v.clone() for k, v in model.state_dict().items()}
+    model, task = make_tiny()
+    train(model, task, cfg, out_dir=tmp_path / "split", progress=False, callbacks=[lambda s, row: s == 10])
+    fresh, _ = make_tiny(seed=123)
+    resumed = train(fresh, task, cfg, out_dir=tmp_path / "split", resume=True, progress=False)
+    assert _losses(resumed) == _losses(whole) and resumed.final_eval == whole.final_eval
+    assert all(torch.equal(v, whole_state[k]) for k, v in fresh.state_dict().items())
+    model, task = make_tiny()
+    fp32 = train(model, task, TrainConfig(**resume_config), progress=False)
+    assert abs(whole.final_eval["loss"] - fp32.final_eval["loss"]) < 0.05 * fp32.final_eval["loss"]
+    with pytest.raises(ValueError, match=r"precision='fp32' \(checkpoint: 'bf16'\)"):
+        train(fresh, task, TrainConfig(**resume_config), out_dir=tmp_path / "split", resume=True, progress=False)
+
+
+def test_a_checkpoint_from_before_the_precision_field_resumes_as_fp32(tmp_path, make_tiny, resume_config):
+    """A checkpoint written before TrainConfig had ``precision`` holds no such key: it resumes as fp32 (the default
+    then), and is refused for a bf16 run."""
+    model, task = make_tiny()
+    old_config = TrainConfig(**resume_config).to_dict()
+    del old_config["precision"]
+    save_checkpoint(tmp_path / "checkpoints", 10, model, build_optimizer(model, TrainConfig(**resume_config)),
+                    {"config": old_config, "history": [], "evals": []})
+    trainer = Trainer(model, task, TrainConfig(**resume_config), out_dir=tmp_path, resume=True)
+    assert trainer.start_step == 10
+    trainer.close()
+    with pytest.raises(ValueError, match=r"precision='bf16' \(checkpoint: 'fp32'\)"):
+        Trainer(model, task, TrainConfig(**{**resume_config, "precision": "bf16"}), out_dir=tmp_path, resume=True)
