@@ -162,6 +162,25 @@ def _doc_line(obj) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from attnlab.distributed.launch import RankLost, torchrun_session
+
+    out = Path(args.out or f"runs/train/{args.task}-{args.mixer.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with torchrun_session(timeout=args.dist_timeout, out_dir=out) as session:
+            try:
+                return _train(args, out, session)
+            except (KeyError, ValueError, TypeError):
+                if session.is_writer:
+                    raise
+                raise SystemExit(2) from None  # the same bad input on every rank: rank 0 says it once
+    except RankLost as e:  # a dead or stuck peer under torchrun: one clear line, not a backend traceback
+        print(f"attnlab train: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _train(args: argparse.Namespace, out: Path, session) -> int:
+    """``attnlab train`` in this process: one process, or one rank of a torchrun launch (``session``); the exit
+    status."""
     import torch
 
     from attnlab.models import build_for_task, count_parameters
@@ -177,6 +196,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     mixer_kwargs = _parse_kv(args.mixer_arg, "--mixer-arg")
     model_kwargs = _parse_kv(args.model_arg, "--model-arg")
+    if args.sequence_parallel:
+        if task.spec.input == "image" or args.model:
+            raise ValueError(f"--sequence-parallel: expected a sequence task trained with --mixer (a SequenceModel), "
+                             f"received task {task.name!r}{' and --model ' + args.model if args.model else ''}")
+        model_kwargs["sequence_parallel"] = args.sequence_parallel
     if args.model:
         model = _named_model_for_task(args.model, task.spec, model_kwargs)
         what = f"model {args.model}"
@@ -189,31 +213,59 @@ def cmd_train(args: argparse.Namespace) -> int:
         wd_mode=args.wd_mode, grad_clip=args.clip, z_loss=args.z_loss, eval_every=args.eval_every,
         seed=args.seed, ckpt_every=args.ckpt_every, precision=args.precision,
     )
+    parallel = _parallel_strategy(model, task, config, args, session)
     # the folder last: every other argument is checked before anything is created
-    out = _writable_dir("--out", args.out or f"runs/train/{task.name}-{args.mixer.replace(',', '+')}-"
-                                             f"{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}")
+    out = _writable_dir("--out", out)
+    if session.is_writer:
+        where = f"; {session.world_size} ranks ({_describe_parallel(model)})" if session.distributed else ""
+        print(f"model: {count_parameters(model):,} parameters; task {task.name}; {what}{where}")
     with torch_threads(threads):
         result = train(model, task, config, out_dir=out, resume=args.resume, overwrite=args.overwrite,
-                       progress=not args.no_progress)
-    rate = ({"images_per_second": round(result.examples_per_second, 1)} if task.spec.input == "image"
-            else {"tokens_per_second": round(result.tokens_per_second)})
-    print(json.dumps({"final_eval": result.final_eval, "steps": result.steps_done, "diverged": result.diverged,
-                      "interrupted": result.interrupted, "train_seconds": round(result.train_seconds, 2), **rate,
-                      "out_dir": str(out)}, indent=2))
+                       progress=not args.no_progress and session.is_writer, parallel=parallel)
+    if session.is_writer:
+        rate = ({"images_per_second": round(result.examples_per_second, 1)} if task.spec.input == "image"
+                else {"tokens_per_second": round(result.tokens_per_second)})
+        summary = {"final_eval": result.final_eval, "steps": result.steps_done, "diverged": result.diverged,
+                   "interrupted": result.interrupted, "train_seconds": round(result.train_seconds, 2), **rate,
+                   "out_dir": str(out)}
+        if session.distributed:
+            summary["world_size"] = session.world_size
+            summary["tokens_per_second_per_process"] = round(result.tokens_per_second / session.world_size)
+        print(json.dumps(summary, indent=2))
     if result.interrupted:
-        print(f"attnlab train: stopped by {result.interrupted} after step {result.steps_done} of {config.steps} "
-              f"(checkpoint saved in {out}); continue with:\n  {_resume_command(args.argv, out)}", file=sys.stderr)
+        if session.is_writer:
+            launcher = (("torchrun", "--nproc-per-node", str(session.world_size), "-m", "attnlab")
+                        if session.distributed else ("attnlab",))
+            print(f"attnlab train: stopped by {result.interrupted} after step {result.steps_done} of {config.steps} "
+                  f"(checkpoint saved in {out}); continue with:\n  {_resume_command(args.argv, out, launcher)}",
+                  file=sys.stderr)
         return 130 if result.interrupted == "SIGINT" else 143
     if result.diverged:
-        print(f"attnlab train: the run diverged at step {result.steps_done + 1} (non-finite loss or gradient "
-              f"norm); try a lower --lr or --clip", file=sys.stderr)
+        if session.is_writer:
+            print(f"attnlab train: the run diverged at step {result.steps_done + 1} (non-finite loss or gradient "
+                  f"norm); try a lower --lr or --clip", file=sys.stderr)
         return 1
     return 0
 
 
-def _resume_command(argv: list[str], out: Path) -> str:
-    """The command line ``argv`` (``train ...``) with ``--out <out> --resume`` (and without ``--overwrite``)."""
+def _parallel_strategy(model, task, config, args, session):
+    """None in one process; under torchrun the data- or sequence-parallel strategy (checked before any compute)."""
+    if not session.distributed:
+        return None
+    from attnlab.distributed.launch import make_strategy
+
+    return make_strategy(model, batch_size=config.batch_size, seq_len=task.spec.seq_len, seed=config.seed,
+                         ulysses_size=args.ulysses_size)
+
+
+def _describe_parallel(model) -> str:
+    kind = getattr(model, "sequence_parallel", None)
+    return f"sequence parallel: {kind}" if kind else "data parallel"
+
+
+def _resume_command(argv: list[str], out: Path, launcher: tuple[str, ...] = ("attnlab",)) -> str:
+    """The command line ``argv`` (``train ...``) with ``--out <out> --resume`` (and without ``--overwrite``), run
+    by ``launcher`` (``torchrun --nproc-per-node W -m attnlab`` for a torchrun launch)."""
     rest = []
     i = 0
     while i < len(argv):  # drop --out (re-added with the folder actually used), --overwrite, --resume
@@ -227,7 +279,7 @@ def _resume_command(argv: list[str], out: Path) -> str:
         else:
             rest.append(a)
             i += 1
-    return shlex.join(["attnlab", *rest, "--out", str(out), "--resume"])
+    return shlex.join([*launcher, *rest, "--out", str(out), "--resume"])
 
 
 def _check_threads(threads: int) -> int | None:
@@ -284,7 +336,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     threads = _check_threads(args.threads)
     out = _writable_dir("--out", args.out or f"runs/compare/{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_compare(suite, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                         steps_scale=args.steps_scale, threads=threads, precision=args.precision)
+                         steps_scale=args.steps_scale, threads=threads, precision=args.precision,
+                         executor=args.executor, workers=args.workers, address=args.address)
     _table(f"attnlab compare — suite {suite.name}, {args.precision} ({result.seconds:.0f} s)", HEADER,
            table_rows(result))
     _table("overall ranking (mean rank over tasks)", ["#", "mixer", "mean rank"],
@@ -502,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: forward and loss under CPU autocast, fp32 master weights (README: Precision)")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--sequence-parallel", choices=["ulysses", "ring", "hybrid"],
+                   help="under torchrun: shard every sequence across the ranks, attention by this method "
+                        "(softmax mixers); default: data parallel")
+    s.add_argument("--ulysses-size", type=int, help="hybrid: ranks per Ulysses group (default: as many as heads allow)")
+    s.add_argument("--dist-timeout", type=float, default=120.0,
+                   help="under torchrun: seconds a collective waits for the other ranks before the run stops")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("compare", help="train mixers on tasks and rank them (default: built-in suite, ~5 min)")
@@ -516,6 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: every run trains and evaluates under CPU autocast, fp32 master weights")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: a pool of --workers warm processes (default); ray: one Ray task per run "
+                        '(pip install -e ".[ray]" -c constraints.txt)')
+    s.add_argument("--workers", type=int, default=1,
+                   help="local: worker processes running runs side by side (default 1: one after the other); "
+                        "ray without --address: CPUs of the local Ray instance (default: all)")
+    s.add_argument("--address", help="ray: join this cluster (head node host:port, ray://host:port or auto) "
+                                      "instead of starting a local Ray instance")
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("bench", help="time and peak memory against sequence length")
@@ -593,8 +660,8 @@ def main(argv: list[str] | None = None) -> None:
         f"attnlab {args.command}: warning: {message}", file=sys.stderr)
     try:
         code = args.fn(args)
-    except (KeyError, ValueError, TypeError, _locked_error_type()) as e:  # evaluated only when something raised
-        # Bad names/arguments, a run folder in use: one clear line, not a traceback.
+    except (KeyError, ValueError, TypeError, ImportError, _locked_error_type()) as e:  # evaluated only on a raise
+        # Bad names/arguments, a missing optional extra (ray), a run folder in use: one clear line, not a traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"attnlab {args.command}: {msg}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -25,7 +25,7 @@ from attnlab.utils.precision import check_precision
 from attnlab.utils.threads import torch_threads
 from attnlab.suites import Suite, TaskRun
 
-__all__ = ["RunRecord", "CompareResult", "run_compare", "rank_records", "incompatibility", "build_model",
+__all__ = ["RunRecord", "CompareResult", "run_compare", "warm_worker", "rank_records", "incompatibility", "build_model",
            "named_model", "table_rows", "failed_rows", "to_markdown", "write_outputs", "check_suite", "HEADER",
            "FAILED_HEADER", "MODEL_PREFIX"]
 
@@ -204,17 +204,33 @@ def _train_one_isolated(threads: int | None, *args) -> RunRecord:
         return _train_one(*args)
 
 
+def warm_worker() -> None:
+    """A two-step training run of a tiny model into a temporary folder: what a fresh worker process pays once
+    (lazy library initialisation, first checkpoint write), so that no compare run pays it in its time or peak
+    memory."""
+    import tempfile
+
+    tiny = TaskRun("associative_recall", {"seq_len": 32, "num_pairs": 4}, dim=16, depth=1, num_heads=2, steps=2,
+                   batch_size=4, warmup_steps=1, eval_batches=1)
+    with tempfile.TemporaryDirectory() as tmp, torch_threads(1):
+        _train_one("softmax", tiny, 0, False, Path(tmp))
+
+
 def run_compare(
     suite: Suite, *, out_dir: str | Path, seed: int = 0, progress: bool = True, steps_scale: float = 1.0,
-    threads: int | None = 1, isolate: bool = True, precision: str = "fp32",
+    threads: int | None = 1, isolate: bool = True, workers: int = 1, executor: str = "local",
+    address: str | None = None, precision: str = "fp32",
 ) -> CompareResult:
     """Train every mixer of ``suite`` on each of its tasks; rank; write the outputs.
 
     ``steps_scale`` multiplies every task's step budget (e.g. 0.1 for a smoke run).
     ``threads``: torch intra-op threads while training; the suites' small models train faster on
     one thread than on two on a 2-core CPU. None keeps torch's setting.
-    ``isolate``: run each training in a fresh process, one after the other, so that its peak-memory
-    figure is not hidden by memory an earlier run left with the allocator (about 2 s per run to start).
+    ``isolate``: run the trainings in worker processes (``executor``), not in this one, so that a run's
+    peak-memory figure is not hidden by memory an earlier run left with the allocator.
+    ``executor``: ``"local"`` (a pool of ``workers`` warm processes; 1 = one run after the other) or ``"ray"``
+    (each run a Ray task with ``threads`` CPUs; ``address`` joins a cluster, else a local Ray instance runs for
+    the call); see :mod:`attnlab.executors`. Results are the same whichever executor runs them.
     ``precision``: ``"fp32"`` or ``"bf16"`` (every run trains and evaluates under CPU autocast with fp32
     master weights; see :class:`attnlab.train.TrainConfig`).
     """
@@ -222,44 +238,48 @@ def run_compare(
         raise ValueError(f"threads: expected a positive int or None, received {threads!r}")
     check_precision("precision", precision)
     check_suite(suite, steps_scale)
-    if isolate:
-        return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                            isolate=True, threads=threads, precision=precision)
-    with torch_threads(threads):
-        return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
-                            isolate=False, threads=None, precision=precision)
+    if not isolate:
+        with torch_threads(threads):
+            return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
+                                threads=None, placement=dict(executor="inline"), precision=precision)
+    placement = dict(executor=executor, workers=workers, address=address, cpus_per_job=threads or 1)
+    return _run_compare(suite, out_dir=out_dir, seed=seed, progress=progress, steps_scale=steps_scale,
+                        threads=threads, placement=placement, precision=precision)
 
 
 def _run_compare(suite: Suite, *, out_dir: str | Path, seed: int, progress: bool, steps_scale: float,
-                 isolate: bool, threads: int | None, precision: str) -> CompareResult:
-    """The loop of :func:`run_compare` (``threads`` is applied inside each isolated worker)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+                 threads: int | None, placement: dict, precision: str) -> CompareResult:
+    """The body of :func:`run_compare`: every (task, mixer) run through :func:`attnlab.executors.run_jobs`
+    (``threads`` is applied inside each worker), records in suite order."""
     from dataclasses import replace
+
+    from attnlab.executors import run_jobs
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    records = []
+    pairs = []
     for run in suite.tasks:
         if steps_scale != 1.0:
             run = replace(run, steps=max(int(run.steps * steps_scale), 2),
                           warmup_steps=max(int(run.warmup_steps * steps_scale), 1))
-        for mixer in suite.mixers:
-            if progress:
-                print(f"[compare] {run.task}: {mixer}", flush=True)
-            try:
-                if not isolate:
-                    rec = _train_one(mixer, run, seed, progress, out / "runs", precision)
-                else:
-                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                        rec = pool.submit(_train_one_isolated, threads, mixer, run, seed, progress,
-                                          out / "runs", precision).result()
-            except (RuntimeError, ValueError, TypeError, KeyError, BrokenProcessPool) as e:
-                rec = RunRecord(mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False,
-                                status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            records.append(rec)
+        pairs += [(mixer, run) for mixer in suite.mixers]
+    serial = placement["executor"] == "inline" or (placement["executor"] == "local" and placement["workers"] == 1)
+    bars = progress and serial  # tqdm bars of parallel runs would interleave
+    jobs = [(threads, mixer, run, seed, bars, out / "runs", precision) for mixer, run in pairs]
+
+    def report(i: int, outcome) -> None:
+        if progress:
+            mixer, run = pairs[i]
+            state = "done" if outcome.ok else outcome.error
+            print(f"[compare] {run.task}: {mixer} ({i + 1}/{len(pairs)}: {state}, {outcome.seconds:.1f} s)",
+                  flush=True)
+
+    outcomes = run_jobs(_train_one_isolated, jobs, on_done=report, warm_up=warm_worker, **placement)
+    records = []
+    for (mixer, run), outcome in zip(pairs, outcomes):
+        records.append(outcome.value if outcome.ok else RunRecord(
+            mixer, run.task, "", True, None, None, 0, 0.0, 0.0, 0.0, False, status=f"error: {outcome.error}"))
     overall = rank_records(records)
     result = CompareResult(suite.name, records, overall, time.perf_counter() - t0, str(out), precision)
     write_outputs(result, out)

@@ -36,7 +36,7 @@ LEVELS = {
     "tasks": 3,  # beside the mixers: below models, above nothing but utils (see TASK_IMPORTS)
     "models": 4,
     "train": 5, "analysis": 5, "distributed": 5,
-    "repro": 6, "bench": 6, "compare": 6, "suites": 6,
+    "repro": 6, "bench": 6, "compare": 6, "suites": 6, "executors": 6,
     "cli": 7, "__main__": 7,
 }
 #: what a tasks module may import (tasks know nothing of ops, mixers or models).

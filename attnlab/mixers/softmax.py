@@ -39,7 +39,13 @@ class MultiHeadAttention(TokenMixer):
         proj_drop: dropout after the output projection.
         proj_bias: bias on the output projection.
         rope: rotary position embedding on q and k (False, True or a dict of options).
+
+    ``attention_fn``: None (the default: :func:`attnlab.ops.attention.attention`) or a function with its
+    signature used instead; sequence parallelism (``attnlab.distributed``) sets it to Ulysses / ring / hybrid
+    attention over a sharded sequence. ``supports_sequence_parallel`` marks the mixers that honour it.
     """
+
+    supports_sequence_parallel = True
 
     capabilities = Capabilities(causal=True, bidirectional=True, key_padding_mask=True, recurrent=True,
                                 complexity="O(N^2)", paper="P02")
@@ -66,6 +72,7 @@ class MultiHeadAttention(TokenMixer):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self.rope = make_rope(rope, self.head_dim)
+        self.attention_fn = None
 
     def _qkv(self, x, offset: int = 0):
         """Heads (B, H, N, D) of q, k, v for x (B, N, C) (or (B, C): one token), normed and rotated from ``offset``."""
@@ -74,7 +81,7 @@ class MultiHeadAttention(TokenMixer):
 
     def mix(self, x, *, grid, causal, key_padding_mask):
         q, k, v = self._qkv(x)
-        o = attention(
+        o = (self.attention_fn or attention)(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=self.attn_drop if self.training else 0.0
         )
         return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))

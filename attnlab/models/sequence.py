@@ -18,6 +18,8 @@ POS = ("learned", "sinusoidal", "rope", "none")
 #: the extra context (``attnlab.mixers.context``) a SequenceModel provides; vector input has no token ids
 CONTEXT_PROVIDED = ("token_ids", "embeddings", "random_stream", "text_stream")
 POOLS = ("mean", "last")
+#: sequence-parallel attentions a SequenceModel can be trained with under torchrun (attnlab.distributed)
+SEQUENCE_PARALLEL = ("ulysses", "ring", "hybrid")
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -56,6 +58,10 @@ class SequenceModel(nn.Module):
             L >= the longest input.
         stream_std: standard deviation of the fixed random sequence of ``random_stream`` mixers (P08's
             RndEmbQK), a (max_len, dim) buffer drawn at construction.
+        sequence_parallel: None, or ``"ulysses"``, ``"ring"`` or ``"hybrid"``: under torchrun
+            (``attnlab.distributed.SequenceParallel``) the sequence is sharded across the ranks and every
+            attention layer runs that distributed attention; in one process the model is unchanged.
+            Needs softmax-attention mixers and a per-token head (``"lm"`` or ``"regression"``), and no RoPE.
 
     Mixers that declare extra context (``capabilities.context``, see ``attnlab.mixers.context``) get it
     from the model: the token ids, the layer-0 embeddings (token embedding plus absolute positions, as
@@ -63,6 +69,9 @@ class SequenceModel(nn.Module):
     ``fixed_sequence`` run through the same blocks alongside the input (one extra sequence per forward,
     each layer's state normed by that layer's ``norm1`` like the layer's own input). A mixer whose
     context the model cannot provide is refused at construction.
+
+    ``position_offset`` (attribute, default 0): the position in the whole sequence of the first token the
+    model is given; sequence parallelism sets it to the start of this rank's shard.
     """
 
     def __init__(
@@ -71,7 +80,7 @@ class SequenceModel(nn.Module):
         mlp_ratio: float = 4.0, head: str = "lm", num_classes: int | None = None, out_dim: int | None = None,
         max_len: int = 1024, pos: str = "learned", causal: bool | None = None, dropout: float = 0.0,
         drop_path: float = 0.0, norm: str = "layernorm", pool: str = "mean",
-        fixed_sequence: torch.Tensor | None = None, stream_std: float = 1.0,
+        fixed_sequence: torch.Tensor | None = None, stream_std: float = 1.0, sequence_parallel: str | None = None,
     ):
         args = dict(locals())
         super().__init__()
@@ -115,6 +124,8 @@ class SequenceModel(nn.Module):
         )
         self._setup_context(fixed_sequence, stream_std)
         self.norm = make_norm(norm, dim)
+        self.sequence_parallel = _check_sequence_parallel(sequence_parallel, head, self.blocks, self.layer_mixers)
+        self.position_offset = 0
         if head == "regression":
             self.out_dim = check_positive_int("out_dim", out_dim if out_dim is not None else 1)
             self.head = nn.Linear(dim, self.out_dim)
@@ -151,7 +162,10 @@ class SequenceModel(nn.Module):
             self.register_buffer("fixed_sequence", fixed_sequence.detach().clone().long())
 
     def _positions(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.pos_embed[:, : h.shape[1]].to(h.dtype) if self.pos_embed is not None else h
+        """Add the absolute positions of h's tokens, from ``position_offset`` (a shard's start under sequence parallelism)."""
+        if self.pos_embed is None:
+            return h
+        return h + self.pos_embed[:, self.position_offset:self.position_offset + h.shape[1]].to(h.dtype)
 
     def _streams(self, n: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The layer-0 states (1, n, dim) of the fixed sequences the mixers read (P08's RndEmbQK, FixedSeqQK)."""
@@ -218,8 +232,9 @@ class SequenceModel(nn.Module):
                 fail("x", f"token ids in [0, {self.vocab_size})", f"ids in [{int(x.min())}, {int(x.max())}]")
         elif x.dim() != 3 or x.shape[-1] != self.in_dim or not x.is_floating_point():
             fail("x", f"float vectors of shape (B, N, {self.in_dim})", describe(x))
-        if x.shape[1] > self.max_len:
-            fail("x", f"at most max_len={self.max_len} positions", describe(x))
+        if x.shape[1] + self.position_offset > self.max_len:
+            fail("x", f"at most max_len={self.max_len} positions (from position_offset={self.position_offset})",
+                 describe(x))
         if x.shape[1] == 0:
             fail("x", "at least one position", describe(x))
         return x
@@ -260,3 +275,22 @@ class SequenceModel(nn.Module):
 def _present(ctx: dict) -> dict:
     """The context entries that exist (a stream has no token ids of its own unless it is the text stream)."""
     return {k: v for k, v in ctx.items() if v is not None}
+
+
+def _check_sequence_parallel(kind: str | None, head: str, blocks: nn.ModuleList, layer_mixers: list) -> str | None:
+    """``kind`` if a model with this head and these mixers can shard its sequence that way; else the standard error."""
+    if kind is None:
+        return None
+    check_choice("sequence_parallel", kind, (None,) + SEQUENCE_PARALLEL)
+    if head == "class":
+        fail("sequence_parallel", "a per-token head ('lm' or 'regression'): a 'class' head pools the whole sequence",
+             f"{kind!r} with head='class'")
+    for blk, (name, _) in zip(blocks, layer_mixers):
+        if not getattr(blk.mixer, "supports_sequence_parallel", False):
+            fail("sequence_parallel", "a model whose every mixer is softmax attention (softmax, softmax_qknorm)",
+                 f"{kind!r} with mixer {name!r}")
+        if getattr(blk.mixer, "rope", None) is not None:
+            # a shard's queries and keys would be rotated from position 0, not from the shard's start
+            fail("sequence_parallel", "mixers without RoPE (pos='learned', 'sinusoidal' or 'none')",
+                 f"{kind!r} with mixer {name!r} using rope")
+    return kind

@@ -34,6 +34,7 @@ REPROS: dict[str, str] = {
     "kmax_deeplab": "attnlab.repro.kmax_deeplab",
     "fod": "attnlab.repro.fod",
     "fit": "attnlab.repro.fit",
+    "unified_long_sequence": "attnlab.repro.unified_long_sequence",
     "attention_drop": "attnlab.repro.attention_drop",
     "scan_snap": "attnlab.repro.scan_snap",
     "att_svm": "attnlab.repro.att_svm",

@@ -26,12 +26,14 @@ def metric_floats(metrics: dict) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int = 32, split: str = "val",
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", parallel=None) -> dict:
     """Mean loss and task metrics over batches ``0 .. batches-1`` of ``split``, in eval mode.
 
     Returns ``{"loss": float, <task metric>: float, ...}``: per-batch values averaged
     with equal weight. The model's train/eval mode is restored afterwards. ``precision``
     ``"bf16"`` runs the forward passes and losses under CPU autocast (as a bf16 training run).
+    ``parallel``: the run's strategy (:mod:`attnlab.train.parallel`); every rank of a distributed
+    run calls this and gets the same figures.
     """
     check_model_and_task(model, task)
     for name, v in (("batches", batches), ("batch_size", batch_size)):
@@ -47,7 +49,8 @@ def evaluate(model: nn.Module, task: Task, *, batches: int = 4, batch_size: int 
         for i in range(batches):
             batch = task.batch(split, i, batch_size)
             with context:
-                loss, metrics = task.loss(model(batch.inputs), batch)
+                outputs = parallel.forward(model, batch) if parallel is not None else model(batch.inputs)
+                loss, metrics = task.loss(outputs, batch)
             for k, v in metric_floats({"loss": loss, **metrics}).items():
                 sums[k] = sums.get(k, 0.0) + v
     finally:

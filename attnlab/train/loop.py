@@ -37,6 +37,7 @@ def train(
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
     handle_signals: bool = True,
+    parallel=None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` with AdamW + warm-up/cosine (see :class:`TrainConfig`).
 
@@ -63,6 +64,11 @@ def train(
             run at the next step boundary with a checkpoint and ``result.interrupted`` set to the
             signal's name; a second one raises KeyboardInterrupt at once (see
             :mod:`attnlab.train.signals`).
+        parallel: how the run spreads over processes (:mod:`attnlab.train.parallel`; default one process;
+            :mod:`attnlab.distributed` has data and sequence parallelism under torchrun). Under a
+            distributed strategy the ranks agree after every step whether any of them was signalled
+            (``parallel.any_rank``), so all of them stop at the same step boundary.
+
     Returns:
         A :class:`TrainResult`.
     """
@@ -71,24 +77,29 @@ def train(
         if not callable(cb):
             fail("callbacks", "callables cb(step, row)", describe(cb), TypeError)
     with StopSignals(handle_signals) as signals:
-        trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume, overwrite=overwrite)
+        trainer = Trainer(model, task, config, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                          parallel=parallel)
+        agree = trainer.parallel.any_rank
         try:
+            stopping = agree(signals.requested is not None)
             with _progress_bar(trainer, progress) as bar:
-                while not trainer.done and signals.requested is None:
+                while not trainer.done and not stopping:
                     row = trainer.step()
                     if trainer.diverged:
                         break
                     if trainer.eval_due():
                         trainer.evaluate()
-                    stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks) or signals.requested is not None
+                    stop = any(bool(cb(trainer.steps_done, row)) for cb in callbacks)
                     if stop or trainer.checkpoint_due():
                         trainer.checkpoint()
                     if bar is not None:
                         _show_progress(bar, row, trainer)
                     if stop:
                         break
-            if signals.requested is not None and not trainer.done:
-                trainer.request_stop(signals.requested)
+                    # after the save: a signal that came during it stops here (finish() saves if not yet)
+                    stopping = agree(signals.requested is not None)
+            if stopping and not trainer.done:
+                trainer.request_stop(signals.requested or "a signal to another rank")
             return trainer.finish()
         except BaseException:  # an error, or a second signal: leave the folder unlocked and the files closed
             trainer.close()

@@ -24,6 +24,7 @@ from attnlab.train.config import RESUME_FREE_FIELDS, TrainConfig
 from attnlab.train.evaluate import check_model_and_task, evaluate, metric_floats
 from attnlab.train.losses import log_partition, z_loss
 from attnlab.train.metrics import MetricsWriter
+from attnlab.train.parallel import SingleProcess
 from attnlab.train.optim import build_optimizer, set_lr
 from attnlab.train.run_lock import RunLock
 from attnlab.train.saved_model import model_record
@@ -93,6 +94,9 @@ class Trainer:
     ``config.z_loss > 0`` the z-loss of the output logits is added (P02). A non-finite loss or
     gradient norm sets ``diverged`` (that update is not applied; no exception).
 
+    ``parallel``: how the run spreads over processes (:mod:`attnlab.train.parallel`; default one
+    process). Under a distributed strategy every rank builds a Trainer; rank 0 alone writes files.
+
     Attributes:
         model, task, config, optimizer: as given / built.
         out_dir: the run folder (None: nothing is written).
@@ -105,7 +109,7 @@ class Trainer:
 
     def __init__(
         self, model: nn.Module, task: Task, config: TrainConfig, *, out_dir: str | Path | None = None,
-        resume: bool = False, overwrite: bool = False,
+        resume: bool = False, overwrite: bool = False, parallel=None,
     ) -> None:
         check_model_and_task(model, task)
         if resume and overwrite:
@@ -119,6 +123,7 @@ class Trainer:
             fail("config.z_loss", f"0 for a task with {task.spec.output!r} output (z-loss needs logits)",
                  config.z_loss)
         self.model, self.task, self.config = model, task, config
+        self.parallel = parallel if parallel is not None else SingleProcess()
         self.optimizer = build_optimizer(model, config)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._ckpt_dir = self.out_dir / CHECKPOINT_DIR if self.out_dir is not None else None
@@ -126,13 +131,16 @@ class Trainer:
         self.evals: list[dict] = []
         self.stop_reason: str | None = None
         self._writer = None
-        self._lock = RunLock(self.out_dir).acquire() if self.out_dir is not None else None
+        writes = self.out_dir is not None and self.parallel.is_writer
+        # the writing rank alone holds the lock (another rank would find rank 0's and refuse)
+        self._lock = RunLock(self.out_dir).acquire() if writes else None
         try:
             self.start_step = self._restore() if resume else 0
             if self.start_step == 0:
                 self._clear_earlier_run(overwrite or resume)
                 torch.manual_seed(config.seed)
-            self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if self.out_dir is not None else None
+            self._writer = MetricsWriter(self.out_dir, self.history, self.evals) if writes else None
+            self._net = self.parallel.wrap(model)  # after the restore: a distributed wrapper syncs the loaded weights
         except BaseException:
             self.close()
             raise
@@ -147,8 +155,8 @@ class Trainer:
 
     def _clear_earlier_run(self, allowed: bool) -> None:
         """Delete what an earlier run left in ``out_dir`` (checkpoints, metrics) if ``allowed``, else refuse."""
-        if self.out_dir is None:
-            return
+        if self.out_dir is None or (allowed and not self.parallel.is_writer):
+            return  # every rank refuses alike; only the writing rank deletes
         ckpts = list_checkpoints(self._ckpt_dir)
         metrics = [p for p in (self.out_dir / "metrics.jsonl", self.out_dir / "metrics.csv") if p.exists()]
         if not allowed and (ckpts or any(p.stat().st_size for p in metrics)):
@@ -157,6 +165,8 @@ class Trainer:
             fail("out_dir", "a folder without an earlier run (resume=True / --resume continues that run, "
                  "overwrite=True / --overwrite deletes it and starts again)",
                  f"{self.out_dir}, which holds a run ({', '.join(what)})")
+        if not self.parallel.is_writer:
+            return
         if self._ckpt_dir.exists():
             shutil.rmtree(self._ckpt_dir)
         for p in metrics:
@@ -181,7 +191,8 @@ class Trainer:
         return self.diverged or self.steps_done >= self.config.steps
 
     def train_batch(self, step: int) -> Batch:
-        """The training batch of step ``step`` (1-based): ``task.batch("train", step - 1, batch_size)``."""
+        """The training batch of step ``step`` (1-based): ``task.batch("train", step - 1, batch_size)`` (the whole
+        batch; a distributed strategy runs its share of it)."""
         return self.task.batch("train", step - 1, self.config.batch_size)
 
     def step(self) -> dict:
@@ -216,7 +227,7 @@ class Trainer:
         Forward and losses run at ``config.precision`` (autocast for bf16); the backward runs outside it.
         """
         with precision_context(self.config.precision):
-            outputs = self.model(batch.inputs)
+            outputs = self.parallel.forward(self._net, batch, step)
             loss, metrics = self.task.loss(outputs, batch)
             row = {"step": step, "loss": float(loss.detach()), "lr": lr}
             total = loss
@@ -256,7 +267,8 @@ class Trainer:
     def evaluate(self) -> dict:
         """Evaluate on ``eval_batches`` val batches now; the row ``{"step", "loss", <metrics>}`` joins ``evals``."""
         ev = {"step": self.steps_done, **evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                                  batch_size=self.config.batch_size, precision=self.config.precision)}
+                                                  batch_size=self.config.batch_size, precision=self.config.precision,
+                                                  parallel=self.parallel)}
         self._log("val", ev, self.evals)
         return ev
 
@@ -267,7 +279,7 @@ class Trainer:
     def checkpoint(self) -> Path | None:
         """Save checkpoint ``steps_done`` under ``out_dir/checkpoints``, rewrite metrics.csv; its path (None
         without ``out_dir``)."""
-        if self._ckpt_dir is None:
+        if self._ckpt_dir is None or not self.parallel.is_writer:
             return None
         state = {"config": self.config.to_dict(), "history": self.history, "evals": self.evals}
         state["model"] = model_record(self.model, self.task)  # what load_model needs to rebuild it
@@ -285,8 +297,8 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         """Final evaluation (reused if the last step was evaluated; skipped after :meth:`request_stop`), a final
-        checkpoint unless the run diverged or one was just saved, metrics files closed and the run folder's lock
-        released; the run's :class:`TrainResult`."""
+        checkpoint unless the run diverged or one was just saved, every process waited for, metrics files
+        closed and the run folder's lock released; the run's :class:`TrainResult`."""
         try:
             peak = self._peak_rss.rise_mib()
             if self.evals and self.evals[-1]["step"] == self.steps_done:
@@ -295,9 +307,11 @@ class Trainer:
                 final_eval = None
             else:
                 final_eval = evaluate(self.model, self.task, batches=self.config.eval_batches,
-                                      batch_size=self.config.batch_size, precision=self.config.precision)
+                                      batch_size=self.config.batch_size, precision=self.config.precision,
+                                      parallel=self.parallel)
             if not self.diverged and self._last_saved != self.steps_done and self.steps_done > 0:
                 self.checkpoint()
+            self.parallel.barrier()  # rank 0's files are complete on every rank when train() returns
         finally:
             self.close()
         ran = self.steps_done - self.start_step

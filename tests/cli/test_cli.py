@@ -129,6 +129,34 @@ def test_compare_through_the_cli_overrides_mixers_and_tasks(tmp_path, capsys):
     assert e.value.code == 2 and "suite: expected one of" in capsys.readouterr().err
 
 
+def test_train_with_sequence_parallel_in_one_process_is_the_plain_run(tmp_path, capsys, monkeypatch):
+    for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(v, raising=False)
+    base = ["train", "--task", "associative_recall", "--steps", "3", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--ckpt-every", "0", "--no-progress", "--dim", "16", "--heads", "2"]
+    main(base + ["--out", str(tmp_path / "plain")])
+    plain = _final(capsys)
+    main(base + ["--sequence-parallel", "hybrid", "--out", str(tmp_path / "sp")])
+    assert _final(capsys)["final_eval"] == plain["final_eval"] and "world_size" not in plain
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--task", "digits", "--sequence-parallel", "ring", "--no-progress", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "--sequence-parallel: expected a sequence task" in capsys.readouterr().err
+
+
+def test_compare_with_ray_and_an_unreachable_address_exits_2_within_seconds(tmp_path, capsys):
+    import time
+
+    from attnlab.distributed.local_ranks import free_port
+
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" -c constraints.txt')
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--suite", "smoke", "--executor", "ray", "--address", f"127.0.0.1:{free_port()}",
+              "--no-progress", "--out", str(tmp_path)])
+    assert e.value.code == 2 and time.monotonic() - t0 < 10
+    assert "address: expected a reachable Ray cluster" in capsys.readouterr().err
+
+
 def test_precision_flags_reach_the_run(tmp_path, capsys):
     """``train --precision bf16`` records it in the run's checkpoint and resumes only as bf16; ``compare --precision
     bf16`` trains every run so and says so in its table and results; a bad value exits 2 naming the flag."""

@@ -147,8 +147,9 @@ def test_default_suite_recall_ranking_is_real(tmp_path):
 
 
 def test_isolated_runs_measure_their_own_peak_memory(tmp_path):
-    """Each run in a fresh process: two identical runs report similar peaks (in one process the second
-    would reuse the first's allocator memory and show less)."""
+    """Each run in a warm worker process that returned the previous run's memory to the OS first: two identical
+    runs report similar peaks (without that the second would reuse the first's allocator memory and show less;
+    without the worker's warm-up run the first would carry ~17 MiB of one-off start-up allocations)."""
     from dataclasses import replace
 
     smoke = SUITES["smoke"]

@@ -93,3 +93,25 @@ def test_decoding_step_uses_the_token_position():
     assert (y_wrong - y_last).abs().max() > 1e-4
     with pytest.raises(TypeError, match=r"state: expected a key-value cache dict"):
         m.step(x[:, 0], {"k": state["k"]})
+
+
+def test_attention_fn_replaces_the_attention_op():
+    # the hook sequence parallelism uses: the mixer calls attention_fn with attention's arguments
+    import attnlab.mixers as mixers
+    from attnlab.ops.attention import attention
+
+    m = mixers.create("softmax", 8, num_heads=2).eval()
+    x = torch.randn(2, 5, 8)
+    kpm = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    want = m(x, causal=True, key_padding_mask=kpm)
+    calls = []
+
+    def spy(q, k, v, **kw):
+        calls.append((q.shape, kw))
+        return attention(q, k, v, **kw)
+
+    m.attention_fn = spy
+    torch.testing.assert_close(m(x, causal=True, key_padding_mask=kpm), want, rtol=0, atol=0)
+    assert calls == [((2, 2, 5, 4), {"causal": True, "key_padding_mask": kpm, "dropout_p": 0.0})]
+    m.attention_fn = lambda q, k, v, **kw: torch.zeros_like(q)
+    assert m(x).abs().max() <= m.proj.bias.abs().max() + 1e-6  # only the output projection's bias is left

@@ -177,3 +177,40 @@ def test_joint_and_separate_stream_passes_agree(pattern):
     with record_attention(m):
         apart = m(x, key_padding_mask=kpm)
     torch.testing.assert_close(joint, apart, atol=1e-12, rtol=1e-12)
+
+
+def test_position_offset_shifts_the_positions_a_shard_is_given():
+    # no mixing, no MLP: each output depends on its own token and position only, so the second half of a
+    # sequence given alone at offset 12 equals the whole sequence's second half
+    m = SequenceModel(vocab_size=10, dim=8, depth=1, mixer="identity", ffn="none", max_len=24).eval()
+    x = torch.randint(0, 10, (2, 24))
+    whole = m(x)
+    m.position_offset = 12
+    torch.testing.assert_close(m(x[:, 12:]), whole[:, 12:], rtol=0, atol=0)
+    m.position_offset = 0
+    assert (m(x[:, 12:]) - whole[:, 12:]).abs().max() > 1e-3  # control: offset 0 is not the same
+    m.position_offset = 13
+    with pytest.raises(ValueError, match=r"at most max_len=24 positions \(from position_offset=13\)"):
+        m(x[:, 12:])
+
+
+def test_sequence_parallel_is_stored_and_changes_nothing_in_one_process():
+    torch.manual_seed(0)
+    plain = SequenceModel(vocab_size=10, dim=8, depth=2, num_heads=2, max_len=16)
+    torch.manual_seed(0)
+    sp = SequenceModel(vocab_size=10, dim=8, depth=2, num_heads=2, max_len=16, sequence_parallel="hybrid")
+    x = torch.randint(0, 10, (2, 16))
+    assert sp.sequence_parallel == "hybrid" and plain.sequence_parallel is None
+    torch.testing.assert_close(sp(x), plain(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(sequence_parallel="zigzag"), "sequence_parallel: expected one of"),
+    (dict(sequence_parallel="ring", head="class", num_classes=3), "per-token head"),
+    (dict(sequence_parallel="ulysses", mixer="softmax,linear_attention"),
+     "every mixer is softmax attention .* mixer 'linear_attention'"),
+    (dict(sequence_parallel="ring", pos="rope"), "mixers without RoPE .* mixer 'softmax' using rope"),
+])
+def test_sequence_parallel_refusals(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceModel(**{"vocab_size": 10, "dim": 8, "depth": 2, "num_heads": 2, **kw})
