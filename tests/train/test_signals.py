@@ -61,6 +61,12 @@ def test_a_stop_request_ends_train_at_the_step_boundary_with_a_checkpoint(tmp_pa
 def test_with_handle_signals_false_the_signal_keeps_its_own_behaviour(make_tiny):
     model, task = make_tiny()
     raise_at_2 = lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 2 else None  # noqa: E731
-    with pytest.raises(KeyboardInterrupt):  # Python's default SIGINT handler
-        train(model, task, TrainConfig(steps=5, batch_size=4), progress=False, callbacks=[raise_at_2],
-              handle_signals=False)
+    # A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and Python keeps that: give the
+    # test the disposition a terminal session has, and put the inherited one back afterwards.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # Python's default SIGINT handler
+            train(model, task, TrainConfig(steps=5, batch_size=4), progress=False, callbacks=[raise_at_2],
+                  handle_signals=False)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
