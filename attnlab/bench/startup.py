@@ -7,6 +7,7 @@ The children may write .pyc files (as an installed copy has them), whatever PYTH
 """
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import statistics
@@ -55,4 +56,6 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    parser = argparse.ArgumentParser(prog="python -m attnlab.bench.startup", description=__doc__.split("\n")[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=10, help="timed rounds after one warm-up round")
+    main(parser.parse_args().rounds)

@@ -43,7 +43,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from attnlab.layers import Mlp
@@ -257,6 +256,8 @@ def anomaly_maps(scores: torch.Tensor, grid: tuple[int, int], img_size: int, blu
     up = F.interpolate(scores.reshape(b, 1, *grid).float(), size=(img_size, img_size), mode="bilinear",
                        align_corners=True)[:, 0].numpy()
     if blur_sigma > 0:
+        from scipy.ndimage import gaussian_filter  # lazy: scipy.ndimage costs ~0.3 s at `attnlab list`
+
         up = np.stack([gaussian_filter(m, sigma=blur_sigma) for m in up])
     return torch.from_numpy(up)
 

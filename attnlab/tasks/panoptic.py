@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from attnlab.tasks.scoring import IGNORE
 from attnlab.utils.checks import describe, fail
@@ -83,6 +82,8 @@ def match_segments(mask_logits: torch.Tensor, class_logits: torch.Tensor, classe
     """
     probs = mask_logits.float().softmax(0) * masks.any(0)  # void pixels (in no segment) take no part
     sim = class_logits.float().softmax(-1)[:, classes] * _dice(probs, masks)
+    from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize costs ~0.2 s at `attnlab list`
+
     rows, cols = linear_sum_assignment(-sim.cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
