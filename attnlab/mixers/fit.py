@@ -140,11 +140,14 @@ class LatentLayer(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.mlp = Mlp(dim, max(1, int(round(mlp_ratio * dim))))
 
-    def forward(self, z: torch.Tensor, *, num_groups: int, causal: bool = False) -> torch.Tensor:
-        """z (B, t m, dim) -> same; ``causal``: latents of group j see groups <= j."""
+    def forward(self, z: torch.Tensor, *, num_groups: int, causal: bool = False,
+                latent_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, t m, dim) -> same; ``causal``: latents of group j see groups <= j; ``latent_mask`` (B, t m) bool:
+        False for the latents of groups that hold no real token (they are no keys)."""
         q, k, v = rearrange(self.qkv(self.norm1(z)), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         mask = group_causal_mask(num_groups, z.shape[1] // num_groups, device=z.device) if causal else None
-        z = z + self.proj(rearrange(attention(q, k, v, attn_mask=mask), "b h n d -> b n (h d)"))
+        o = attention(q, k, v, attn_mask=mask, key_padding_mask=latent_mask)
+        z = z + self.proj(rearrange(o, "b h n d -> b n (h d)"))
         return z + self.mlp(self.norm2(z))
 
 
@@ -235,7 +238,10 @@ class FITMixer(_GroupedMixer):
         t = lay.num_groups
         z = self.latents.to(x.dtype).repeat(t, 1).expand(b, -1, -1)
         z = z + self.read(z, u, num_groups=t, key_padding_mask=kpm)
+        # A group of padding only (trailing padding past a group boundary) must not exist for the real tokens:
+        # its latent is no key, so padding to a length gives what the unpadded sequence gives.
+        latent_mask = None if kpm is None else kpm.view(b, t, -1).any(-1).repeat_interleave(z.shape[1] // t, dim=1)
         for layer in self.global_layers:
-            z = layer(z, num_groups=t, causal=causal)
+            z = layer(z, num_groups=t, causal=causal, latent_mask=latent_mask)
         w = self.write(u, z, num_groups=t, shift=1 if causal else 0)
         return lay.from_groups(h + w)

@@ -58,10 +58,16 @@ def _fit_reference(m, x, grid=None, causal=False, kpm=None):
     if kpm is not None:
         read_mask = read_mask & kpm[:, None, None, :]
     z = z + _cross(m.read, z, u, read_mask)
+    # latents of groups without a real token are no keys (written out per latent, not through the mixer's helper)
+    has_real = torch.ones(x.shape[0], t * mm, dtype=torch.bool)
+    if kpm is not None:
+        for bi in range(x.shape[0]):
+            for j in range(t * mm):
+                has_real[bi, j] = bool(kpm[bi][gid == lid[j]].any())
     for layer in m.global_layers:
         q, k, v = (_heads(tt, layer.num_heads) for tt in layer.qkv(layer.norm1(z)).chunk(3, dim=-1))
         z = z + layer.proj(_merge(attention_reference(q, k, v, attn_mask=lid[:, None] >= lid[None, :] if causal
-                                                      else None)))
+                                                      else None, key_padding_mask=has_real)))
         z = z + layer.mlp(layer.norm2(z))
     w = _cross(m.write, u, z, gid[:, None] - (1 if causal else 0) == lid[None, :])
     return h + w
@@ -152,3 +158,18 @@ def test_bad_options_are_named():
         mixers.create("fit", 8, window=(2, 0))
     with pytest.raises(ValueError, match="latents_per_group: expected a positive int"):
         mixers.create("fit", 8, latents_per_group=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_group_of_trailing_padding_is_the_same_as_truncation(causal):
+    """Found by the fuzz test: the latent of a group holding only padding was still a key of the global layers,
+    so padding a sequence past a group boundary changed its real tokens' outputs."""
+    torch.manual_seed(0)
+    m = mixers.create("fit", 16, num_heads=2, group_size=4, global_layers=2).double().eval()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    kpm = torch.ones(2, 12, dtype=torch.bool)
+    kpm[:, 8:] = False                      # the third group is all padding
+    kpm[1, 6:] = False                      # and half of the second one in row 1
+    padded = m(x, causal=causal, key_padding_mask=kpm)
+    torch.testing.assert_close(padded[0, :8], m(x[:1, :8], causal=causal)[0], atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(padded[1, :6], m(x[1:, :6], causal=causal)[0], atol=1e-12, rtol=1e-12)
