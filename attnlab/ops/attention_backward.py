@@ -27,7 +27,7 @@ import functools
 
 import torch
 
-__all__ = ["blocked_bf16_attention_backward", "BLOCK", "GROUP"]
+__all__ = ["blocked_bf16_attention_backward", "has_fused_product_times", "BLOCK", "GROUP"]
 
 #: keys per block: 512 measured fastest at N = 1024 and 4096 (256: +2-5 %, 128: +20 %)
 BLOCK = 512
@@ -52,7 +52,7 @@ def _augment(x: torch.Tensor, col: torch.Tensor | None) -> torch.Tensor:
 
 
 @functools.cache
-def _fused_product_times() -> bool:
+def has_fused_product_times() -> bool:
     """Whether oneDNN's matmul with a multiplying post-op (``torch.ops.mkldnn._linear_pointwise.binary``, the op
     inductor fuses into) exists here and agrees with ``mm`` then ``mul``; else the two ops run separately."""
     a, w, other = (torch.linspace(-1, 1, n).to(torch.bfloat16).view(shape)
@@ -68,7 +68,7 @@ def _product_times(a: torch.Tensor, w: torch.Tensor, other: torch.Tensor, out: t
     """``(a @ w^T) * other`` for bf16 a (R, K), w (C, K), other (R, C): one oneDNN call that rounds once when
     available (it saves a pass over the (R, C) block: 0.61 vs 1.16 ms at R=4096, C=512), else mm into ``out``
     and an in-place multiply."""
-    if _fused_product_times():
+    if has_fused_product_times():
         return torch.ops.mkldnn._linear_pointwise.binary(a, other, w, None, "mul")
     torch.mm(a, w.t(), out=out)
     return out.mul_(other)
