@@ -9,9 +9,9 @@ case (fully masked rows give zeros, not NaN).
 bf16: the forward is SDPA's fused kernel (about 2.7x its fp32 speed here). torch's fused CPU
 backward for bf16 measured 4-7x *slower* than its fp32 backward at N <= 128 and only 1.3-1.5x faster
 at N >= 1024; below ``FP32_BACKWARD_MAX_LOGITS`` logits per head the backward therefore runs in
-fp32 (:class:`_LowPrecisionAttention`); above it, unmasked and non-causal, in attnlab's blocked bf16
-backward (:mod:`attnlab.ops.attention_backward`, 1.3x faster than torch's bf16 kernel at N = 4096),
-and otherwise in torch's bf16 kernel.
+fp32 (:class:`_LowPrecisionAttention`); above it, unmasked, non-causal and on one thread, in attnlab's
+blocked bf16 backward (:mod:`attnlab.ops.attention_backward`, 1.5x faster than torch's bf16 kernel
+at N = 4096), and otherwise in torch's bf16 kernel.
 
 Reference: Vaswani et al. 2017; qk-layernorm and logit analysis as in P02.
 """
@@ -237,9 +237,11 @@ FP32_BACKWARD_MAX_LOGITS = 1 << 18
 
 def _takes_blocked_backward(q: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> bool:
     """Whether bf16 attention of this size runs attnlab's blocked bf16 backward: unmasked, non-causal, from
-    ``FP32_BACKWARD_MAX_LOGITS`` logits per head. Measured against torch's bf16 kernel (B=1, H=8, D=64, one
-    thread, load 9): N = 512 0.94x its time, 1024 0.93x, 2048 0.88x, 4096 0.76x; causal 1.0-1.1x (so not taken)."""
-    return q.dtype == torch.bfloat16 and mask is None and not causal
+    ``FP32_BACKWARD_MAX_LOGITS`` logits per head, with one torch thread. Measured against torch's bf16 kernel
+    (B=1, H=8, D=64, one thread, load 9): N = 512 0.94x its time, 1024 0.93x, 2048 0.88x, 4096 0.76x; causal
+    1.0-1.1x (so not taken). With two threads (load 11) it took 3.2x the kernel's wall time: its ~1000 small
+    products per call each wait for the second core, where torch's kernel splits the heads between threads."""
+    return q.dtype == torch.bfloat16 and mask is None and not causal and torch.get_num_threads() == 1
 
 
 class _LowPrecisionAttention(torch.autograd.Function):
@@ -249,8 +251,8 @@ class _LowPrecisionAttention(torch.autograd.Function):
     * below ``FP32_BACKWARD_MAX_LOGITS`` logits per head, torch's fused backward run in fp32: torch 2.13's
       fused CPU backward for bf16 measured 4-7x slower than its fp32 backward at N <= 128. The backward
       upcasts q, k, v, the output and dO (O(N D) casts); the gradients are cast back.
-    * from there on (bf16, unmasked, non-causal only: :func:`_takes_blocked_backward`), the blocked bf16
-      backward of :mod:`attnlab.ops.attention_backward` from the forward's log-sum-exp.
+    * from there on (bf16, unmasked, non-causal, one thread only: :func:`_takes_blocked_backward`), the
+      blocked bf16 backward of :mod:`attnlab.ops.attention_backward` from the forward's log-sum-exp.
 
     ``mask``: bool (True = may attend, every row with a visible key) or additive, broadcastable to (B, H, N, M).
     """
@@ -262,13 +264,14 @@ class _LowPrecisionAttention(torch.autograd.Function):
             q, k, v, 0.0, causal, attn_mask=bias, scale=scale)[:2]
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.causal, ctx.scale = causal, scale
+        ctx.blocked = q.shape[-2] * k.shape[-2] >= FP32_BACKWARD_MAX_LOGITS   # sdpa sends these only when blocked
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do):
         q, k, v, out, lse, mask = ctx.saved_tensors
-        if q.shape[-2] * k.shape[-2] >= FP32_BACKWARD_MAX_LOGITS:     # only a bf16 input takes it (sdpa)
+        if ctx.blocked:
             scale = q.shape[-1] ** -0.5 if ctx.scale is None else ctx.scale
             return (*blocked_bf16_attention_backward(do, q, k, v, out, lse, scale=scale, causal=ctx.causal),
                     None, None, None)

@@ -95,8 +95,8 @@ def _grad_fn_name(out: torch.Tensor) -> str:
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_attention_op_takes_it_from_the_threshold_and_matches_fp64(autocast):
-    """N = M = 520 (270400 >= 2^18 logits): bf16 `attention`, unmasked and non-causal, runs the blocked backward;
+def test_attention_op_takes_it_from_the_threshold_and_matches_fp64(one_thread, autocast):
+    """N = M = 520 (270400 >= 2^18 logits): bf16 `attention`, unmasked, non-causal, one thread: the blocked backward;
     under autocast with fp32 inputs too. Output and gradients against fp64 on the same rounded inputs."""
     assert 520 * 520 >= FP32_BACKWARD_MAX_LOGITS
     q, k, v, do = _inputs(1, 2, 520, 520, 32)
@@ -122,4 +122,17 @@ def test_attention_op_keeps_torch_bf16_kernel_when_causal_or_masked(kw):
     it takes no mask)."""
     q, k, v, _ = _inputs(1, 2, 520, 520, 32)
     out = attention(*(t.requires_grad_() for t in (q, k, v)), **kw)
+    assert not _grad_fn_name(out).startswith("_LowPrecisionAttention")
+
+
+def test_attention_op_keeps_torch_bf16_kernel_with_two_threads():
+    """With more than one torch thread the blocked backward is not taken (measured 3.2x slower than torch's kernel,
+    which splits the heads between threads)."""
+    q, k, v, _ = _inputs(1, 2, 520, 520, 32)
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = attention(*(t.requires_grad_() for t in (q, k, v)))
+    finally:
+        torch.set_num_threads(n)
     assert not _grad_fn_name(out).startswith("_LowPrecisionAttention")
