@@ -9,8 +9,8 @@ case (fully masked rows give zeros, not NaN).
 bf16: the forward is SDPA's fused kernel (about 2.7x its fp32 speed here). torch's fused CPU
 backward for bf16 measured 4-7x *slower* than its fp32 backward at N <= 128 and only 1.3-1.5x faster
 at N >= 1024; below ``FP32_BACKWARD_MAX_LOGITS`` logits per head the backward therefore runs in
-fp32 (:class:`_LowPrecisionAttention`); above it, unmasked, non-causal and on one thread, in attnlab's
-blocked bf16 backward (:mod:`attnlab.ops.attention_backward`, 1.5x faster than torch's bf16 kernel
+fp32 (:class:`_LowPrecisionAttention`); from ``BLOCKED_BACKWARD_MIN_LOGITS`` (N x M = 1024^2) on, unmasked,
+non-causal and on one thread, in attnlab's blocked bf16 backward (:mod:`attnlab.ops.attention_backward`, 1.5x faster than torch's bf16 kernel
 at N = 4096), and otherwise in torch's bf16 kernel.
 
 Reference: Vaswani et al. 2017; qk-layernorm and logit analysis as in P02.
@@ -29,7 +29,8 @@ from attnlab.ops.attention_backward import blocked_bf16_attention_backward
 from attnlab.ops.recording import AttentionInputs, capture, is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
-           "check_self_qkv", "check_attention_options", "masked_softmax", "sdpa", "FP32_BACKWARD_MAX_LOGITS"]
+           "check_self_qkv", "check_attention_options", "masked_softmax", "sdpa", "FP32_BACKWARD_MAX_LOGITS",
+           "BLOCKED_BACKWARD_MIN_LOGITS"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -221,10 +222,11 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.
     """``F.scaled_dot_product_attention`` (q (..., N, D), k (..., M, D), v (..., M, Dv), same arguments) with
     attnlab's choice of backward for bf16: below ``FP32_BACKWARD_MAX_LOGITS`` logits per head (N x M) the
     backward runs in fp32 (:class:`_LowPrecisionAttention`), where torch's bf16 CPU backward is several times
-    slower than its fp32 one; above it, unmasked non-causal bf16 takes attnlab's blocked bf16 backward (the
+    slower than its fp32 one; from ``BLOCKED_BACKWARD_MIN_LOGITS`` on, unmasked non-causal bf16 on one thread
+    takes attnlab's blocked bf16 backward (the
     fused kernels need one head size for q, k and v; else SDPA as is). The attention ops call it for every SDPA."""
     if (q.dtype in LOW_PRECISION and dropout_p == 0.0 and q.dim() == 4 and v.shape[-1] == q.shape[-1]
-            and (q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS or _takes_blocked_backward(q, attn_mask, is_causal))
+            and (q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS or _takes_blocked_backward(q, k, attn_mask, is_causal))
             and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _LowPrecisionAttention.apply(q, k, v, attn_mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
@@ -235,13 +237,19 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.
 FP32_BACKWARD_MAX_LOGITS = 1 << 18
 
 
-def _takes_blocked_backward(q: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> bool:
-    """Whether bf16 attention of this size runs attnlab's blocked bf16 backward: unmasked, non-causal, from
-    ``FP32_BACKWARD_MAX_LOGITS`` logits per head, with one torch thread. Measured against torch's bf16 kernel
-    (B=1, H=8, D=64, one thread, load 9): N = 512 0.94x its time, 1024 0.93x, 2048 0.88x, 4096 0.76x; causal
-    1.0-1.1x (so not taken). With two threads (load 11) it took 3.2x the kernel's wall time: its ~1000 small
-    products per call each wait for the second core, where torch's kernel splits the heads between threads."""
-    return q.dtype == torch.bfloat16 and mask is None and not causal and torch.get_num_threads() == 1
+#: from this many logits per head (N x M), unmasked non-causal bf16 attention takes the blocked bf16 backward
+BLOCKED_BACKWARD_MIN_LOGITS = 1 << 20
+
+
+def _takes_blocked_backward(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> bool:
+    """Whether bf16 attention runs attnlab's blocked bf16 backward: unmasked, non-causal, from
+    ``BLOCKED_BACKWARD_MIN_LOGITS`` logits per head, with one torch thread. Its time / torch's bf16 kernel's
+    (D=64 unless stated, one thread, load 9-11): N = 512 1.08x (B=16, H=8) and 0.94x (B=1), N = 1024 0.87x
+    (B=1 and 4, H=8) and 0.91x (B=8, H=4, D=32), N = 2048 0.71x, N = 4096 0.66-0.76x; causal 1.0-1.1x (so not
+    taken). With two threads (load 11) it took 3.2x the kernel's wall time: its ~1000 small products per call
+    each wait for the second core, where torch's kernel splits the heads between threads."""
+    return (q.dtype == torch.bfloat16 and mask is None and not causal and torch.get_num_threads() == 1
+            and q.shape[-2] * k.shape[-2] >= BLOCKED_BACKWARD_MIN_LOGITS)
 
 
 class _LowPrecisionAttention(torch.autograd.Function):
@@ -251,8 +259,9 @@ class _LowPrecisionAttention(torch.autograd.Function):
     * below ``FP32_BACKWARD_MAX_LOGITS`` logits per head, torch's fused backward run in fp32: torch 2.13's
       fused CPU backward for bf16 measured 4-7x slower than its fp32 backward at N <= 128. The backward
       upcasts q, k, v, the output and dO (O(N D) casts); the gradients are cast back.
-    * from there on (bf16, unmasked, non-causal, one thread only: :func:`_takes_blocked_backward`), the
-      blocked bf16 backward of :mod:`attnlab.ops.attention_backward` from the forward's log-sum-exp.
+    * from ``BLOCKED_BACKWARD_MIN_LOGITS`` on (bf16, unmasked, non-causal, one thread only:
+      :func:`_takes_blocked_backward`), the blocked bf16 backward of :mod:`attnlab.ops.attention_backward` from
+      the forward's log-sum-exp. (In between, :func:`sdpa` does not use this class: torch's bf16 kernel.)
 
     ``mask``: bool (True = may attend, every row with a visible key) or additive, broadcastable to (B, H, N, M).
     """

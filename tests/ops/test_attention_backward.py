@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnlab.ops import attention_backward
-from attnlab.ops.attention import FP32_BACKWARD_MAX_LOGITS, attention
+from attnlab.ops.attention import BLOCKED_BACKWARD_MIN_LOGITS, FP32_BACKWARD_MAX_LOGITS, attention
 from attnlab.ops.attention_backward import blocked_bf16_attention_backward
 
 FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -96,10 +96,10 @@ def _grad_fn_name(out: torch.Tensor) -> str:
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_attention_op_takes_it_from_the_threshold_and_matches_fp64(one_thread, autocast):
-    """N = M = 520 (270400 >= 2^18 logits): bf16 `attention`, unmasked, non-causal, one thread: the blocked backward;
+    """N = M = 1030 (>= 2^20 logits): bf16 `attention`, unmasked, non-causal, one thread: the blocked backward;
     under autocast with fp32 inputs too. Output and gradients against fp64 on the same rounded inputs."""
-    assert 520 * 520 >= FP32_BACKWARD_MAX_LOGITS
-    q, k, v, do = _inputs(1, 2, 520, 520, 32)
+    assert 1030 * 1030 >= BLOCKED_BACKWARD_MIN_LOGITS
+    q, k, v, do = _inputs(1, 2, 1030, 1030, 32)
     if autocast:
         leaves = [t.float().requires_grad_() for t in (q, k, v)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -116,11 +116,15 @@ def test_attention_op_takes_it_from_the_threshold_and_matches_fp64(one_thread, a
         assert _rel(leaf.grad, ref) <= BF16_GRAD_TOL
 
 
-@pytest.mark.parametrize("kw", [dict(causal=True), dict(key_padding_mask=torch.ones(1, 520, dtype=torch.bool))])
-def test_attention_op_keeps_torch_bf16_kernel_when_causal_or_masked(kw):
-    """Causal or masked bf16 above the threshold keep torch's bf16 backward (the blocked one was not faster causal;
-    it takes no mask)."""
-    q, k, v, _ = _inputs(1, 2, 520, 520, 32)
+@pytest.mark.parametrize("n, kw", [(1030, dict(causal=True)),
+                                   (1030, dict(key_padding_mask=torch.ones(1, 1030, dtype=torch.bool))),
+                                   (520, {})])
+def test_attention_op_keeps_torch_bf16_kernel_when_causal_masked_or_below_the_threshold(one_thread, n, kw):
+    """Causal or masked bf16 keep torch's bf16 backward (the blocked one was not faster causal; it takes no
+    mask), and so does 520 x 520, between the fp32-backward and the blocked thresholds (blocked 1.08x the
+    kernel's time at N = 512, B = 16)."""
+    assert FP32_BACKWARD_MAX_LOGITS <= 520 * 520 < BLOCKED_BACKWARD_MIN_LOGITS
+    q, k, v, _ = _inputs(1, 2, n, n, 32)
     out = attention(*(t.requires_grad_() for t in (q, k, v)), **kw)
     assert not _grad_fn_name(out).startswith("_LowPrecisionAttention")
 
@@ -128,7 +132,7 @@ def test_attention_op_keeps_torch_bf16_kernel_when_causal_or_masked(kw):
 def test_attention_op_keeps_torch_bf16_kernel_with_two_threads():
     """With more than one torch thread the blocked backward is not taken (measured 3.2x slower than torch's kernel,
     which splits the heads between threads)."""
-    q, k, v, _ = _inputs(1, 2, 520, 520, 32)
+    q, k, v, _ = _inputs(1, 2, 1030, 1030, 32)
     n = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
