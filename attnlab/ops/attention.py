@@ -7,9 +7,11 @@ flag, a key-padding mask and an optional extra mask, and agree on every edge
 case (fully masked rows give zeros, not NaN).
 
 bf16: the forward is SDPA's fused kernel (about 2.7x its fp32 speed here). torch's fused CPU
-backward for bf16 measured 4-7x *slower* than its fp32 backward at N <= 128 and 1.4-1.5x faster
+backward for bf16 measured 4-7x *slower* than its fp32 backward at N <= 128 and only 1.3-1.5x faster
 at N >= 1024; below ``FP32_BACKWARD_MAX_LOGITS`` logits per head the backward therefore runs in
-fp32 (:class:`_LowPrecisionAttention`), above it in torch's bf16 kernel.
+fp32 (:class:`_LowPrecisionAttention`); from ``BLOCKED_BACKWARD_MIN_LOGITS`` (N x M = 1024^2) on, unmasked,
+non-causal and on one thread, in attnlab's blocked bf16 backward (:mod:`attnlab.ops.attention_backward`, 1.5x faster than torch's bf16 kernel
+at N = 4096), and otherwise in torch's bf16 kernel.
 
 Reference: Vaswani et al. 2017; qk-layernorm and logit analysis as in P02.
 """
@@ -23,10 +25,12 @@ from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_key_padding_mask, check_tensor, describe, fail
 from attnlab.utils.precision import LOW_PRECISION, lower_precision_op
+from attnlab.ops.attention_backward import blocked_bf16_attention_backward
 from attnlab.ops.recording import AttentionInputs, capture, is_recording, record
 
 __all__ = ["attention", "attention_reference", "attention_logits", "build_attention_mask", "check_qkv",
-           "check_self_qkv", "check_attention_options", "masked_softmax", "sdpa", "FP32_BACKWARD_MAX_LOGITS"]
+           "check_self_qkv", "check_attention_options", "masked_softmax", "sdpa", "FP32_BACKWARD_MAX_LOGITS",
+           "BLOCKED_BACKWARD_MIN_LOGITS"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -218,11 +222,12 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.
     """``F.scaled_dot_product_attention`` (q (..., N, D), k (..., M, D), v (..., M, Dv), same arguments) with
     attnlab's choice of backward for bf16: below ``FP32_BACKWARD_MAX_LOGITS`` logits per head (N x M) the
     backward runs in fp32 (:class:`_LowPrecisionAttention`), where torch's bf16 CPU backward is several times
-    slower than its fp32 one (the fused kernels need one head size for q, k and v; else SDPA as is). The
-    attention ops call it for every SDPA."""
+    slower than its fp32 one; from ``BLOCKED_BACKWARD_MIN_LOGITS`` on, unmasked non-causal bf16 on one thread
+    takes attnlab's blocked bf16 backward (the
+    fused kernels need one head size for q, k and v; else SDPA as is). The attention ops call it for every SDPA."""
     if (q.dtype in LOW_PRECISION and dropout_p == 0.0 and q.dim() == 4 and v.shape[-1] == q.shape[-1]
-            and q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS and torch.is_grad_enabled()
-            and (q.requires_grad or k.requires_grad or v.requires_grad)):
+            and (q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS or _takes_blocked_backward(q, k, attn_mask, is_causal))
+            and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _LowPrecisionAttention.apply(q, k, v, attn_mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
                                           dropout_p=dropout_p)
@@ -232,14 +237,33 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.
 FP32_BACKWARD_MAX_LOGITS = 1 << 18
 
 
-class _LowPrecisionAttention(torch.autograd.Function):
-    """bf16 softmax attention for small N x M: SDPA's fused bf16 forward, torch's fused backward run in fp32.
+#: from this many logits per head (N x M), unmasked non-causal bf16 attention takes the blocked bf16 backward
+BLOCKED_BACKWARD_MIN_LOGITS = 1 << 20
 
-    torch 2.13's fused CPU backward for bf16 measured 4-7x slower than its fp32 backward at N <= 128 (and
-    1.4-1.5x faster at N >= 1024, where :func:`attention` keeps it). Here the forward's output and
-    log-sum-exp come from the bf16 kernel, and the backward upcasts q, k, v, the output and dO to fp32 for
-    the fp32 kernel (the casts are O(N D)); the gradients are cast back to bf16. ``mask``: bool (True = may
-    attend, every row with a visible key) or additive, broadcastable to (B, H, N, M).
+
+def _takes_blocked_backward(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> bool:
+    """Whether bf16 attention runs attnlab's blocked bf16 backward: unmasked, non-causal, from
+    ``BLOCKED_BACKWARD_MIN_LOGITS`` logits per head, with one torch thread. Its time / torch's bf16 kernel's
+    (D=64 unless stated, one thread, load 9-11): N = 512 1.08x (B=16, H=8) and 0.94x (B=1), N = 1024 0.87x
+    (B=1 and 4, H=8) and 0.91x (B=8, H=4, D=32), N = 2048 0.71x, N = 4096 0.66-0.76x; causal 1.0-1.1x (so not
+    taken). With two threads (load 11) it took 3.2x the kernel's wall time: its ~1000 small products per call
+    each wait for the second core, where torch's kernel splits the heads between threads."""
+    return (q.dtype == torch.bfloat16 and mask is None and not causal and torch.get_num_threads() == 1
+            and q.shape[-2] * k.shape[-2] >= BLOCKED_BACKWARD_MIN_LOGITS)
+
+
+class _LowPrecisionAttention(torch.autograd.Function):
+    """bf16 softmax attention with attnlab's choice of backward: SDPA's fused bf16 forward (output and
+    log-sum-exp), then
+
+    * below ``FP32_BACKWARD_MAX_LOGITS`` logits per head, torch's fused backward run in fp32: torch 2.13's
+      fused CPU backward for bf16 measured 4-7x slower than its fp32 backward at N <= 128. The backward
+      upcasts q, k, v, the output and dO (O(N D) casts); the gradients are cast back.
+    * from ``BLOCKED_BACKWARD_MIN_LOGITS`` on (bf16, unmasked, non-causal, one thread only:
+      :func:`_takes_blocked_backward`), the blocked bf16 backward of :mod:`attnlab.ops.attention_backward` from
+      the forward's log-sum-exp. (In between, :func:`sdpa` does not use this class: torch's bf16 kernel.)
+
+    ``mask``: bool (True = may attend, every row with a visible key) or additive, broadcastable to (B, H, N, M).
     """
 
     @staticmethod
@@ -249,12 +273,17 @@ class _LowPrecisionAttention(torch.autograd.Function):
             q, k, v, 0.0, causal, attn_mask=bias, scale=scale)[:2]
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.causal, ctx.scale = causal, scale
+        ctx.blocked = q.shape[-2] * k.shape[-2] >= FP32_BACKWARD_MAX_LOGITS   # sdpa sends these only when blocked
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do):
         q, k, v, out, lse, mask = ctx.saved_tensors
+        if ctx.blocked:
+            scale = q.shape[-1] ** -0.5 if ctx.scale is None else ctx.scale
+            return (*blocked_bf16_attention_backward(do, q, k, v, out, lse, scale=scale, causal=ctx.causal),
+                    None, None, None)
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             do.float(), q.float(), k.float(), v.float(), out.float(), lse, 0.0, ctx.causal,
             attn_mask=_additive(mask, torch.float32), scale=ctx.scale)

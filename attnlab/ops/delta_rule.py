@@ -15,9 +15,9 @@ tokens with K, V, Q (C x D) and beta:
     S_next = S + K^T (U - W S)
     O      = Q S + (Q K^T masked causally, diagonal included) (U - W S)
 
-T, W, U and the masked Q K^T are computed for every chunk at once (T by matmul-only
-block inversion, no LAPACK solve); only U - W S and S + K^T (U - W S) run sequentially,
-two small products per chunk. A custom autograd Function carries a hand-derived backward
+T, W, U, the masked Q K^T and the chunk transitions M = I - K^T W, K^T U are computed for
+every chunk at once (T by matmul-only block inversion, no LAPACK solve); only the state
+recurrence S_next = M S + K^T U runs sequentially, one small product per chunk. A custom autograd Function carries a hand-derived backward
 (a reverse chunk loop for dL/dS, everything else batched over chunks; no backward through
 the triangular inverse), which is ~2x cheaper than autograd through the same forward.
 N that is not a multiple of C is padded with beta = 0, k = 0 tokens, which leave the state
@@ -105,13 +105,6 @@ def delta_rule_step(
     return o_t.to(out_dtype), state
 
 
-def _masks(c, dtype, device):
-    """(C, C) 0/1 masks: lower triangle with and without the diagonal (batched tril() is slow on CPU)."""
-    lower = torch.ones(c, c, dtype=dtype, device=device).tril()
-    strict = lower - torch.eye(c, dtype=dtype, device=device)
-    return lower, strict
-
-
 def unit_lower_inverse(strict_l, leaf=16):
     """T = (I + L)^-1 for strictly lower-triangular L (..., C, C), any C.
 
@@ -155,19 +148,24 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
 
     Forward, per chunk i with state S_i entering it (Kb = diag(beta) K, Vb = diag(beta) V):
         T = (I + strict_tril(Kb K^T))^-1,  W = T Kb,  U = T Vb        (all chunks at once)
-        Unew = U - W S_i = T (Vb - Kb S_i),  S_{i+1} = S_i + K^T Unew   (the only sequential part)
-        O = Q S_i + (Q K^T * lower) Unew                               (all chunks at once)
+        M_i = I - K^T W,  B_i = K^T U                                  (all chunks at once)
+        S_{i+1} = S_i + K^T (U - W S_i) = M_i S_i + B_i                 (the only sequential part: one product)
+        Unew = U - W S_i,  O = Q S_i + (Q K^T * lower) Unew             (all chunks at once)
     Backward, with G_i = dL/dS_i (G_nc = grad of the final state):
-        dUnew = (Q K^T * lower)^T dO + K G_{i+1},  G_i = G_{i+1} + Q^T dO - W^T dUnew   (reverse loop)
+        dUnew = (Q K^T * lower)^T dO + K G_{i+1}
+        G_i = G_{i+1} + Q^T dO - W^T dUnew = M_i^T G_{i+1} + R_i,  R_i = Q^T dO - W^T (Q K^T * lower)^T dO
+        (R for all chunks at once, then one product per chunk in a reverse loop);
         dV~ = T^T dUnew for V~ = Vb - Kb S_i; then dA = -(dV~ Unew^T) * strict, so the
         triangular inverse needs no backward of its own (dT T^T folds into Unew = T V~);
         dKb = -dV~ S_i^T + dA K, dK += dA^T Kb + beta dKb + (dP^T Q) + Unew G_{i+1}^T, dVb = dV~.
-    Saved: T, W|U, Unew, the chunk-entry states and the masked Q K^T (each O(N (C + D)) per head).
+    Saved: T, W|U, Unew, M, the chunk-entry states and the masked Q K^T (each O(N (C + D)) per head).
+
+    Only the state recurrences are sequential, one (Dk x Dk) x (Dk x Dv) product per chunk each way;
+    everything else is a product batched over chunks (before: two products, a copy and an add per chunk).
 
     bf16 inputs (the AMX fast path): every batched product runs in bf16 (fp32 accumulation inside
-    the matmul), while the states S_i and their gradients G_i are fp32 (``s0.dtype``): each chunk of
-    the sequential loops reads a bf16 copy of the fp32 state for its products (kept: they are the
-    batched products' S_i and G_{i+1}) and adds its bf16 update to the fp32 state, as fla's kernels do.
+    the matmul), while the states S_i, their gradients G_i and the recurrences (M_i with its identity
+    added in fp32, B_i, R_i) are fp32 (``s0.dtype``); the batched products read the states rounded to bf16.
     """
 
     @staticmethod
@@ -176,75 +174,75 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         # state dtype (fp32 for bf16 inputs, else the inputs' dtype)
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
-        low = s0.dtype != q.dtype
-        lower, strict = _masks(c, q.dtype, q.device)
         kt = k.transpose(-1, -2)
-        kb = k * beta
-        vb = v * beta
-        tmat = unit_lower_inverse((kb @ kt) * strict)
-        wu = tmat @ torch.cat([kb, vb], -1)
-        w, u = wu[..., :dk], wu[..., dk:]
+        tmat = unit_lower_inverse((k @ kt).mul_(beta).tril_(-1))    # rows of K K^T scaled: Kb K^T
+        tb = tmat * beta.transpose(-1, -2)                  # T diag(beta): W = T Kb = (T diag(beta)) K, U likewise
+        w, u = tb @ k, tb @ v
         states = s0.new_empty(nc + 1, bh, dk, dv)
         states[0] = s0
-        s_in = q.new_empty(nc, bh, dk, dv) if low else states[:nc]  # the state entering each chunk, inputs' dtype
-        unew = q.new_empty(nc, bh, c, dv)
-        ktc = kt.contiguous() if low else kt
-        for i in range(nc):
-            if low:
-                s_in[i].copy_(states[i])
-            torch.baddbmm(u[i], w[i], s_in[i], alpha=-1, out=unew[i])
-            if low:
-                torch.add(states[i], torch.bmm(ktc[i], unew[i]), out=states[i + 1])
-            else:
+        if s0.dtype != q.dtype:
+            # bf16 inputs: S_{i+1} = M_i S_i + B_i, one fp32 product per chunk. M_i = I - K^T W in fp32 (one
+            # promoting subtraction: M rounded to bf16 would lose the I), B_i = K^T U (fp32 from here on)
+            trans = torch.eye(dk, dtype=s0.dtype, device=s0.device) - kt @ w
+            states[1:] = kt @ u
+            for i, (m_i, s_i) in enumerate(zip(trans.unbind(0), states.unbind(0))):
+                states[i + 1].baddbmm_(m_i, s_i)
+            s_in = states[:nc].to(q.dtype)                  # the state entering each chunk, inputs' dtype
+            unew = torch.baddbmm(u.view(-1, c, dv), w.view(-1, c, dk), s_in.view(-1, dk, dv),
+                                 alpha=-1).view(nc, bh, c, dv)
+        else:
+            # one dtype (fp32, fp64): two products per chunk; the batched K^T W of the form above measured
+            # ~10 % slower overall in fp32 at C = 32 and 64 than this loop
+            trans, s_in, unew = None, states[:nc], torch.empty_like(u)
+            for i in range(nc):
+                torch.baddbmm(u[i], w[i], states[i], alpha=-1, out=unew[i])
                 torch.baddbmm(states[i], kt[i], unew[i], out=states[i + 1])
-        attn = (q @ kt) * lower
+        attn = (q @ kt).tril_()
         o = q @ s_in
         o.view(-1, c, dv).baddbmm_(attn.view(-1, c, c), unew.view(-1, c, dv))
-        ctx.save_for_backward(q, k, v, beta, kb, tmat, wu, unew, s_in, attn)
-        ctx.c, ctx.state_dtype = c, s0.dtype
+        ctx.save_for_backward(q, k, v, beta, tmat, w, unew, s_in, attn, trans)
+        ctx.c = c
         return o, states[nc].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do, ds):
-        q, k, v, beta, kb, tmat, wu, unew, s_in, attn = ctx.saved_tensors
+        q, k, v, beta, tmat, w, unew, s_in, attn, trans = ctx.saved_tensors
         c = ctx.c
         nc, bh, _, dk = q.shape
         dv = v.shape[-1]
-        low = ctx.state_dtype != q.dtype
-        lower, strict = _masks(c, q.dtype, q.device)
         if do is None:
             do = torch.zeros_like(unew)
         do = do.contiguous()
-        w = wu[..., :dk]
-        wt = w.transpose(-1, -2)
-        dunew = attn.transpose(-1, -2) @ do          # dUnew from the outputs
-        gs = q.new_empty(nc + 1, bh, dk, dv, dtype=ctx.state_dtype)   # gs[i] = dL/dS entering chunk i
+        kb = k * beta
+        dunew = attn.transpose(-1, -2) @ do                 # dUnew from the outputs
+        qtdo = q.transpose(-1, -2) @ do                     # dS_in from the outputs
+        gs = q.new_empty(nc + 1, bh, dk, dv, dtype=s_in.dtype if trans is None else trans.dtype)  # dL/dS_i
         if ds is None:
             gs[nc].zero_()
         else:
             gs[nc] = ds
-        qtdo = q.transpose(-1, -2) @ do               # dS_in from the outputs
-        if low:
-            g_next = q.new_empty(nc, bh, dk, dv)     # g_next[i] = G_{i+1} in the inputs' dtype
-            wt = wt.contiguous()
+        if trans is not None:
+            # G_i = M_i^T G_{i+1} + R_i, R_i = Q^T dO - W^T dUnew_out (all chunks at once), in fp32
+            gs[:nc] = torch.baddbmm(qtdo.view(-1, dk, dv), w.transpose(-1, -2).reshape(-1, dk, c),
+                                    dunew.view(-1, c, dv), alpha=-1).view(nc, bh, dk, dv)
+            g_list, trans_t = gs.unbind(0), trans.transpose(-1, -2).unbind(0)
+            for i in range(nc - 1, -1, -1):
+                g_list[i].baddbmm_(trans_t[i], g_list[i + 1])
+            g_next = gs[1:].to(q.dtype)                     # G_{i+1} in the inputs' dtype
+            dunew.view(-1, c, dv).baddbmm_(k.view(-1, c, dk), g_next.view(-1, dk, dv))
         else:
             gs[:nc] = qtdo
-            g_next = gs[1:]
-        for i in range(nc - 1, -1, -1):
-            if low:
-                g_next[i].copy_(gs[i + 1])
-            dunew[i].baddbmm_(k[i], g_next[i])
-            if low:
-                torch.add(gs[i + 1], qtdo[i], out=gs[i]).sub_(torch.bmm(wt[i], dunew[i]))
-            else:
+            g_next, wt = gs[1:], w.transpose(-1, -2)
+            for i in range(nc - 1, -1, -1):
+                dunew[i].baddbmm_(k[i], g_next[i])
                 gs[i].add_(gs[i + 1]).baddbmm_(wt[i], dunew[i], alpha=-1)
         s_t = s_in.transpose(-1, -2)
         # Unew = T (Vb - Kb S): gradient of the inner V~ = Vb - Kb S
         dvt = tmat.transpose(-1, -2) @ dunew
-        da = (dvt @ unew.transpose(-1, -2)).mul_(strict)     # -dA (A = I + strict_tril(Kb K^T))
+        da = (dvt @ unew.transpose(-1, -2)).tril_(-1)      # -dA (A = I + strict_tril(Kb K^T))
         dkb = torch.baddbmm((dvt @ s_t).view(-1, c, dk), da.view(-1, c, c), k.view(-1, c, dk)).view(nc, bh, c, dk).neg_()
-        dp = (do @ unew.transpose(-1, -2)).mul_(lower)
+        dp = (do @ unew.transpose(-1, -2)).tril_()
         dq = do @ s_t
         dq.view(-1, c, dk).baddbmm_(dp.view(-1, c, c), k.view(-1, c, dk))
         dk_ = dp.transpose(-1, -2) @ q
