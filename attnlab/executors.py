@@ -133,8 +133,8 @@ class JobRunner:
     the first batch (the pool) and stopped on ``__exit__``. Arguments as :func:`run_jobs`, which is one batch on a
     runner of its own.
 
-    ``timeout`` (seconds, None: none): the longest a batch waits for its next job to finish; past it, the jobs
-    still running or queued are reported failed (``"TimeoutError: ..."``), the pool's worker processes are
+    ``timeout`` (seconds, None: none): the longest a batch waits for its next job to finish (a local pool's workers
+    are started and warmed up before the clock runs); past it, the jobs still running or queued are reported failed (``"TimeoutError: ..."``), the pool's worker processes are
     stopped (the next batch starts a fresh pool) or the Ray tasks cancelled, so nothing hangs.
     """
 
@@ -152,6 +152,7 @@ class JobRunner:
         self.executor, self.workers, self.address = executor, workers, address
         self.cpus_per_job, self.warm_up, self.timeout = cpus_per_job, warm_up, timeout
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
         self._ray = None
         self._ray_started = False
 
@@ -188,8 +189,18 @@ class JobRunner:
         return _run_ray(self._ray, fn, jobs, self.cpus_per_job, self.warm_up, done, self.timeout)
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up,
+        """A pool of ``workers`` processes, started and warmed up before it is returned (so that ``timeout`` never
+        counts a worker's start); RuntimeError if a worker dies while starting."""
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up,
                                    initargs=(self.warm_up,))
+        try:
+            for fut in [pool.submit(os.getpid) for _ in range(workers)]:
+                fut.result()
+        except BrokenProcessPool as e:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise RuntimeError(f"executor 'local': a worker process died while starting (importing "
+                               f"{', '.join(WARM_MODULES)} and warming up): {e}") from e
+        return pool
 
     def _drop_pool(self, *, kill: bool = False) -> None:
         if self._pool is not None:
@@ -202,8 +213,11 @@ class JobRunner:
         outcomes: list[Outcome | None] = [None] * len(jobs)
         if not jobs:
             return []
+        size = min(self.workers, len(jobs))
+        if self._pool is not None and self._pool_size < size:
+            self._drop_pool()  # a larger batch than the pool was started for
         if self._pool is None:
-            self._pool = self._new_pool(self.workers)
+            self._pool, self._pool_size = self._new_pool(size), size
         retry, broken = self._pool_round(self._pool, fn, jobs, list(range(len(jobs))), outcomes, done, last=False)
         if broken:
             self._drop_pool(kill=broken == "timeout")  # the next batch gets a fresh pool
