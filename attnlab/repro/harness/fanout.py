@@ -9,11 +9,14 @@ arm's LR is chosen, every arm's seed runs. Everything else a reproduction does (
 stays in this process, in order; outside :func:`trials_on` :func:`run_trials` is a plain loop.
 
 A trial is a closure made inside a reproduction (over its task maker, arms, budget, a teacher model...), which
-the standard pickle cannot ship: each job carries ``cloudpickle.dumps((trial, args))`` and its result comes
-back the same way, so a kept model (:attr:`~attnlab.repro.harness.protocol.Trial.model`) returns whole. Each job
-unpickles its own copy of the closure: a trial must be a function of its arguments (seed the RNG itself, write
-nothing the next trial reads), as :func:`~attnlab.repro.harness.protocol.training_trial` is; then the figures
-are those of the serial run, bit for bit. Each worker runs torch on ``threads`` threads (default 1, the serial
+the standard pickle cannot ship: each job carries the trial and its arguments pickled with cloudpickle, and its
+result comes back the same way, so a kept model (:attr:`~attnlab.repro.harness.protocol.Trial.model`) returns
+whole. Each worker unpickles a batch's trial once and keeps its copy for the batch's trials it runs, so a cache
+the closure holds (``fod``'s extractor per seed) serves them. So a trial must be a function of its arguments:
+it seeds the RNG itself, returns in its :class:`~attnlab.repro.harness.protocol.Trial` everything the
+reproduction reads afterwards (a dict it writes aside stays in the worker), and caches only what its arguments
+determine, as :func:`~attnlab.repro.harness.protocol.training_trial` does; then the figures are those of the
+serial run, bit for bit. Each worker runs torch on ``threads`` threads (default 1, the serial
 run's default; a Ray task reserves that many CPUs). The CPU time of the trials run in workers is summed in
 :attr:`TrialSession.cpu_seconds` (the runner adds it to the run's).
 """
@@ -114,12 +117,26 @@ def trials_on(executor: str = "local", workers: int = 1, address: str | None = N
             session.runner = None
 
 
-def run_pickled(blob: bytes, threads: int) -> bytes:
-    """A job in a worker: ``trial(*args)`` from ``blob = cloudpickle.dumps((trial, args))``, on ``threads`` torch
-    threads; returns ``cloudpickle.dumps((result, cpu_seconds))``."""
+#: Trials unpickled in this worker process, by the SHA-1 of their pickle (the last few batches' trials).
+_TRIALS: dict[str, Callable] = {}
+_KEEP_TRIALS = 4
+
+
+def run_pickled(trial_blob: bytes, args_blob: bytes, threads: int) -> bytes:
+    """A job in a worker: ``trial(*args)`` from ``cloudpickle.dumps(trial)`` and ``cloudpickle.dumps(args)``, on
+    ``threads`` torch threads; returns ``cloudpickle.dumps((result, cpu_seconds))``. A worker unpickles a batch's
+    trial once and keeps it for the batch's next jobs it runs (so a cache the closure holds serves them)."""
+    import hashlib
+
     import cloudpickle
 
-    trial, args = cloudpickle.loads(blob)
+    key = hashlib.sha1(trial_blob).hexdigest()
+    trial = _TRIALS.get(key)
+    if trial is None:
+        while len(_TRIALS) >= _KEEP_TRIALS:
+            _TRIALS.pop(next(iter(_TRIALS)))
+        trial = _TRIALS[key] = cloudpickle.loads(trial_blob)
+    args = cloudpickle.loads(args_blob)
     c0 = time.process_time()
     with torch_threads(threads):
         value = trial(*args)
@@ -143,7 +160,8 @@ def run_trials(trial: Callable[..., Any], calls: Sequence[tuple], *, on_done: Ca
         return out
     import cloudpickle
 
-    jobs = [(cloudpickle.dumps((trial, tuple(c))), session.threads) for c in calls]
+    blob = cloudpickle.dumps(trial)  # once per batch: the workers key their copy of the trial by it
+    jobs = [(blob, cloudpickle.dumps(tuple(c)), session.threads) for c in calls]
     results: list = [None] * len(calls)
 
     def finished(i: int, o: Outcome) -> None:

@@ -74,10 +74,21 @@ def test_a_pool_of_two_gives_the_serial_comparison_and_a_failing_trial_is_named(
         with pytest.raises(TrialFailed, match=r"3 of 9 trials failed on executor 'local'; the first, toy: arm 'a' at "
                                               r"lr 0.1, seed 1003, 2 steps, split 'val': ValueError: lr 0.1 refused"):
             _compare(fake_trial(BEST, fail_at=1e-1))  # the same pool serves a second comparison
+        hits = []
+
+        def counting(x):  # a closure with state: each worker keeps its one copy for the batch
+            hits.append(x)
+            return os.getpid(), len(hits)
+
+        got = run_trials(counting, [(i,) for i in range(6)])
+        for pid in {p for p, _ in got}:
+            mine = sorted(n for p, n in got if p == pid)
+            assert mine == list(range(1, len(mine) + 1))
+        assert hits == []  # written in the workers, not here
     _same(serial, pooled)
     pids = {t.measured["pid"] for ts in pooled.runs.values() for t in ts}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    assert session.trials == 9 + 6 + 6 and session.cpu_seconds >= 0 and not session.parallel
+    assert session.trials == 9 + 6 + 6 + 6 and session.cpu_seconds >= 0 and not session.parallel
     assert current_session() is None
 
 
