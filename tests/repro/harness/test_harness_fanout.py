@@ -71,6 +71,7 @@ def test_a_pool_of_two_gives_the_serial_comparison_and_a_failing_trial_is_named(
     with trials_on("local", 2) as session:
         assert current_session() is session and session.parallel
         pooled = _compare(fake_trial(BEST))
+        given = _compare(fake_trial(BEST), chosen={"b": 1e-3})  # b's sweep skipped, its LR given
         with pytest.raises(TrialFailed, match=r"3 of 9 trials failed on executor 'local'; the first, toy: arm 'a' at "
                                               r"lr 0.1, seed 1003, 2 steps, split 'val': ValueError: lr 0.1 refused"):
             _compare(fake_trial(BEST, fail_at=1e-1))  # the same pool serves a second comparison
@@ -86,9 +87,11 @@ def test_a_pool_of_two_gives_the_serial_comparison_and_a_failing_trial_is_named(
             assert mine == list(range(1, len(mine) + 1))
         assert hits == []  # written in the workers, not here
     _same(serial, pooled)
+    _same(_compare(fake_trial(BEST), chosen={"b": 1e-3}), given)
+    assert given.lr["b"] == 1e-3 and "b" not in given.sweep and list(given.runs) == ["a", "b", "c"]
     pids = {t.measured["pid"] for ts in pooled.runs.values() for t in ts}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    assert session.trials == 9 + 6 + 6 + 6 and session.cpu_seconds >= 0 and not session.parallel
+    assert session.trials == 9 + 6 + 6 + 6 + 6 + 6 and session.cpu_seconds >= 0 and not session.parallel
     assert current_session() is None
 
 
