@@ -226,7 +226,7 @@ class JobRunner:
         return outcomes
 
     def _retry_alone(self, fn, jobs, i, outcomes, done) -> None:
-        pool = self._new_pool(1)
+        pool, broken = self._new_pool(1), ""
         try:
             _, broken = self._pool_round(pool, fn, jobs, [i], outcomes, done, last=True)
         finally:
