@@ -133,9 +133,10 @@ class JobRunner:
     the first batch (the pool) and stopped on ``__exit__``. Arguments as :func:`run_jobs`, which is one batch on a
     runner of its own.
 
-    ``timeout`` (seconds, None: none): the longest a batch waits for its next job to finish (a local pool's workers
-    are started and warmed up before the clock runs); past it, the jobs still running or queued are reported failed (``"TimeoutError: ..."``), the pool's worker processes are
-    stopped (the next batch starts a fresh pool) or the Ray tasks cancelled, so nothing hangs.
+    ``timeout`` (seconds, None: none): the longest a batch waits for its next job to finish (a local pool's
+    workers are started and warmed up before the clock runs); past it, the jobs still running or queued are
+    reported failed (``"TimeoutError: ..."``), the pool's worker processes are stopped (the next batch starts a
+    fresh pool) or the Ray tasks cancelled, so nothing hangs.
     """
 
     def __init__(self, *, executor: str = "local", workers: int = 1, address: str | None = None,
