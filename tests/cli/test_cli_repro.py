@@ -74,3 +74,18 @@ def test_a_quick_reproduction_on_two_workers_gives_the_serial_figures_and_verdic
     assert serial.protocol == pool.protocol and serial.summary == pool.summary
     assert not serial.placement and pool.placement["workers"] == 2 and pool.placement["trials_in_workers"] == 16
     assert "trials on 2 local worker(s)" in (tmp_path / "pool" / "report.md").read_text()
+
+
+@pytest.mark.slow  # combiner --quick serially and on a local Ray instance of 2 CPUs: 60-120 s
+def test_a_quick_reproduction_on_ray_gives_the_serial_figures_and_verdict(tmp_path):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" -c constraints.txt')
+    from attnlab.repro import load_result
+
+    main(["repro", "combiner", "--quick", "--out", str(tmp_path / "serial"), "--no-progress"])
+    main(["repro", "combiner", "--quick", "--executor", "ray", "--workers", "2", "--out", str(tmp_path / "ray"),
+          "--no-progress"])
+    serial, on_ray = load_result(tmp_path / "serial"), load_result(tmp_path / "ray")
+    assert (serial.figures, serial.measured, serial.per_seed, serial.protocol, serial.verdict) == \
+        (on_ray.figures, on_ray.measured, on_ray.per_seed, on_ray.protocol, on_ray.verdict)
+    assert on_ray.placement["executor"] == "ray" and on_ray.placement["trials_in_workers"] == 16
+    assert "trials as Ray tasks (a local instance)" in (tmp_path / "ray" / "report.md").read_text()
