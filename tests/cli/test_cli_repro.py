@@ -3,6 +3,7 @@ reproduction's trials on workers (the serial figures and verdict; bad placements
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -60,6 +61,18 @@ def test_without_ray_repro_executor_ray_says_how_to_install(tmp_path, monkeypatc
         main(["repro", "combiner", "--quick", "--executor", "ray", "--out", str(tmp_path), "--no-progress"])
     assert e.value.code == 2 and 'needs Ray, an optional extra: pip install -e ".[ray]"' in capsys.readouterr().err
     assert not (tmp_path / "result.json").exists()
+
+
+def test_an_unreachable_ray_address_exits_2_within_seconds(tmp_path, capsys):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" -c constraints.txt')
+    from attnlab.distributed.local_ranks import free_port
+
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as e:
+        main(["repro", "combiner", "--quick", "--executor", "ray", "--address", f"127.0.0.1:{free_port()}",
+              "--out", str(tmp_path), "--no-progress"])
+    assert e.value.code == 2 and "address: expected a reachable Ray cluster" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 10 and not (tmp_path / "result.json").exists()
 
 
 @pytest.mark.slow  # combiner --quick twice, serial and on a pool of two: 40-90 s
