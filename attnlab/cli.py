@@ -399,9 +399,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     from attnlab.repro import run_repro
-    from attnlab.repro.harness.runner import format_value, load_module
-
     from attnlab.repro.harness.fanout import TrialFailed
+    from attnlab.repro.harness.runner import format_value, load_module
 
     if args.slug == "all":
         args.all = True

@@ -205,7 +205,9 @@ def fair_arms(arms: Sequence[Arm], trial: Callable[[Arm, float, int, int, str], 
     ``split``. The sweep (every LR of ``protocol.lrs``, ``protocol.sweep_steps(steps)`` steps, seed
     ``seed + SWEEP_SEED``, split "val") is skipped for an arm whose LR is given in ``chosen``, and entirely when
     the grid has one LR. Then every arm trains ``steps`` steps at its LR on each seed ``seed + s`` of
-    ``protocol.seeds`` (split "test").
+    ``protocol.seeds`` (split "test"). Inside a parallel :func:`~attnlab.repro.harness.fanout.trials_on` the
+    trials run in worker processes (all sweep trials, then all seed runs): ``trial`` must then be a function of its
+    arguments that returns everything read afterwards (see :mod:`~attnlab.repro.harness.fanout`).
     """
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
