@@ -399,10 +399,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     from attnlab.repro import run_repro
+    from attnlab.repro.harness.fanout import TrialFailed
     from attnlab.repro.harness.runner import format_value, load_module
 
     if args.slug == "all":
         args.all = True
+    _check_repro_placement(args)
     if args.all:
         return _repro_all(args)
     if args.slug in (None, "list"):
@@ -413,8 +415,13 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if args.out:
         _writable_dir("--out", args.out)
     out = Path(args.out) if args.out else None
-    r = run_repro(args.slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
-                  threads=args.threads)
+    try:
+        r = run_repro(args.slug, quick=args.quick, out_dir=out, seed=args.seed, progress=not args.no_progress,
+                      threads=args.threads, workers=args.workers, executor=args.executor, address=args.address,
+                      timeout=args.timeout)
+    except TrialFailed as e:  # a trial raised in a worker, its worker died, or it passed --timeout
+        print(f"attnlab repro: {args.slug}: {e}", file=sys.stderr)
+        return 1
     rows = [[k, _short(format_value(v))] for k, v in r.figures.items()]
     rows += [[k, _short(format_value(v))] for k, v in r.measured.items() if k not in r.figures]
     _table(f"{args.slug} ({r.paper}) — {r.verdict_line}", ["measured (the rule reads the first rows)", "value"], rows)
@@ -422,6 +429,28 @@ def cmd_repro(args: argparse.Namespace) -> int:
           f"{r.cpu_seconds:.1f} s CPU, {r.threads} thread(s); report: "
           f"{out or Path('runs/repro') / (args.slug + ('-quick' if args.quick else ''))}/report.md)\n")
     return 0
+
+
+def _check_repro_placement(args: argparse.Namespace) -> None:
+    """``--workers`` / ``--executor`` / ``--address`` / ``--timeout`` of ``attnlab repro``: ValueError naming the flag.
+
+    With a slug they place its trials (``--timeout``: the longest a batch of trials waits for its next one, so it
+    needs workers); with ``--all``, ``--workers`` counts reproductions run at a time (each one's trials serial)
+    and ``--timeout`` stops a reproduction, so Ray is refused there."""
+    if isinstance(args.workers, bool) or not isinstance(args.workers, int) or args.workers < 1:
+        raise ValueError(f"--workers: expected an int >= 1, received {args.workers!r}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout: expected seconds > 0, received {args.timeout!r}")
+    if args.address is not None and args.executor != "ray":
+        raise ValueError(f"--address: expected it only with --executor ray (a Ray cluster's head node), received "
+                         f"{args.address!r} with --executor {args.executor}")
+    if args.all and args.executor == "ray":
+        raise ValueError("--executor: expected local with --all (--workers N runs N reproductions at a time, each "
+                         "one's trials one after the other), received ray; fan one reproduction's trials out with "
+                         "attnlab repro <slug> --executor ray")
+    if not args.all and args.timeout is not None and args.executor == "local" and args.workers == 1:
+        raise ValueError("--timeout: with one reproduction it bounds the wait for each trial in workers: expected "
+                         "--workers > 1 or --executor ray with it, received --workers 1")
 
 
 def _repro_all(args: argparse.Namespace) -> int:
@@ -609,10 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1,
                    help="torch threads for the run (default 1: faster for these small models; 0 = torch's default)")
     s.add_argument("--out", help="output folder; default runs/repro/<slug>, with --all runs/repro-all[-quick]")
-    s.add_argument("--workers", type=int, default=1, help="with --all: reproductions run at a time (one thread each)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="with a slug: worker processes running its protocol's trials side by side (same figures as "
+                        "one after the other; ray without --address: CPUs of the local Ray instance); with --all: "
+                        "reproductions run at a time (one thread each, each one's trials serial)")
+    s.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="with a slug: local (a pool of --workers processes, default) or ray (each trial a Ray task "
+                        'with --threads CPUs; pip install -e ".[ray]" -c constraints.txt)')
+    s.add_argument("--address", help="--executor ray: join this cluster (head node host:port, ray://host:port or "
+                                      "auto) instead of starting a local Ray instance")
     s.add_argument("--rerun", action="store_true", help="with --all: run again those already finished in --out")
     s.add_argument("--only", help="with --all: a comma-separated subset of slugs")
-    s.add_argument("--timeout", type=float, help="with --all: seconds after which a reproduction is stopped")
+    s.add_argument("--timeout", type=float,
+                   help="with --all: seconds after which a reproduction is stopped; with a slug and workers: the "
+                        "longest a batch of trials waits for its next trial before failing")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_repro)
 

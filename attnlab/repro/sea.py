@@ -75,6 +75,8 @@ TOPK_OVERLAP_K = 8
 DISTILL_WEIGHT = 0.1
 CHANCE_MARGIN = 0.5  # bits
 STUDENTS = ("sea", "sea+distill", "linear_attention")
+#: The key of a student seed run's :attr:`Trial.measured` holding its attention's similarity to the teacher (a dict).
+SIMILARITY = "similarity to the teacher"
 
 KL_DIFF = "KL(teacher || estimated attention): {} - linear_attention"  # per SEA arm
 OVERLAP_DIFF = f"top-{TOPK_OVERLAP_K} overlap with the teacher: {{}} - linear_attention"  # per SEA arm
@@ -163,9 +165,10 @@ def _distillation(teacher, block):
     return add
 
 
-def _student_trial(teacher, task_of, b, model_kw: dict, sea_kw: dict, sims: dict):
+def _student_trial(teacher, task_of, b, model_kw: dict, sea_kw: dict):
     """The protocol's ``trial`` for a student: the teacher's weights, the arm's attention, fine-tuned at ``lr``; on the
-    test split its attention is compared with the teacher's (stored in ``sims[(arm, seed)]``)."""
+    test split its attention is compared with the teacher's (``measured[SIMILARITY]``, a dict of metrics: returned in
+    the trial, not written aside, so that the trial can run in a worker process)."""
     from attnlab.train import evaluate
 
     def trial(arm: Arm, lr: float, seed: int, steps: int, split: str) -> Trial:
@@ -180,13 +183,14 @@ def _student_trial(teacher, task_of, b, model_kw: dict, sea_kw: dict, sims: dict
         for mix in token_mixers(model).values():
             mix.keep_estimate, mix.last_estimate = False, None
         ev = evaluate(model, task, batches=b["eval_batches"], batch_size=b["batch"], split=split)
+        measured = {"zero-shot bpc": float(zero_shot)}
         if split == "test":
             maps = (_linear_maps if mixer == "linear_attention" else _sea_maps)(model, b)
-            sims[(arm.name, seed)] = similarity_to_teacher(teacher, {arm.name: maps}, task, batches=b["eval_batches"],
-                                                           batch_size=b["batch"], metrics=_metrics(b),
-                                                           split="test")[arm.name]
+            measured[SIMILARITY] = similarity_to_teacher(teacher, {arm.name: maps}, task, batches=b["eval_batches"],
+                                                         batch_size=b["batch"], metrics=_metrics(b),
+                                                         split="test")[arm.name]
         return Trial(lr=lr, seed=seed, steps=steps, split=split, val_loss=float(ev["loss"]), metric=float(ev["bpc"]),
-                     measured={"zero-shot bpc": float(zero_shot)})
+                     measured=measured)
 
     return trial
 
@@ -204,14 +208,13 @@ def run(ctx):
                        eval_batches=b["eval_batches"], log_every=max(1, steps // 10), seed=ctx.seed)
     teacher = train_arms(task, [mixer_arm("teacher", "softmax", **model_kw)], tcfg, seed=ctx.seed,
                          progress=ctx.progress).models["teacher"].eval()
-    sims: dict = {}
-    trial = _student_trial(teacher, task_of, b, model_kw, {"top_k": b["top_k"], "t_m": b["t_m"], "block": b["block"]},
-                           sims)
+    trial = _student_trial(teacher, task_of, b, model_kw, {"top_k": b["top_k"], "t_m": b["t_m"], "block": b["block"]})
     fair = fair_arms([Arm(a, None) for a in STUDENTS], trial, b["protocol"], steps=b["finetune_steps"], name="char_lm",
                      metric="bpc", seed=ctx.seed, progress=ctx.progress,
                      chance=Chance(math.log2(task.spec.vocab_size), CHANCE_MARGIN, higher_is_better=False))
     seeds = [ctx.seed + s for s in b["protocol"].seeds]
-    sim = {a: {k: [sims[(a, s)][k] for s in seeds] for k in sims[(a, seeds[0])]} for a in STUDENTS}
+    sim = {a: {k: [t.measured[SIMILARITY][k] for t in fair.runs[a]] for k in fair.runs[a][0].measured[SIMILARITY]}
+           for a in STUDENTS}
     teacher_bpc = [float(evaluate(teacher, task_of(s), batches=b["eval_batches"], batch_size=b["batch"],
                                   split="test")["bpc"]) for s in seeds]
     figures = {**at_chance_figure(fair)}

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from attnlab.compare import run_compare
-from attnlab.executors import RAY_INSTALL, Outcome, check_ray_address, import_ray, run_jobs
+from attnlab.executors import RAY_INSTALL, JobRunner, Outcome, check_ray_address, import_ray, run_jobs
 from attnlab.distributed.local_ranks import free_port
 from attnlab.suites import SUITES
 
@@ -55,6 +55,7 @@ def test_a_pool_of_two_keeps_job_order_and_a_dying_worker_fails_only_its_job():
     (dict(executor="cluster"), "executor: expected one of"),
     (dict(workers=0), "workers: expected an int >= 1"),
     (dict(address="localhost:1"), "address: expected no address unless executor='ray'"),
+    (dict(timeout=0), "timeout: expected None or seconds > 0"),
 ])
 def test_bad_arguments_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -113,3 +114,27 @@ def test_ray_gives_the_serial_results_and_reports_failures(tmp_path):
     assert [(r.mixer, r.quality, r.val_loss, r.curve) for r in serial.records] == [
         (r.mixer, r.quality, r.val_loss, r.curve) for r in on_ray.records]
     assert isinstance(got[0], Outcome)
+
+
+def pid_or_sleep(x):
+    if x < 0:
+        time.sleep(600)  # a stalled job
+    return x, os.getpid()
+
+
+@pytest.mark.slow  # two batches on one pool of two, then a stalled batch stopped by the timeout: 10-30 s
+def test_a_runner_keeps_its_pool_across_batches_and_a_stalled_batch_times_out():
+    with JobRunner(executor="local", workers=2, timeout=5) as runner:
+        first = runner.run(pid_or_sleep, [(i,) for i in range(4)])
+        second = runner.run(pid_or_sleep, [(i,) for i in range(4, 8)])
+        assert [o.value[0] for o in first + second] == list(range(8))
+        assert {o.value[1] for o in second} <= {o.value[1] for o in first} | {o.value[1] for o in second}
+        pool_pids = {o.value[1] for o in first + second}
+        assert len(pool_pids) <= 2 and os.getpid() not in pool_pids  # the same warm workers served both batches
+        t0 = time.monotonic()
+        stalled = runner.run(pid_or_sleep, [(-1,), (9,)])
+        assert time.monotonic() - t0 < 30
+        assert stalled[1].ok and stalled[1].value[0] == 9
+        assert not stalled[0].ok and stalled[0].error.startswith("TimeoutError: no job finished within 5 s")
+        after = runner.run(pid_or_sleep, [(10,)])  # a fresh pool after the stopped one
+        assert after[0].ok and after[0].value[1] not in pool_pids

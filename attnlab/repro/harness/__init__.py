@@ -4,6 +4,8 @@
   from the module's rule, the protocol's LR-sweep plot, ``result.json`` and ``report.md``;
 - :mod:`~attnlab.repro.harness.protocol` — the protocol (issue 18): each arm at its own LR from a sweep on val at
   a fraction of the budget, then seeds on test; arms at chance;
+- :mod:`~attnlab.repro.harness.fanout` — the protocol's trials on a local pool or on Ray (``repro <slug> --workers N``,
+  ``--executor ray``), the serial run's results;
 - :mod:`~attnlab.repro.harness.intervals` — means over seeds with 95 % t intervals;
 - :mod:`~attnlab.repro.harness.rules` — the verdicts and the rule shapes (an interval against a margin, parts,
   what arms at chance decide; the older band, two parts and learned guard);

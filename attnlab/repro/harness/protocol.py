@@ -21,7 +21,9 @@ A comparison is run by :func:`fair_arms` over a ``trial(arm, lr, seed, steps, sp
 :func:`training_trial` is that function for the usual case (build, ``attnlab.train.train``,
 evaluate). Its result, :class:`FairArms`, gives per-seed values, intervals and paired differences,
 and the JSON record (:meth:`FairArms.record`) the runner writes into ``result.json``, plots and
-puts in the report.
+puts in the report. Inside :func:`~attnlab.repro.harness.fanout.trials_on` (``attnlab repro <slug> --workers N``
+or ``--executor ray``), :func:`fair_arms` runs every arm's sweep trials as one batch of parallel jobs, then every
+arm's seed runs as another; the result is the serial run's.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from attnlab.repro.harness.arms import Arm
+from attnlab.repro.harness.fanout import current_session, run_trials
 from attnlab.repro.harness.intervals import Interval, paired, t_interval
 from attnlab.utils.checks import fail
 
@@ -202,7 +205,9 @@ def fair_arms(arms: Sequence[Arm], trial: Callable[[Arm, float, int, int, str], 
     ``split``. The sweep (every LR of ``protocol.lrs``, ``protocol.sweep_steps(steps)`` steps, seed
     ``seed + SWEEP_SEED``, split "val") is skipped for an arm whose LR is given in ``chosen``, and entirely when
     the grid has one LR. Then every arm trains ``steps`` steps at its LR on each seed ``seed + s`` of
-    ``protocol.seeds`` (split "test").
+    ``protocol.seeds`` (split "test"). Inside a parallel :func:`~attnlab.repro.harness.fanout.trials_on` the
+    trials run in worker processes (all sweep trials, then all seed runs): ``trial`` must then be a function of its
+    arguments that returns everything read afterwards (see :mod:`~attnlab.repro.harness.fanout`).
     """
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
@@ -213,6 +218,10 @@ def fair_arms(arms: Sequence[Arm], trial: Callable[[Arm, float, int, int, str], 
     todo = sum(len(protocol.lrs) for a in arms if a.name not in chosen and len(protocol.lrs) > 1)
     bar = _progress(progress, todo + len(arms) * len(protocol.seeds), name)
     try:
+        session = current_session()
+        if session is not None and session.parallel:
+            _fan_out(arms, trial, protocol, steps, seed, chosen, out, bar)
+            return out
         for arm in arms:
             if arm.name not in chosen:
                 if len(protocol.lrs) > 1:
@@ -228,6 +237,32 @@ def fair_arms(arms: Sequence[Arm], trial: Callable[[Arm, float, int, int, str], 
         if bar is not None:
             bar.close()
     return out
+
+
+def _fan_out(arms, trial, protocol: Protocol, steps: int, seed: int, chosen: dict, out: FairArms, bar) -> None:
+    """:func:`fair_arms` on the open parallel placement (:mod:`~attnlab.repro.harness.fanout`): every arm's sweep
+    runs in one batch, then every arm's seed runs in another; ``out`` filled in arm order, as the serial loop
+    does."""
+    def label(call) -> str:
+        arm, lr, s, n, split = call
+        return f"{out.name}: arm {arm.name!r} at lr {lr:g}, seed {s}, {n} steps, split {split!r}"
+
+    tick = (lambda t: bar.update(1)) if bar is not None else None
+    swept = [a for a in arms if a.name not in chosen and len(protocol.lrs) > 1]
+    calls = [(a, lr, seed + SWEEP_SEED, protocol.sweep_steps(steps), "val") for a in swept for lr in protocol.lrs]
+    done = run_trials(trial, calls, on_done=tick, label=label)
+    n = len(protocol.lrs)
+    for k, a in enumerate(swept):
+        out.sweep[a.name] = done[k * n:(k + 1) * n]
+        chosen[a.name] = _choose(out.sweep[a.name])
+    for a in arms:
+        chosen.setdefault(a.name, protocol.lrs[0])
+    calls = [(a, chosen[a.name], seed + s, steps, "test") for a in arms for s in protocol.seeds]
+    done = run_trials(trial, calls, on_done=tick, label=label)
+    n = len(protocol.seeds)
+    for k, a in enumerate(arms):
+        out.lr[a.name] = chosen[a.name]
+        out.runs[a.name] = done[k * n:(k + 1) * n]
 
 
 def _progress(on: bool, total: int, name: str):

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from attnlab.repro.harness.fanout import trials_on
 from attnlab.repro.harness.intervals import Interval, revive
 from attnlab.repro.harness.plots import plot_sweeps, save_figure
 from attnlab.repro.harness.protocol import AT_CHANCE, NOT_LEARNED
@@ -104,7 +105,8 @@ class ReproResult:
     ``seconds`` / ``cpu_seconds`` are the run's wall and CPU time (``cpu_seconds`` counts every
     thread); ``threads`` is the torch thread count it ran with; ``budget`` the budget it used;
     ``protocol`` the protocol's records; ``headline`` the figure a verdict table shows; ``load`` the
-    machine's one-minute load average at the start and at the end of the run.
+    machine's one-minute load average at the start and at the end of the run; ``placement`` where its trials
+    ran when not here (:meth:`~attnlab.repro.harness.fanout.TrialSession.describe`; empty: the serial run).
     """
 
     slug: str
@@ -125,6 +127,7 @@ class ReproResult:
     protocol: list = field(default_factory=list)
     headline: str = ""
     load: list = field(default_factory=list)
+    placement: dict = field(default_factory=dict)
     schema: int = SCHEMA
 
     @property
@@ -158,8 +161,13 @@ class ReproResult:
         for rec in self.protocol:
             lines += ["", *protocol_markdown(rec)]
         load = f", load {self.load[0]:.1f} -> {self.load[1]:.1f}" if len(self.load) == 2 else ""
+        where = ""
+        if self.placement:
+            p = self.placement
+            where = (f", trials on {p['workers']} local worker(s)" if p["executor"] == "local" else
+                     f", trials as Ray tasks ({p['address'] or 'a local instance'})")
         lines += ["", f"Ran in {self.seconds:.1f} s wall, {self.cpu_seconds:.1f} s CPU, {self.threads} torch "
-                  f"thread(s), seed {self.seed}{load}."]
+                  f"thread(s), seed {self.seed}{load}{where}."]
         lines += [f"![plot]({Path(p).name})" for p in self.plots]
         return "\n".join(lines) + "\n"
 
@@ -236,21 +244,26 @@ def figures_of(mod, measured: dict) -> dict:
 
 
 def run_repro(slug: str, *, quick: bool = False, out_dir: str | Path | None = None, seed: int = 0,
-              progress: bool = True, threads: int | None = 1) -> ReproResult:
+              progress: bool = True, threads: int | None = 1, workers: int = 1, executor: str = "local",
+              address: str | None = None, timeout: float | None = None) -> ReproResult:
     """Run reproduction ``slug``; write result.json, report.md and the plots into ``out_dir``; return the result.
 
     ``out_dir`` defaults to ``runs/repro/<slug>[-quick]``. ``threads``: torch intra-op threads for the run
     (default 1: faster for these small models on a shared machine; None or 0 keeps torch's setting).
+    ``executor`` / ``workers`` / ``address`` / ``timeout``: where the trials of its protocol comparisons run
+    (:func:`~attnlab.repro.harness.fanout.trials_on`; default: here, one after the other), each on ``threads``
+    threads (1 when None or 0); the figures are the serial run's. ``cpu_seconds`` then adds the workers' trials.
     """
     mod = load_module(slug)
     out = Path(out_dir) if out_dir is not None else Path("runs") / "repro" / (slug + ("-quick" if quick else ""))
     ctx = ReproContext(quick=quick, out_dir=out, budget=mod.QUICK if quick else mod.FULL, seed=seed, progress=progress)
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
-    with torch_threads(threads or None):
+    with torch_threads(threads or None), trials_on(executor, workers, address, threads=threads or 1,
+                                                   timeout=timeout) as placement:
         used_threads = torch.get_num_threads()
         outcome = mod.run(ctx)
-    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0 + placement.cpu_seconds
     if not isinstance(outcome, ReproOutcome):
         raise TypeError(f"{mod.__name__}.run: expected a ReproOutcome, received {type(outcome).__name__}")
     figures = figures_of(mod, outcome.measured)
@@ -267,7 +280,8 @@ def run_repro(slug: str, *, quick: bool = False, out_dir: str | Path | None = No
                          measured=outcome.measured, summary=outcome.summary, plots=list(ctx.plots), seconds=seconds,
                          cpu_seconds=cpu_seconds, threads=used_threads, seed=seed, budget=_jsonable(ctx.budget),
                          per_seed=outcome.per_seed, protocol=protocol, headline=headline,
-                         load=[round(load0, 2), round(os.getloadavg()[0], 2)])
+                         load=[round(load0, 2), round(os.getloadavg()[0], 2)],
+                         placement=placement.describe() if (executor, workers) != ("local", 1) else {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(result.to_json())
     (out / "report.md").write_text(result.to_markdown())

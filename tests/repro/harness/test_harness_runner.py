@@ -153,3 +153,18 @@ def test_verdict_line_of_several_comparisons(fake_repro, tmp_path):
     r.figures = {f"{AT_CHANCE}: full": ["x"], f"{AT_CHANCE}: small": ["x", "y"], "other": 1.0}
     assert r.not_learned == ["x (full)", "x (small)", "y (small)"]
     assert r.verdict_line == f"holds; x (full), x (small), y (small) {NOT_LEARNED} ({QUICK_NOTE})"
+
+
+def test_the_placement_of_the_trials_is_recorded_and_an_older_result_loads(fake_repro, tmp_path):
+    serial = run_repro("fake", quick=True, out_dir=tmp_path / "serial")
+    pooled = run_repro("fake", quick=True, out_dir=tmp_path / "pooled", workers=2)  # no trials: no pool starts
+    assert serial.placement == {} and pooled.figures == serial.figures and pooled.verdict == serial.verdict
+    assert pooled.placement == {"executor": "local", "workers": 2, "address": None, "threads_per_trial": 1,
+                                "trials_in_workers": 0, "worker_cpu_seconds": 0.0}
+    assert "trials on 2 local worker(s)." in (tmp_path / "pooled" / "report.md").read_text()
+    data = json.loads((tmp_path / "serial" / "result.json").read_text())
+    del data["placement"]  # a result.json written before issue 15's fan-out
+    (tmp_path / "serial" / "result.json").write_text(json.dumps(data))
+    assert load_result(tmp_path / "serial") == serial
+    with pytest.raises(ValueError, match="workers: expected an int >= 1"):
+        run_repro("fake", quick=True, out_dir=tmp_path / "bad", workers=0)
