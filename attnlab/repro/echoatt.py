@@ -21,8 +21,8 @@ scratch student, its own fine-tuning batches and test batches) scored on the tes
 is measured on each seed's test batches too. The KD weights are not given in the text available here (see
 docs/notes/language.md): 0.5 / 0.5 is our choice, stated before the run. The students are trained with
 ``share="qk"`` (the map recomputed in SDPA from the leader's q, k: the same outputs and gradients as the paper's
-materialised map, ``share="map"``, tested; about 0.7x its CPU time per training step here). Also measured: mean consecutive-layer similarity
-of inner and of outer pairs (a pair is outer when it involves the first or last layer; the teacher is one
+materialised map, ``share="map"``, tested; about 0.7x its CPU time per training step here). Also measured:
+mean consecutive-layer similarity of inner and of outer pairs (a pair is outer when it involves the first or last layer; the teacher is one
 model, so these are single numbers); forward time of seed 0's KD student over the teacher's (interleaved
 medians, batch 16 x N, no grad; the teacher runs SDPA) for both exact ways of sharing (``"map"``: the map
 materialised; ``"qk"``: recomputed in SDPA from the leader's q, k; same outputs), and the fraction of the
