@@ -11,7 +11,10 @@ gives no rule; here the bias is symmetric, ``-m_h |i - j|`` (a stated choice, as
 
 :func:`alibi_attention` runs through SDPA with the bias as a float mask, built per chunk of queries: the bias of
 a chunk of c queries is (H, c, M) floats (B x H x c x M with a key-padding mask), so the extra memory is bounded
-by ``ALIBI_CHUNK_ELEMENTS`` elements whatever N is, and the total work is O(H N M) like the logits themselves.
+by ``ALIBI_CHUNK_ELEMENTS`` elements whatever N is, and the total work is O(H N M) like the logits themselves;
+causal chunks (at most ``CAUSAL_CHUNK_ROWS`` rows) leave out the keys after their last row. SDPA's causal kernel
+without a bias skips the future more finely: measured forward + backward, the ALiBi path is several times its
+time (docs/notes/language.md), and about half the explicit softmax's at N = 2048.
 :func:`alibi_attention_reference` builds the bias entry by entry from the formula and computes
 ``softmax(Q K^T * scale + bias, masked) V`` explicitly. Query and key positions are explicit (``q_positions``,
 ``k_positions``), so a decoding step biases its query by its real position.
@@ -28,10 +31,14 @@ from attnlab.ops.attention import build_attention_mask, check_attention_options,
 from attnlab.ops.recording import is_recording, record
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
-__all__ = ["alibi_slopes", "alibi_bias", "alibi_attention", "alibi_attention_reference", "ALIBI_CHUNK_ELEMENTS"]
+__all__ = ["alibi_slopes", "alibi_bias", "alibi_attention", "alibi_attention_reference", "ALIBI_CHUNK_ELEMENTS",
+           "CAUSAL_CHUNK_ROWS"]
 
 #: the fast path's bias of one chunk of queries holds at most this many elements (16 MiB in fp32)
 ALIBI_CHUNK_ELEMENTS = 1 << 22
+#: causal chunks hold at most this many query rows: each chunk skips the keys after its last row, so smaller
+#: chunks skip more of the future (about N^2 / 2 + N c / 2 logits instead of N^2)
+CAUSAL_CHUNK_ROWS = 256
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -104,20 +111,26 @@ def alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: t
         return out if dropout_p == 0.0 else torch.matmul(torch.nn.functional.dropout(probs, dropout_p), v)
     rows = q.shape[0] if key_padding_mask is not None else 1
     chunk = max(1, ALIBI_CHUNK_ELEMENTS // (rows * q.shape[1] * m))
-    outs, keys = [], torch.arange(m, device=q.device)
+    if causal:
+        chunk = min(chunk, CAUSAL_CHUNK_ROWS)
+    outs = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        bias = alibi_bias(slopes, qp[start:stop], kp, causal=causal, dtype=q.dtype)[None]
-        rows = torch.arange(start, stop, device=q.device)
-        mask = build_attention_mask(stop - start, m, key_padding_mask=key_padding_mask, device=q.device,
-                                    attn_mask=(rows[:, None] >= keys[None, :]) if causal else None)
+        # causal rows below ``stop`` see no key at or after it: those keys are not computed at all
+        width = min(m, stop) if causal else m
+        ks, vs = k[:, :, :width], v[:, :, :width]
+        kpm = None if key_padding_mask is None else key_padding_mask[:, :width]
+        bias = alibi_bias(slopes, qp[start:stop], kp[:width], causal=causal, dtype=q.dtype)[None]
+        row_ids, key_ids = torch.arange(start, stop, device=q.device), torch.arange(width, device=q.device)
+        mask = build_attention_mask(stop - start, width, key_padding_mask=kpm, device=q.device,
+                                    attn_mask=(row_ids[:, None] >= key_ids[None, :]) if causal else None)
         if mask is None:
-            outs.append(sdpa(q[:, :, start:stop], k, v, attn_mask=bias, scale=scale, dropout_p=dropout_p))
+            outs.append(sdpa(q[:, :, start:stop], ks, vs, attn_mask=bias, scale=scale, dropout_p=dropout_p))
             continue
         has_key = mask.any(dim=-1, keepdim=True)
         # rows with no visible key see every key (finite gradients) and are zeroed after, as attention() does
         bias = bias.masked_fill(~(mask | ~has_key), float("-inf"))
-        out = sdpa(q[:, :, start:stop], k, v, attn_mask=bias, scale=scale, dropout_p=dropout_p)
+        out = sdpa(q[:, :, start:stop], ks, vs, attn_mask=bias, scale=scale, dropout_p=dropout_p)
         outs.append(out * has_key.to(out.dtype))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 

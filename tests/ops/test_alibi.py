@@ -63,9 +63,11 @@ def test_hand_computed_case():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape, m", [((1, 1, 1, 4), None), ((2, 3, 7, 8), None), ((1, 4, 33, 16), None),
-                                      ((2, 2, 5, 8), 9)])
+                                      ((2, 2, 5, 8), 9), ((2, 2, 9, 8), 5)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_fast_path_matches_reference(assert_close, dtype, shape, m, causal):
+@pytest.mark.parametrize("causal_rows", [256, 4])
+def test_fast_path_matches_reference(assert_close, monkeypatch, dtype, shape, m, causal, causal_rows):
+    monkeypatch.setattr(alibi_mod, "CAUSAL_CHUNK_ROWS", causal_rows)
     q, k, v = _qkv(shape, dtype, m=m)
     slopes = alibi_slopes(shape[1]).to(dtype)
     assert_close(alibi_attention(q, k, v, slopes, causal=causal),
@@ -86,8 +88,12 @@ def test_key_padding_and_chunks_match_reference(assert_close, monkeypatch, dtype
     assert_close(alibi_attention(q, k, v, slopes, causal=causal, key_padding_mask=kpm), ref, atol=TOL[dtype],
                  rtol=TOL[dtype], grads_of=[q, k, v])
     assert ref[1].abs().max() == 0 and torch.isfinite(ref).all()
-    # chunks of 2 query rows (bias of 3 x 2 x 2 x 11 elements each): the same result
+    # chunks of 2 query rows (bias of 3 x 2 x 2 x 11 elements each), causal ones of 3 rows: the same result
     monkeypatch.setattr(alibi_mod, "ALIBI_CHUNK_ELEMENTS", 3 * 2 * 2 * 11)
+    assert_close(alibi_attention(q, k, v, slopes, causal=causal, key_padding_mask=kpm), ref, atol=TOL[dtype],
+                 rtol=TOL[dtype], grads_of=[q, k, v])
+    monkeypatch.setattr(alibi_mod, "ALIBI_CHUNK_ELEMENTS", 1 << 22)
+    monkeypatch.setattr(alibi_mod, "CAUSAL_CHUNK_ROWS", 3)
     assert_close(alibi_attention(q, k, v, slopes, causal=causal, key_padding_mask=kpm), ref, atol=TOL[dtype],
                  rtol=TOL[dtype], grads_of=[q, k, v])
 
