@@ -1,5 +1,5 @@
-"""Benchmark cases of the language-model attention designs (issue 11): ComplexFormer's CMHA (P18) and EchoAtt
-students (P14).
+"""Benchmark cases of the language-model attention designs (issue 11): ComplexFormer's CMHA (P18), EchoAtt
+students (P14) and ALiBi (Press et al. 2022).
 
 * ``complex_attention``: the CMHA op (causal, B=1, H=8, D=64): the SDPA path (rotated vectors, scale 1)
   against softmax attention with RoPE through SDPA (the paper's baseline, the ratio's reference) and the
@@ -11,6 +11,9 @@ students (P14).
   Q K^T and the softmax, but the leader runs the explicit softmax path instead of SDPA's fused kernel);
   ``student_qk`` lets the followers recompute the map in SDPA from the leader's queries and keys (they skip
   W_Q and W_K only).
+* ``alibi_attention``: ALiBi's op (causal, B=1, H=8, D=64): the SDPA path with the bias as a float mask (chunked
+  over queries) against SDPA's causal kernel without a bias (the ratio's reference: what the bias costs) and the
+  literal reference (the bias written entry by entry, up to ``max_literal`` tokens), its oracle.
 
 Each case declares ``threads`` (default 1: the machine is shared, one thread gives steadier ratios).
 """
@@ -21,6 +24,7 @@ import torch
 from attnlab.bench.inputs import random_qkv
 from attnlab.bench.registry import register_case
 from attnlab.bench.thunks import Impls
+from attnlab.ops.alibi import alibi_attention, alibi_attention_reference, alibi_slopes
 from attnlab.ops.attention import attention
 from attnlab.ops.complex_attention import complex_attention, complex_attention_reference
 from attnlab.ops.rope import apply_rope
@@ -81,4 +85,28 @@ def setup_echoatt_student(n, dtype, mode, *, batch, dim, depth, heads, vocab, gr
     for share in ("map", "qk"):
         student = echoatt_student(teacher, [tuple(group)], share=share).eval()
         impls.add(f"student_{share}", lambda s=student: s(x), [])
+    return impls
+
+
+@register_case(
+    "alibi_attention",
+    description="ALiBi op, causal (B=1, H=8, D=64): SDPA with a float bias vs causal SDPA without one vs the literal",
+    sizes=(512, 2048),
+    reference="sdpa_causal",
+    ops=("attnlab.ops.alibi.alibi_attention",),
+    tests=("tests/ops/test_alibi.py",),
+    tiny=(23, {"heads": 3, "head_dim": 8}),
+    oracle="literal",
+    agree=("alibi",),
+    params={"batch": 1, "heads": 8, "head_dim": 64, "max_literal": 512, "threads": 1},
+)
+def setup_alibi_attention(n, dtype, mode, *, batch, heads, head_dim, max_literal) -> Impls:
+    """Impls ``alibi``, ``sdpa_causal`` (no bias) and ``literal`` (N <= max_literal); the paper's slopes."""
+    q, k, v = qkv = random_qkv(n, dtype, mode, batch=batch, heads=heads, head_dim=head_dim)
+    slopes = alibi_slopes(heads).to(dtype)
+    impls = Impls(mode)
+    impls.add("alibi", lambda: alibi_attention(q, k, v, slopes, causal=True), qkv)
+    impls.add("sdpa_causal", lambda: attention(q, k, v, causal=True), qkv)
+    impls.add_up_to("literal", n, max_literal, "the bias written entry by entry in Python",
+                    lambda: alibi_attention_reference(q, k, v, slopes, causal=True), qkv)
     return impls

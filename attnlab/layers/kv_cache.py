@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from attnlab.ops.alibi import alibi_attention
 from attnlab.ops.attention import attention
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 
@@ -45,11 +46,13 @@ def check_token(x_t: object, dim: int) -> torch.Tensor:
 
 
 def attend_with_cache(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, state: dict, *,
-                      scale: float | None = None, window: int | None = None) -> tuple[torch.Tensor, dict]:
+                      scale: float | None = None, window: int | None = None,
+                      alibi_slopes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """One decoding step: q_t, k_t (B, H, Dk), v_t (B, H, Dv) of the new token -> ((B, H, Dv), new cache).
 
     The new key and value join the cache; the query attends to every cached entry (the last ``window``
-    only, when given) with logit scale ``scale`` (default Dk^-1/2).
+    only, when given) with logit scale ``scale`` (default Dk^-1/2). With ``alibi_slopes`` (H,) the logits get
+    ALiBi's bias -m_h (T - j) for the query's position T (the cache length) and each cached key's position j.
     """
     pos = cache_length(state)
     k_all = torch.cat([state["k"], k_t[:, :, None]], dim=2)
@@ -58,5 +61,10 @@ def attend_with_cache(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, s
         fail("state", f"a cache of (B, H) = {tuple(q_t.shape[:2])}", describe(state["k"]))
     if window is not None:
         k_all, v_all = k_all[:, :, -window:], v_all[:, :, -window:]
-    out = attention(q_t[:, :, None], k_all, v_all, scale=scale)
+    if alibi_slopes is None:
+        out = attention(q_t[:, :, None], k_all, v_all, scale=scale)
+    else:
+        out = alibi_attention(q_t[:, :, None], k_all, v_all, alibi_slopes, scale=scale,
+                              q_positions=torch.tensor([pos], device=q_t.device),
+                              k_positions=torch.arange(pos + 1 - k_all.shape[2], pos + 1, device=q_t.device))
     return out[:, :, 0], {"k": k_all, "v": v_all, "pos": pos + 1}

@@ -10,7 +10,9 @@ from attnlab.layers.heads import split_qkv
 from attnlab.layers.rotary import make_rope
 from attnlab.mixers.base import Capabilities, TokenMixer, check_num_heads
 from attnlab.mixers.registry import register
+from attnlab.ops.alibi import alibi_attention, alibi_slopes
 from attnlab.ops.attention import attention
+from attnlab.utils.checks import describe, fail
 
 __all__ = ["MultiHeadAttention"]
 
@@ -27,7 +29,8 @@ class MultiHeadAttention(TokenMixer):
     ``attnlab.ops.record_attention`` its probabilities are recorded.
 
     ``rope=True`` (or a dict of :class:`attnlab.layers.RotaryEmbedding` options) rotates queries and
-    keys by their positions (RoPE). Decoding: :meth:`init_state` / :meth:`step` keep a key-value
+    keys by their positions (RoPE). ``alibi=True`` instead adds ALiBi's per-head linear bias -m_h (i - j)
+    (causal; -m_h |i - j| bidirectional) to the logits (Press et al. 2022, :mod:`attnlab.ops.alibi`). Decoding: :meth:`init_state` / :meth:`step` keep a key-value
     cache, one token per step, equal to the causal forward at that position.
 
     Args:
@@ -39,6 +42,7 @@ class MultiHeadAttention(TokenMixer):
         proj_drop: dropout after the output projection.
         proj_bias: bias on the output projection.
         rope: rotary position embedding on q and k (False, True or a dict of options).
+        alibi: ALiBi's linear biases on the logits (not with ``rope``).
 
     ``attention_fn``: None (the default: :func:`attnlab.ops.attention.attention`) or a function with its
     signature used instead; sequence parallelism (``attnlab.distributed``) sets it to Ulysses / ring / hybrid
@@ -60,9 +64,14 @@ class MultiHeadAttention(TokenMixer):
         proj_drop: float = 0.0,
         proj_bias: bool = True,
         rope: bool | dict = False,
+        alibi: bool = False,
     ):
         super().__init__(dim)
         check_num_heads(dim, num_heads)
+        if not isinstance(alibi, bool):
+            fail("alibi", "a bool", describe(alibi), TypeError)
+        if alibi and rope not in (None, False):
+            fail("alibi", "False when rope is set (one position scheme per mixer)", f"alibi=True with rope={rope!r}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -72,6 +81,8 @@ class MultiHeadAttention(TokenMixer):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self.rope = make_rope(rope, self.head_dim)
+        # ALiBi's slopes are powers of two: exact in every float dtype the module is cast to
+        self.register_buffer("alibi_slopes", alibi_slopes(num_heads).float() if alibi else None, persistent=False)
         self.attention_fn = None
 
     def _qkv(self, x, offset: int = 0):
@@ -81,9 +92,16 @@ class MultiHeadAttention(TokenMixer):
 
     def mix(self, x, *, grid, causal, key_padding_mask):
         q, k, v = self._qkv(x)
-        o = (self.attention_fn or attention)(
-            q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=self.attn_drop if self.training else 0.0
-        )
+        drop = self.attn_drop if self.training else 0.0
+        if self.alibi_slopes is not None:
+            if self.attention_fn is not None:
+                fail("attention_fn", "None with alibi=True (the bias needs the whole sequence's positions)",
+                     describe(self.attention_fn))
+            o = alibi_attention(q, k, v, self.alibi_slopes, causal=causal, key_padding_mask=key_padding_mask,
+                                dropout_p=drop)
+        else:
+            o = (self.attention_fn or attention)(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                                                 dropout_p=drop)
         return self.proj_drop(self.proj(rearrange(o, "b h n d -> b n (h d)")))
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> dict:
@@ -93,5 +111,5 @@ class MultiHeadAttention(TokenMixer):
     def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """Causal decoding: x_t (B, C) at position T = the cache length -> (y_t (B, C), cache with T + 1 tokens)."""
         q, k, v = self._qkv(check_token(x_t, self.dim), offset=cache_length(state))
-        o, state = attend_with_cache(q[:, :, 0], k[:, :, 0], v[:, :, 0], state)
+        o, state = attend_with_cache(q[:, :, 0], k[:, :, 0], v[:, :, 0], state, alibi_slopes=self.alibi_slopes)
         return self.proj(rearrange(o, "b h d -> b (h d)")), state

@@ -16,7 +16,7 @@ import inspect
 from attnlab import mixers
 from attnlab.utils.checks import describe, fail
 
-__all__ = ["LayerSpec", "resolve_mixers", "build_mixer", "accepts_kwarg", "with_rope", "refuse_context"]
+__all__ = ["LayerSpec", "resolve_mixers", "build_mixer", "accepts_kwarg", "with_rope", "with_alibi", "refuse_context"]
 
 LayerSpec = tuple[str, dict]
 
@@ -92,11 +92,21 @@ def with_rope(layers: list[LayerSpec]) -> list[LayerSpec]:
     This is what a backbone's ``pos="rope"`` means. Raises a ValueError naming ``pos`` when no layer's
     mixer takes RoPE (the model would have no positions at all).
     """
-    out = [(name, kw if "rope" in kw or not accepts_kwarg(name, "rope") else {**kw, "rope": True})
-           for name, kw in layers]
-    if not any(accepts_kwarg(name, "rope") for name, _ in layers):
-        fail("pos", "'rope' with at least one mixer that takes rope= (softmax, softmax_qknorm, sliding_window, ssa, "
-             "combiner_*, sea, taylor_attention, the *_qk mixers)", f"mixers {sorted({n for n, _ in layers})}")
+    return _with_position_flag(layers, "rope", "softmax, softmax_qknorm, sliding_window, ssa, combiner_*, sea, "
+                                               "taylor_attention, the *_qk mixers")
+
+
+def with_alibi(layers: list[LayerSpec]) -> list[LayerSpec]:
+    """The layers with ``alibi=True`` for every mixer that takes ``alibi=`` (unless its kwargs set it): what a
+    backbone's ``pos="alibi"`` means (Press et al. 2022). ValueError naming ``pos`` when no layer's mixer takes it."""
+    return _with_position_flag(layers, "alibi", "softmax, softmax_qknorm")
+
+
+def _with_position_flag(layers: list[LayerSpec], flag: str, takers: str) -> list[LayerSpec]:
+    out = [(name, kw if flag in kw or not accepts_kwarg(name, flag) else {**kw, flag: True}) for name, kw in layers]
+    if not any(accepts_kwarg(name, flag) for name, _ in layers):
+        fail("pos", f"{flag!r} with at least one mixer that takes {flag}= ({takers})",
+             f"mixers {sorted({n for n, _ in layers})}")
     return out
 
 

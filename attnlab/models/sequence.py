@@ -8,13 +8,13 @@ from torch import nn
 
 from attnlab.utils.checks import check_choice, check_key_padding_mask, check_positive_int, describe, fail
 from attnlab.layers import MixerBlock, drop_path_rates, make_norm
-from attnlab.models.mixer_pattern import build_mixer, resolve_mixers, with_rope
+from attnlab.models.mixer_pattern import build_mixer, resolve_mixers, with_alibi, with_rope
 from attnlab.ops.recording import is_recording, pause_recording
 
 __all__ = ["SequenceModel", "sinusoidal_positions"]
 
 HEADS = ("lm", "class", "regression")
-POS = ("learned", "sinusoidal", "rope", "none")
+POS = ("learned", "sinusoidal", "rope", "alibi", "none")
 #: the extra context (``attnlab.mixers.context``) a SequenceModel provides; vector input has no token ids
 CONTEXT_PROVIDED = ("token_ids", "embeddings", "random_stream", "text_stream")
 POOLS = ("mean", "last")
@@ -50,7 +50,8 @@ class SequenceModel(nn.Module):
         ffn: ``"mlp"``, ``"glu"`` or ``"none"``; mlp_ratio its hidden width over dim.
         max_len: longest sequence (size of the learned position table).
         pos: ``"learned"``, ``"sinusoidal"``, ``"rope"`` (rotary embeddings inside every mixer that takes
-            ``rope=``; no absolute table) or ``"none"``.
+            ``rope=``; no absolute table), ``"alibi"`` (ALiBi's linear biases in every mixer that takes
+            ``alibi=``; no absolute table) or ``"none"``.
         causal: mixing is causal; default True for the LM head, else False.
         dropout, drop_path: dropout on residual branches / stochastic depth (linear over depth).
         norm: ``"layernorm"`` or ``"rmsnorm"``.
@@ -116,6 +117,8 @@ class SequenceModel(nn.Module):
         self.layer_mixers = resolve_mixers(mixer, depth, mixer_kwargs)
         if pos == "rope":
             self.layer_mixers = with_rope(self.layer_mixers)
+        elif pos == "alibi":
+            self.layer_mixers = with_alibi(self.layer_mixers)
         rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList(
             MixerBlock(dim, build_mixer(name, dim, kw, num_heads), ffn=ffn, mlp_ratio=mlp_ratio, norm=norm,
@@ -293,4 +296,8 @@ def _check_sequence_parallel(kind: str | None, head: str, blocks: nn.ModuleList,
             # a shard's queries and keys would be rotated from position 0, not from the shard's start
             fail("sequence_parallel", "mixers without RoPE (pos='learned', 'sinusoidal' or 'none')",
                  f"{kind!r} with mixer {name!r} using rope")
+        if getattr(blk.mixer, "alibi_slopes", None) is not None:
+            # the bias of a shard's queries needs their positions in the whole sequence
+            fail("sequence_parallel", "mixers without ALiBi (pos='learned', 'sinusoidal' or 'none')",
+                 f"{kind!r} with mixer {name!r} using alibi")
     return kind

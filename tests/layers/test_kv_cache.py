@@ -21,6 +21,20 @@ def test_step_attends_to_every_cached_token_and_itself():
     assert abs(outs[0] - 1.0) < 1e-12
 
 
+def test_alibi_step_biases_by_real_positions_also_in_a_window():
+    # one head, slope 1/2, scale 1, keys 0: logits are the bias -(T - j) / 2 alone; values 1, 3, 5, 7
+    slopes = torch.tensor([0.5], dtype=torch.float64)
+    for window, seen in ((None, [0, 1, 2, 3]), (2, [2, 3])):
+        state = empty_kv_cache(1, 1, 1, dtype=torch.float64)
+        for val in (1.0, 3.0, 5.0, 7.0):
+            one, zero = torch.ones(1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 1, dtype=torch.float64)
+            o, state = attend_with_cache(one, zero, torch.tensor([[[val]]], dtype=torch.float64), state, scale=1.0,
+                                         window=window, alibi_slopes=slopes)
+        w = torch.exp(torch.tensor([-(3 - j) / 2 for j in seen], dtype=torch.float64))
+        vals = torch.tensor([1.0 + 2 * j for j in seen], dtype=torch.float64)
+        assert abs(o.item() - ((w * vals).sum() / w.sum()).item()) < 1e-12
+
+
 def test_window_keeps_the_last_tokens_and_counts_positions():
     state = empty_kv_cache(2, 1, 2)
     for _ in range(5):

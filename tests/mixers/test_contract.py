@@ -137,7 +137,11 @@ def test_decoding_steps_equal_the_causal_forward(name):
     info = mixers.get_info(name)
     m = _build(info)
     x, grid = _input(info)
-    y = m(x, grid=grid, causal=True)
+    _assert_steps_equal_forward(m, x, m(x, grid=grid, causal=True))
+
+
+def _assert_steps_equal_forward(m, x, y):
+    """Stepping ``m`` token by token over x (B, N, C) from ``init_state`` gives ``y`` (fp64, 1e-10)."""
     state = m.init_state(x.shape[0], dtype=x.dtype)
     steps = []
     for x_t in x.unbind(1):
@@ -424,9 +428,54 @@ def test_rope_option_changes_the_output_keeps_causality_and_decoding(name):
         torch.testing.assert_close(rotated(x2, grid=grid, causal=True)[:, : x.shape[1] // 2],
                                    rotated(x, grid=grid, causal=True)[:, : x.shape[1] // 2], atol=1e-10, rtol=1e-10)
     if info.capabilities.recurrent:
-        state = rotated.init_state(x.shape[0], dtype=x.dtype)
-        steps = []
-        for x_t in x.unbind(1):
-            y_t, state = rotated.step(x_t, state)
-            steps.append(y_t)
-        torch.testing.assert_close(torch.stack(steps, 1), rotated(x, causal=True), atol=1e-10, rtol=1e-10)
+        _assert_steps_equal_forward(rotated, x, rotated(x, causal=True))
+
+
+# ---- ALiBi (the alibi= option of the softmax mixers: a linear bias on the logits, Press et al. 2022) ----------
+
+ALIBI_NAMES = [i.name for i in INFOS if "alibi" in inspect.signature(i.cls.__init__).parameters]
+
+
+def test_the_expected_mixers_take_alibi():
+    assert {"softmax", "softmax_qknorm"} <= set(ALIBI_NAMES)
+
+
+@pytest.mark.parametrize("name", ALIBI_NAMES)
+def test_alibi_option_is_the_op_on_the_mixers_heads_keeps_causality_padding_and_decoding(name):
+    from einops import rearrange
+
+    from attnlab.ops.alibi import alibi_attention_reference, alibi_slopes
+
+    info = mixers.get_info(name)
+    torch.manual_seed(0)
+    biased = mixers.create(info.name, info.test_dim, **{**info.test_kwargs, "alibi": True}).double().eval()
+    plain = mixers.create(info.name, info.test_dim, **info.test_kwargs).double().eval()
+    plain.load_state_dict(biased.state_dict())
+    x, grid = _input(info)
+    for causal in _modes(info):
+        y = biased(x, grid=grid, causal=causal)
+        assert (y - plain(x, grid=grid, causal=causal)).abs().max() > 1e-4, "alibi=True changed nothing"
+        # the mixer is the literal ALiBi attention on its own heads, then its output projection
+        q, k, v = biased._qkv(x)
+        o = alibi_attention_reference(q, k, v, alibi_slopes(biased.num_heads), causal=causal)
+        torch.testing.assert_close(y, biased.proj(rearrange(o, "b h n d -> b n (h d)")), atol=1e-12, rtol=1e-12)
+    half = x.shape[1] // 2
+    x2 = x.clone()
+    x2[:, half:] += 3.0
+    torch.testing.assert_close(biased(x2, causal=True)[:, :half], biased(x, causal=True)[:, :half], atol=1e-10,
+                               rtol=1e-10)
+    # padded keys change nothing for the real tokens
+    pad = torch.ones(x.shape[:2], dtype=torch.bool)
+    pad[:, -2:] = False
+    x3 = x.clone()
+    x3[:, -2:] = 100.0
+    torch.testing.assert_close(biased(x3, causal=False, key_padding_mask=pad)[:, :-2],
+                               biased(x, causal=False, key_padding_mask=pad)[:, :-2], atol=1e-10, rtol=1e-10)
+    _assert_steps_equal_forward(biased, x, biased(x, causal=True))
+
+
+def test_alibi_refuses_rope_and_non_bools():
+    with pytest.raises(ValueError, match=r"alibi: expected False when rope is set"):
+        mixers.create("softmax", 16, num_heads=2, alibi=True, rope=True)
+    with pytest.raises(TypeError, match=r"alibi: expected a bool, received"):
+        mixers.create("softmax", 16, num_heads=2, alibi=1)

@@ -68,7 +68,7 @@ def test_any_softmax_family_mixer(mixer, kw):
     assert out.shape == (2, 8, 20) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("mixer", ["softmax_qknorm", "complex_attention"])
+@pytest.mark.parametrize("mixer", ["softmax", "softmax_qknorm", "complex_attention"])
 def test_both_ways_of_sharing_give_the_same_outputs_and_gradients(assert_close, mixer):
     teacher = _teacher(mixer)
     by_map = echoatt_student(teacher, [(1, 2, 3)])

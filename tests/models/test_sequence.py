@@ -101,6 +101,25 @@ def test_rope_model_sees_order_and_its_lm_is_causal():
     torch.testing.assert_close(lm(x)[:, :5], lm(y)[:, :5], atol=1e-6, rtol=0)
 
 
+def test_alibi_biases_go_into_every_mixer_that_takes_them_and_the_lm_stays_causal():
+    torch.manual_seed(0)
+    m = SequenceModel(vocab_size=20, dim=16, depth=3, num_heads=2, mixer="deltanet,softmax,softmax_qknorm",
+                      pos="alibi").eval()
+    assert m.pos_embed is None
+    assert [getattr(b.mixer, "alibi_slopes", None) is not None for b in m.blocks] == [False, True, True]
+    x = torch.randint(0, 20, (1, 9))
+    y = x.clone()
+    y[:, 5:] = (y[:, 5:] + 1) % 20
+    torch.testing.assert_close(m(x)[:, :5], m(y)[:, :5], atol=1e-6, rtol=0)
+    cls = SequenceModel(vocab_size=20, dim=16, depth=2, num_heads=2, mixer="softmax", pos="alibi", head="class",
+                        num_classes=3, causal=False).eval()
+    assert (cls(x) - cls(x.roll(2, 1))).abs().max() > 1e-4  # the biases give a pooled model its order ...
+    # ... but the symmetric bidirectional bias -m|i - j| is the same for the reversed sequence: reversal-blind
+    torch.testing.assert_close(cls(x.flip(1)), cls(x), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"pos: expected 'alibi' with at least one mixer that takes alibi="):
+        SequenceModel(vocab_size=20, dim=16, depth=1, mixer="identity", pos="alibi")
+
+
 @pytest.mark.parametrize("mixer, kw", [("static_emb_qk", {}), ("rnd_emb_qk", {}), ("fixed_seq_qk", {}),
                                         ("rnd_table_qk", {"vocab_size": 20})])
 def test_context_mixers_get_their_context_and_stay_causal(mixer, kw):
@@ -210,6 +229,7 @@ def test_sequence_parallel_is_stored_and_changes_nothing_in_one_process():
     (dict(sequence_parallel="ulysses", mixer="softmax,linear_attention"),
      "every mixer is softmax attention .* mixer 'linear_attention'"),
     (dict(sequence_parallel="ring", pos="rope"), "mixers without RoPE .* mixer 'softmax' using rope"),
+    (dict(sequence_parallel="ring", pos="alibi"), "mixers without ALiBi .* mixer 'softmax' using alibi"),
 ])
 def test_sequence_parallel_refusals(kw, match):
     with pytest.raises(ValueError, match=match):
