@@ -42,7 +42,7 @@ FULL_CPU_ESTIMATE = {
     "activator": 210, "path_ensemble": 350,
     "attention_drop": 1310, "att_svm": 31, "scan_snap": 23,
     # measured in full under the protocol (benchmarks/RESULTS.md, 2026-12-05)
-    "kmax_deeplab": 706, "fod": 693, "fit": 2061,
+    "kmax_deeplab": 580, "fod": 675, "fit": 560,
     "complexformer": 510, "deconstructing_attention": 587, "echoatt": 551,
     "isomer": 460, "video_anomaly": 470,
     "unified_long_sequence": 90,  # its 2 gloo ranks included (the repro process itself: 2 s)
