@@ -10,8 +10,8 @@ bf16: the forward is SDPA's fused kernel (about 2.7x its fp32 speed here). torch
 backward for bf16 measured 4-7x *slower* than its fp32 backward at N <= 128 and only 1.3-1.5x faster
 at N >= 1024; below ``FP32_BACKWARD_MAX_LOGITS`` logits per head the backward therefore runs in
 fp32 (:class:`_LowPrecisionAttention`); from ``BLOCKED_BACKWARD_MIN_LOGITS`` (N x M = 1024^2) on, unmasked,
-non-causal and on one thread, in attnlab's blocked bf16 backward (:mod:`attnlab.ops.attention_backward`, 1.5x faster than torch's bf16 kernel
-at N = 4096), and otherwise in torch's bf16 kernel.
+non-causal and on one thread, in attnlab's blocked bf16 backward (:mod:`attnlab.ops.attention_backward`,
+1.5x faster than torch's bf16 kernel at N = 4096), and otherwise in torch's bf16 kernel.
 
 Reference: Vaswani et al. 2017; qk-layernorm and logit analysis as in P02.
 """
@@ -223,10 +223,11 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.
     attnlab's choice of backward for bf16: below ``FP32_BACKWARD_MAX_LOGITS`` logits per head (N x M) the
     backward runs in fp32 (:class:`_LowPrecisionAttention`), where torch's bf16 CPU backward is several times
     slower than its fp32 one; from ``BLOCKED_BACKWARD_MIN_LOGITS`` on, unmasked non-causal bf16 on one thread
-    takes attnlab's blocked bf16 backward (the
-    fused kernels need one head size for q, k and v; else SDPA as is). The attention ops call it for every SDPA."""
+    takes attnlab's blocked bf16 backward (the fused kernels need one head size for q, k and v; else SDPA as is).
+    The attention ops call it for every SDPA."""
     if (q.dtype in LOW_PRECISION and dropout_p == 0.0 and q.dim() == 4 and v.shape[-1] == q.shape[-1]
-            and (q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS or _takes_blocked_backward(q, k, attn_mask, is_causal))
+            and (q.shape[-2] * k.shape[-2] < FP32_BACKWARD_MAX_LOGITS
+                 or _takes_blocked_backward(q, k, attn_mask, is_causal))
             and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _LowPrecisionAttention.apply(q, k, v, attn_mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
@@ -273,7 +274,7 @@ class _LowPrecisionAttention(torch.autograd.Function):
             q, k, v, 0.0, causal, attn_mask=bias, scale=scale)[:2]
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.causal, ctx.scale = causal, scale
-        ctx.blocked = q.shape[-2] * k.shape[-2] >= FP32_BACKWARD_MAX_LOGITS   # sdpa sends these only when blocked
+        ctx.blocked = _takes_blocked_backward(q, k, mask, causal)   # decided here, on the forward's thread count
         return out
 
     @staticmethod
