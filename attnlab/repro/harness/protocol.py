@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from attnlab.repro.harness.arms import Arm
-from attnlab.repro.harness.fanout import current_session, run_trials
+from attnlab.repro.harness.fanout import run_trials
 from attnlab.repro.harness.intervals import Interval, paired, t_interval
 from attnlab.utils.checks import fail
 
@@ -214,35 +214,21 @@ def fair_arms(arms: Sequence[Arm], trial: Callable[[Arm, float, int, int, str], 
         fail("arms", "arms with distinct names", repr(names))
     chosen = dict(chosen or {})
     out = FairArms(name=name, metric=metric, protocol=protocol, steps=steps, chance=chance)
-    sweep_steps = protocol.sweep_steps(steps)
     todo = sum(len(protocol.lrs) for a in arms if a.name not in chosen and len(protocol.lrs) > 1)
     bar = _progress(progress, todo + len(arms) * len(protocol.seeds), name)
     try:
-        session = current_session()
-        if session is not None and session.parallel:
-            _fan_out(arms, trial, protocol, steps, seed, chosen, out, bar)
-            return out
-        for arm in arms:
-            if arm.name not in chosen:
-                if len(protocol.lrs) > 1:
-                    out.sweep[arm.name] = [_tick(bar, trial(arm, lr, seed + SWEEP_SEED, sweep_steps, "val"))
-                                           for lr in protocol.lrs]
-                    chosen[arm.name] = _choose(out.sweep[arm.name])
-                else:
-                    chosen[arm.name] = protocol.lrs[0]
-            out.lr[arm.name] = chosen[arm.name]
-            out.runs[arm.name] = [_tick(bar, trial(arm, chosen[arm.name], seed + s, steps, "test"))
-                                  for s in protocol.seeds]
+        _run_batches(arms, trial, protocol, steps, seed, chosen, out, bar)
     finally:
         if bar is not None:
             bar.close()
     return out
 
 
-def _fan_out(arms, trial, protocol: Protocol, steps: int, seed: int, chosen: dict, out: FairArms, bar) -> None:
-    """:func:`fair_arms` on the open parallel placement (:mod:`~attnlab.repro.harness.fanout`): every arm's sweep
-    runs in one batch, then every arm's seed runs in another; ``out`` filled in arm order, as the serial loop
-    does."""
+def _run_batches(arms, trial, protocol: Protocol, steps: int, seed: int, chosen: dict, out: FairArms,
+                 bar) -> None:
+    """:func:`fair_arms`'s trials in two batches through :func:`~attnlab.repro.harness.fanout.run_trials` (a plain
+    loop here, parallel jobs inside a parallel ``trials_on``): every arm's sweep, then every arm's seed runs;
+    ``out`` filled in arm order. Each trial seeds itself, so the order of the runs does not change a figure."""
     def label(call) -> str:
         arm, lr, s, n, split = call
         return f"{out.name}: arm {arm.name!r} at lr {lr:g}, seed {s}, {n} steps, split {split!r}"
@@ -273,10 +259,6 @@ def _progress(on: bool, total: int, name: str):
     return tqdm(total=total, desc=f"runs ({name})", leave=False)
 
 
-def _tick(bar, t: Trial) -> Trial:
-    if bar is not None:
-        bar.update(1)
-    return t
 
 
 def training_trial(make_task: Callable[[int], Any], config: Callable[[str, float, int, int], Any], *,
