@@ -14,8 +14,12 @@ identically (same steps, batch, LR, seed) with these token mixers:
 * ``softmax`` — softmax attention, the upper reference.
 
 Protocol (``attnlab.repro.harness.protocol``): each arm at its own LR from a sweep over
-1e-3 / 3e-3 / 1e-2 at 200 of the 800 steps on the val split, then three seeds (each its own
-initialisation and data). Measured: recall accuracy on test batches after training (means over
+1e-3 / 3e-3 / 1e-2 at the full 800 steps on the val split, then three seeds (each its own
+initialisation and data). The sweep runs at the full budget because recall is learned late: in the
+campaign run with the sweep at 200 steps (2026-12-05) no arm had left chance by step 200, the
+lowest loss there picked 1e-2 for softmax, and softmax then stayed at chance for all 800 steps on
+every seed (before the protocol it solved the task at 3e-3), so part (B) compared the hybrids with
+a baseline that never had a fair chance. Measured: recall accuracy on test batches after training (means over
 seeds with 95 % t intervals), and its curve over training (seed 0; plot ``deltanet_recall.png``).
 
 Verdict rule (written before the run): if every arm learned nothing at any LR tried (recall
@@ -46,7 +50,7 @@ CLAIM = (
 QUICK = dict(steps=30, batch_size=16, eval_batches=2, dim=32, vocab_size=64, seq_len=32, num_pairs=4, window=8,
              protocol=Protocol(lrs=(3e-3, 1e-2), seeds=(0, 1), sweep_fraction=0.5))
 FULL = dict(steps=800, batch_size=64, eval_batches=4, dim=64, vocab_size=128, seq_len=64, num_pairs=8, window=16,
-            protocol=Protocol(lrs=(1e-3, 3e-3, 1e-2)))
+            protocol=Protocol(lrs=(1e-3, 3e-3, 1e-2), sweep_fraction=1.0))
 
 #: margins of the verdict rule
 MARGIN_OVER_LINEAR = 0.10
