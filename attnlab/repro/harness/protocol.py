@@ -16,6 +16,9 @@
    listed in the figure :data:`AT_CHANCE`; the runner names it in the verdict line ("<arm> did not
    learn the task at any LR tried") and the rule says beforehand what it means
    (:func:`~attnlab.repro.harness.rules.chance_rule`).
+4. **Blind sweeps.** An arm whose sweep stayed at chance at every LR had its LR chosen by validation loss
+   alone, before the judged metric moved; the record lists it (``blind_sweep``) and the report says so, since
+   a short sweep can then hand a late learner an LR that fails at the full budget (the cure is a longer sweep).
 
 A comparison is run by :func:`fair_arms` over a ``trial(arm, lr, seed, steps, split)`` function;
 :func:`training_trial` is that function for the usual case (build, ``attnlab.train.train``,
@@ -41,7 +44,7 @@ from attnlab.repro.harness.intervals import Interval, paired, t_interval
 from attnlab.utils.checks import fail
 
 __all__ = ["Protocol", "Chance", "Trial", "FairArms", "fair_arms", "training_trial", "scaled_config", "train_fair",
-           "at_chance_figure", "fixed_record", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED"]
+           "at_chance_figure", "fixed_record", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED", "BLIND_SWEEP_NOTE"]
 
 #: The figure listing the arms at chance at every LR tried (a sorted list of names). A reproduction with
 #: several comparisons writes one per comparison, named ``f"{AT_CHANCE}: {comparison}"``.
@@ -50,6 +53,9 @@ AT_CHANCE = "arms at chance at every LR tried"
 SWEEP_SEED = 1000
 #: How a verdict line names an arm of :data:`AT_CHANCE`.
 NOT_LEARNED = "did not learn the task at any LR tried"
+#: how reports name the arms of :attr:`FairArms.blind_sweep` (``{hyper}``: the swept hyperparameter)
+BLIND_SWEEP_NOTE = ("At chance at every {hyper} of the sweep, so the {hyper} was chosen by validation loss "
+                    "alone (a longer sweep would be fairer):")
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,14 @@ class FairArms:
         return sorted(a for a in self.runs
                       if all(self.chance.at(t.metric) for t in (*self.sweep.get(a, []), *self.runs[a])))
 
+    @property
+    def blind_sweep(self) -> list[str]:
+        """Arms whose sweep was at chance at every LR, sorted: their LR was chosen by validation loss alone, before
+        the judged metric had moved (a late learner can then get an LR that fails at the full budget)."""
+        if self.chance is None:
+            return []
+        return sorted(a for a, ts in self.sweep.items() if ts and all(self.chance.at(t.metric) for t in ts))
+
     def values(self, arm: str, key: str | None = None) -> list[float]:
         """One value per seed: the judged metric (``key`` None) or ``measured[key]`` of each seed's run."""
         return [float(t.metric if key is None else t.measured[key]) for t in self.runs[arm]]
@@ -187,6 +201,7 @@ class FairArms:
             "at_edge": sorted(a for a, lr in self.lr.items() if len(lrs) > 2 and lr in (lrs[0], lrs[-1])),
             "test": {a: self.values(a) for a in self.runs},
             "at_chance": self.at_chance,
+            "blind_sweep": self.blind_sweep,
         }
 
 

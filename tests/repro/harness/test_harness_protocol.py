@@ -156,3 +156,18 @@ def test_fixed_record_is_a_record_without_a_sweep(tmp_path):
     assert rec["sweep"] == {} and "the step sets the speed" in rec["split"]["sweep"]
     assert plot_sweeps(None, [rec]) is None  # nothing swept, nothing drawn
     assert "| W | - | 0.1 | [0.99, 0.98, 0.97] |" in protocol_markdown(rec)
+
+
+def test_blind_sweep_lists_the_arms_at_chance_at_every_swept_lr_only():
+    calls = []
+    # a: at chance in the short sweep, learns at its LR on the seeds; b: leaves chance at one LR only; c: never
+    metric = {"a": lambda s, lr: 0.12 if calls[-1][4] == "val" else 0.9, "b": lambda s, lr: 0.5 if lr == 1e-2 else 0.1,
+              "c": lambda s, lr: 0.1}
+    trial = _fake({"a": 1e-2, "b": 1e-2, "c": 1e-3}, metric, calls)
+    f = fair_arms([Arm("a", None), Arm("b", None), Arm("c", None)], trial, Protocol(GRID, seeds=(0, 1)), steps=8,
+                  name="t", metric="accuracy", chance=Chance(0.1, 0.05))
+    assert f.blind_sweep == ["a", "c"] and f.at_chance == ["c"]  # a learned on its seeds: blind, not at chance
+    assert f.record()["blind_sweep"] == ["a", "c"]
+    no_chance = fair_arms([Arm("c", None)], trial, Protocol(GRID, seeds=(0,)), steps=8, name="t", metric="m",
+                          chance=None)
+    assert no_chance.blind_sweep == [] and no_chance.record()["blind_sweep"] == []

@@ -141,6 +141,7 @@ def test_intervals_protocol_and_arms_at_chance_reach_the_files(fake_repro, tmp_p
     report = (tmp_path / "report.md").read_text()
     assert f"**Verdict: holds; b {NOT_LEARNED}.**" in report and "| min square | 0.8 [0.8, 0.8] (n=3) |" in report
     assert "**Protocol: toy.**" in report and "At chance at every lr tried: b." in report
+    assert "so the lr was chosen by validation loss alone (a longer sweep would be fairer): b." in report
     monkeypatch.setattr(fake_repro, "HEADLINE", "nope", raising=False)
     with pytest.raises(KeyError, match="HEADLINE: expected one of its FIGURES"):
         run_repro("fake", out_dir=tmp_path)
