@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from attnlab.repro.harness.intervals import Interval
-from attnlab.repro.harness.protocol import BLIND_SWEEP_NOTE
+from attnlab.repro.harness.protocol import BLIND_SWEEP_NOTE, blind_arms
 from attnlab.repro.harness.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, QUICK_NOTE
 from attnlab.repro.harness.runner import ReproResult, format_value, load_result
 
@@ -110,7 +110,7 @@ def _sweep(rec: dict) -> str:
     note = "".join(f"<p class='small'>{_e(t)}</p>" for t in (
         f"At chance at every {hyper} tried: {', '.join(rec['at_chance'])}." if rec.get("at_chance") else "",
         f"Chosen {hyper} at an edge of the grid: {', '.join(rec['at_edge'])}." if rec.get("at_edge") else "",
-        f"{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(rec['blind_sweep'])}." if rec.get("blind_sweep") else "")
+        f"{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind_arms(rec))}." if blind_arms(rec) else "")
         if t)
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     return (f"<h4>Protocol: {_e(rec['name'])}</h4><p class='small'>{_e(hyper)} swept on the "

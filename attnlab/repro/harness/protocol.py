@@ -44,7 +44,7 @@ from attnlab.repro.harness.intervals import Interval, paired, t_interval
 from attnlab.utils.checks import fail
 
 __all__ = ["Protocol", "Chance", "Trial", "FairArms", "fair_arms", "training_trial", "scaled_config", "train_fair",
-           "at_chance_figure", "fixed_record", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED", "BLIND_SWEEP_NOTE"]
+           "at_chance_figure", "fixed_record", "AT_CHANCE", "SWEEP_SEED", "NOT_LEARNED", "BLIND_SWEEP_NOTE", "blind_arms"]
 
 #: The figure listing the arms at chance at every LR tried (a sorted list of names). A reproduction with
 #: several comparisons writes one per comparison, named ``f"{AT_CHANCE}: {comparison}"``.
@@ -203,6 +203,18 @@ class FairArms:
             "at_chance": self.at_chance,
             "blind_sweep": self.blind_sweep,
         }
+
+
+def blind_arms(rec: dict) -> list[str]:
+    """The ``blind_sweep`` arms of a protocol record (:meth:`FairArms.record`); derived from its sweep's val metrics
+    and chance for records written before the field existed (NaN, a diverged run, counts as at chance)."""
+    if "blind_sweep" in rec:
+        return list(rec["blind_sweep"])
+    if not rec.get("chance"):
+        return []
+    chance = Chance(**rec["chance"])
+    return sorted(a for a, s in rec.get("sweep", {}).items()
+                  if s.get("val_metric") and all(chance.at(float("nan") if m is None else m) for m in s["val_metric"]))
 
 
 def _choose(trials: list[Trial]) -> float:

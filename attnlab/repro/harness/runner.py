@@ -36,7 +36,7 @@ import torch
 from attnlab.repro.harness.fanout import trials_on
 from attnlab.repro.harness.intervals import Interval, revive
 from attnlab.repro.harness.plots import plot_sweeps, save_figure
-from attnlab.repro.harness.protocol import AT_CHANCE, BLIND_SWEEP_NOTE, NOT_LEARNED
+from attnlab.repro.harness.protocol import AT_CHANCE, BLIND_SWEEP_NOTE, NOT_LEARNED, blind_arms
 from attnlab.repro.harness.rules import QUICK_NOTE, VERDICTS
 from attnlab.utils.names import lookup
 from attnlab.utils.threads import torch_threads
@@ -194,8 +194,8 @@ def protocol_markdown(rec: dict) -> list[str]:
         lines.append(f"\nAt chance at every {hyper} tried: {', '.join(rec['at_chance'])}.")
     if rec.get("at_edge"):
         lines.append(f"\nChosen {hyper} at an edge of the grid: {', '.join(rec['at_edge'])}.")
-    if rec.get("blind_sweep"):
-        lines.append(f"\n{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(rec['blind_sweep'])}.")
+    if blind_arms(rec):
+        lines.append(f"\n{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind_arms(rec))}.")
     return lines
 
 

@@ -171,3 +171,16 @@ def test_blind_sweep_lists_the_arms_at_chance_at_every_swept_lr_only():
     no_chance = fair_arms([Arm("c", None)], trial, Protocol(GRID, seeds=(0,)), steps=8, name="t", metric="m",
                           chance=None)
     assert no_chance.blind_sweep == [] and no_chance.record()["blind_sweep"] == []
+
+
+def test_blind_arms_of_records_written_before_the_field_are_derived_from_the_sweep():
+    from attnlab.repro.harness.protocol import blind_arms
+
+    old = {"chance": {"level": 0.125, "margin": 0.05, "higher_is_better": True},
+           "sweep": {"softmax": {"val_metric": [0.05, 0.12, 0.13]}, "deltanet": {"val_metric": [0.1, 0.2, 0.1]},
+                     "broken": {"val_metric": [float("nan"), 0.1, None]}}}
+    assert blind_arms(old) == ["broken", "softmax"]  # 0.2 left chance (0.175); NaN / None count as at chance
+    lower = {"chance": {"level": 5.0, "margin": 0.5, "higher_is_better": False},
+             "sweep": {"a": {"val_metric": [4.6, 4.9]}, "b": {"val_metric": [4.4, 5.0]}}}
+    assert blind_arms(lower) == ["a"]
+    assert blind_arms({**old, "blind_sweep": []}) == [] and blind_arms({"chance": None, "sweep": old["sweep"]}) == []
