@@ -15,11 +15,12 @@ tokens with K, V, Q (C x D) and beta:
     S_next = S + K^T (U - W S)
     O      = Q S + (Q K^T masked causally, diagonal included) (U - W S)
 
-T, W, U, the masked Q K^T and the chunk transitions M = I - K^T W, K^T U are computed for
-every chunk at once (T by matmul-only block inversion, no LAPACK solve); only the state
-recurrence S_next = M S + K^T U runs sequentially, one small product per chunk. A custom autograd Function carries a hand-derived backward
-(a reverse chunk loop for dL/dS, everything else batched over chunks; no backward through
-the triangular inverse), which is ~2x cheaper than autograd through the same forward.
+T, W, U and the masked Q K^T are computed for every chunk at once (T by matmul-only block
+inversion, no LAPACK solve); only the state recurrence runs sequentially: in fp32 / fp64 two
+small products per chunk (U - W S, then S + K^T (U - W S)), in bf16 one fp32 product per chunk,
+S_next = M S + K^T U with M = I - K^T W and K^T U batched. A custom autograd Function carries a
+hand-derived backward (a reverse chunk loop for dL/dS, everything else batched over chunks; no
+backward through the triangular inverse), which is ~2x cheaper than autograd through the same forward.
 N that is not a multiple of C is padded with beta = 0, k = 0 tokens, which leave the state
 unchanged, so results equal the recurrence.
 
@@ -247,12 +248,6 @@ def _block(t: torch.Tensor, blk: tuple[int, int, int, int]) -> torch.Tensor:
     return t[h0:h1, j0:j1].reshape(-1, *t.shape[2:])
 
 
-def _chunk_major_block(t: torch.Tensor, blk: tuple[int, int, int, int]) -> torch.Tensor:
-    """The block of a chunk-major (nc, B*H, R, D) buffer as a strided (h1 - h0, j1 - j0, R, D) view."""
-    h0, h1, j0, j1 = blk
-    return t[j0:j1, h0:h1].transpose(0, 1)
-
-
 class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
     """Chunkwise delta rule for bf16 (or fp16) inputs, the AMX path; hand-derived backward.
 
@@ -263,9 +258,13 @@ class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
       * every batched product runs in bf16 (fp32 accumulation inside the matmul), over blocks of
         :data:`_BLOCK_CHUNKS` chunks of the inputs' layout (no chunk-major copies of q, k, v, beta, the output
         or the gradients);
-      * the states S_i, their gradients G_i and the two recurrences (M_i with its identity added in fp32, B_i,
-        R_i) are fp32, one fp32 product per chunk each way; the products read the states rounded to bf16;
+      * the states S_i, their gradients G_i and the two recurrences are fp32, one fp32 product per chunk each
+        way, with M_i = I - P_i formed in fp32 at each step from the bf16 product P_i = K^T W (M_i rounded to
+        bf16 would lose the I); B_i and R_i come out of bf16 products. Each step also writes its state rounded
+        to bf16 into the (B*H, nc, Dk, Dv) buffer the batched products read, while it is in cache (a separate
+        cast pass over all states measured slower);
       * the attention scale rides on the products' alpha/beta, never a pass over q or the output.
+    Saved: T, W, Unew (in U's place), the masked Q K^T, P, the bf16 states (each O(N (C + D)) per head).
     """
 
     @staticmethod
@@ -273,9 +272,8 @@ class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
         bh, nc, _, dk = q.shape
         dv = v.shape[-1]
         eye = torch.eye(dk, dtype=s0.dtype, device=s0.device)
-        trans = s0.new_empty(nc, bh, dk, dk)                # M_i, chunk-major for the loop
-        states = s0.new_empty(nc + 1, bh, dk, dv)
-        states[0] = s0
+        pmat = q.new_empty(bh, nc, dk, dk)                  # P_i = K^T W; M_i = I - P_i
+        bmat = q.new_empty(bh, nc, dk, dv)                  # B_i = K^T U
         blocks = _blocks(bh, nc, _BLOCK_CHUNKS)
         saved = []
         for blk in blocks:
@@ -284,54 +282,59 @@ class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
             tmat = unit_lower_inverse((kb @ kt).mul_(bb).tril_(-1), leaf=32)
             tb = tmat * bb.transpose(-1, -2)                # T diag(beta): W = T Kb, U = T Vb
             w, u = tb @ kb, tb @ vb
-            shape = (blk[1] - blk[0], blk[3] - blk[2])
-            # M in fp32 by one promoting subtraction (M rounded to bf16 would lose the I); B_i into S_{i+1}
-            torch.sub(eye, (kt @ w).view(*shape, dk, dk), out=_chunk_major_block(trans, blk))
-            _chunk_major_block(states[1:], blk).copy_((kt @ u).view(*shape, dk, dv))
+            torch.bmm(kt, w, out=_block(pmat, blk))
+            torch.bmm(kt, u, out=_block(bmat, blk))
             saved.append([tmat, w, u])
-        for m_i, s_i, s_next in zip(trans.unbind(0), states.unbind(0), states[1:].unbind(0)):
-            s_next.baddbmm_(m_i, s_i)
+        s_in_all = q.new_empty(bh, nc, dk, dv)              # S_i entering chunk i, rounded to the inputs' dtype
+        cur, nxt, m_i = s0.clone(), torch.empty_like(s0), s0.new_empty(bh, dk, dk)
+        for p_i, b_i, s_i in zip(pmat.unbind(1), bmat.unbind(1), s_in_all.unbind(1)):
+            s_i.copy_(cur)
+            torch.sub(eye, p_i, out=m_i)                    # M_i in fp32: rounded to bf16 it would lose the I
+            nxt.copy_(b_i).baddbmm_(m_i, cur)
+            cur, nxt = nxt, cur
         o = q.new_empty(bh, nc, c, dv)
         for blk, sv in zip(blocks, saved):
             _, w, u = sv
             kb, qb, ob = _block(k, blk), _block(q, blk), _block(o, blk)
-            s_in = _chunk_major_block(states, blk).to(q.dtype, memory_format=torch.contiguous_format).view(-1, dk, dv)
+            s_in = _block(s_in_all, blk)
             unew = u.baddbmm_(w, s_in, alpha=-1)            # U - W S_i, in U's place
             attn = (qb @ kb.transpose(-1, -2)).tril_()      # unscaled
             torch.bmm(qb, s_in, out=ob)
             ob.baddbmm_(attn, unew, beta=scale, alpha=scale)
             sv.extend([s_in, attn])
-        ctx.save_for_backward(q, k, v, beta, trans)
+        ctx.save_for_backward(q, k, v, beta, pmat)
         ctx.saved, ctx.blocks, ctx.scale = saved, blocks, scale
-        return o, states[nc].clone()
+        return o, cur
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do, ds):
-        q, k, v, beta, trans = ctx.saved_tensors
+        q, k, v, beta, pmat = ctx.saved_tensors
         blocks, saved, scale = ctx.blocks, ctx.saved, ctx.scale
         bh, nc, c, dk = q.shape
         dv = v.shape[-1]
         do = q.new_zeros(bh, nc, c, dv) if do is None else do.contiguous()
-        gs = trans.new_empty(nc + 1, bh, dk, dv)            # G_i = dL/dS_i, fp32, chunk-major
-        if ds is None:
-            gs[nc].zero_()
-        else:
-            gs[nc] = ds
+        rmat = q.new_empty(bh, nc, dk, dv)
         dunews = []
         for blk, (_, w, _, _, attn) in zip(blocks, saved):
             dob, qb = _block(do, blk), _block(q, blk)
             dunew = attn.transpose(-1, -2) @ dob            # dUnew from the outputs, / scale
-            r = (w.transpose(-1, -2) @ dunew).baddbmm_(qb.transpose(-1, -2), dob, beta=-scale, alpha=scale)
-            _chunk_major_block(gs, blk).copy_(r.view(blk[1] - blk[0], blk[3] - blk[2], dk, dv))
+            torch.bmm(w.transpose(-1, -2), dunew, out=_block(rmat, blk)).baddbmm_(qb.transpose(-1, -2), dob,
+                                                                                   beta=-scale, alpha=scale)
             dunews.append(dunew)
-        for m_t, g_i, g_next in zip(reversed(trans.transpose(-1, -2).unbind(0)), reversed(gs[:nc].unbind(0)),
-                                    reversed(gs[1:].unbind(0))):
-            g_i.baddbmm_(m_t, g_next)
+        g_next_all = q.new_empty(bh, nc, dk, dv)            # G_{i+1}, rounded to the inputs' dtype
+        cur = q.new_zeros(bh, dk, dv, dtype=torch.float32) if ds is None else ds.clone()
+        nxt, m_t = torch.empty_like(cur), cur.new_empty(bh, dk, dk)
+        eye = torch.eye(dk, dtype=cur.dtype, device=cur.device)
+        for p_i, r_i, g_i in zip(reversed(pmat.unbind(1)), reversed(rmat.unbind(1)), reversed(g_next_all.unbind(1))):
+            g_i.copy_(cur)
+            torch.sub(eye, p_i.transpose(-1, -2), out=m_t)
+            nxt.copy_(r_i).baddbmm_(m_t, cur)
+            cur, nxt = nxt, cur
         dq, dk_, dv_, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
         for blk, (tmat, _, unew, s_in, _), dunew in zip(blocks, saved, dunews):
             kb, qb, vb, bb, dob = (_block(t, blk) for t in (k, q, v, beta, do))
-            g_next = _chunk_major_block(gs[1:], blk).to(q.dtype, memory_format=torch.contiguous_format).view(-1, dk, dv)
+            g_next = _block(g_next_all, blk)
             dunew.baddbmm_(kb, g_next, beta=scale)
             s_t = s_in.transpose(-1, -2)
             dvt = tmat.transpose(-1, -2) @ dunew            # dV~, V~ = Vb - Kb S
@@ -351,7 +354,7 @@ class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
             else:
                 torch.sum(dvv, -1, keepdim=True, out=dbb).sub_(dkbn.mul_(kb).sum(-1, keepdim=True))
             torch.mul(dvt, bb, out=_block(dv_, blk))
-        return dq, dk_, dv_, dbeta, gs[0], None, None
+        return dq, dk_, dv_, dbeta, cur, None, None
 
 
 @lower_precision_op
