@@ -328,8 +328,8 @@ class _DeltaRuleChunkwiseLowPrecision(torch.autograd.Function):
         eye = torch.eye(dk, dtype=cur.dtype, device=cur.device)
         for p_i, r_i, g_i in zip(reversed(pmat.unbind(1)), reversed(rmat.unbind(1)), reversed(g_next_all.unbind(1))):
             g_i.copy_(cur)
-            torch.sub(eye, p_i.transpose(-1, -2), out=m_t)
-            nxt.copy_(r_i).baddbmm_(m_t, cur)
+            torch.sub(eye, p_i, out=m_t)                    # M_i; M_i^T as a transposed operand (a transposing
+            nxt.copy_(r_i).baddbmm_(m_t.transpose(-1, -2), cur)     # subtraction measured slower)
             cur, nxt = nxt, cur
         dq, dk_, dv_, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
         for blk, (tmat, _, unew, s_in, _), dunew in zip(blocks, saved, dunews):
