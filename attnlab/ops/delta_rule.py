@@ -26,7 +26,7 @@ unchanged, so results equal the recurrence.
 
 bf16 inputs take their own Function (:class:`_DeltaRuleChunkwiseLowPrecision`): the same algebra
 in the inputs' (B*H, nc, C, D) layout (no chunk-major copies), batched products in bf16 over blocks
-of ~128 chunks, states and the recurrences in fp32.
+of ~256 chunks, states and the recurrences in fp32.
 """
 from __future__ import annotations
 
@@ -227,9 +227,11 @@ class _DeltaRuleChunkwise(torch.autograd.Function):
         return dq, dk_, dvt.mul_(beta), dbeta, gs[0], None
 
 
-#: chunks per block of the bf16 path's batched products: blocks of 32 and 64 chunks measured slower at N = 8192
-#: (more, smaller calls), whole-sequence blocks (512 chunks) ~5 % slower (larger working set)
-_BLOCK_CHUNKS = 128
+#: chunks per block of the bf16 path's batched products. At B=1, H=4, N=8192, D=64, C=64: blocks of 32 and 64
+#: chunks measured slower (more, smaller calls: a bf16 product call costs ~17 us before any work), 128 and 256
+#: equal, the whole sequence (512) ~3 % slower; at training shapes (B=16, H=4, N=256, D=16) 256 took 0.92x the
+#: previous op's time where 128 took 1.03x (one block of 64 heads instead of two)
+_BLOCK_CHUNKS = 256
 
 
 def _blocks(bh: int, nc: int, size: int) -> list[tuple[int, int, int, int]]:

@@ -202,9 +202,9 @@ def _bench_size_agreement(n, c):
 BF16_TOL, BF16_GRAD_TOL = 0.01, 0.015
 
 
-#: (b, h, n, dk, dv, chunk): odd lengths, C = 2 to 128; 301 tokens at C = 2 are 151 chunks a head, more than one block
-#: of the bf16 path (128 chunks), the last one partial; 5 heads of 64 chunks are blocks of 2, 2 and 1 whole heads
-BF16_SHAPES = [(2, 3, 45, 16, 8, 7), (1, 2, 130, 32, 32, 16), (1, 2, 300, 64, 64, 128), (1, 2, 301, 8, 4, 2),
+#: (b, h, n, dk, dv, chunk): odd lengths, C = 2 to 128; 601 tokens at C = 2 are 301 chunks a head, more than one block
+#: of the bf16 path (256 chunks), the last one partial; 5 heads of 64 chunks are blocks of 4 and 1 whole heads
+BF16_SHAPES = [(2, 3, 45, 16, 8, 7), (1, 2, 130, 32, 32, 16), (1, 2, 300, 64, 64, 128), (1, 2, 601, 8, 4, 2),
                (1, 5, 128, 8, 8, 2)]
 
 
