@@ -202,12 +202,18 @@ def _bench_size_agreement(n, c):
 BF16_TOL, BF16_GRAD_TOL = 0.01, 0.015
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 45, 16, 8, 7), (1, 2, 130, 32, 32, 16), (1, 2, 300, 64, 64, 128)])
+#: (b, h, n, dk, dv, chunk): odd lengths, C = 2 to 128; 601 tokens at C = 2 are 301 chunks a head, more than one block
+#: of the bf16 path (256 chunks), the last one partial; 5 heads of 64 chunks are blocks of 4 and 1 whole heads
+BF16_SHAPES = [(2, 3, 45, 16, 8, 7), (1, 2, 130, 32, 32, 16), (1, 2, 300, 64, 64, 128), (1, 2, 601, 8, 4, 2),
+               (1, 5, 128, 8, 8, 2)]
+
+
+@pytest.mark.parametrize("shape", BF16_SHAPES)
 @pytest.mark.parametrize("with_state", [False, True])
 def test_bf16_chunkwise_matches_fp64_recurrence_forward_and_gradients(shape, with_state):
     """The bf16 path (fp32 states, M_i = I - K^T W in fp32, one fp32 product per chunk each way): output, final
     state (fp32) and the gradients of q, k, v, beta and the initial state, with an upstream gradient on the final
-    state too, within the stated tolerances of fp64 on the same bf16-rounded inputs; odd lengths, C = 7 to 128."""
+    state too, within the stated tolerances of fp64 on the same bf16-rounded inputs."""
     b, h, n, dk, dv, c = shape
     ins32 = _inputs(b, h, n, dk, dv, torch.float32, state=with_state)
     ins16 = [t.detach().bfloat16().requires_grad_() for t in ins32]
@@ -229,3 +235,21 @@ def test_bf16_chunkwise_matches_fp64_recurrence_forward_and_gradients(shape, wit
     assert rel(o16, o64) <= BF16_TOL and rel(s16, s64) <= BF16_TOL
     for name, g, r in zip(["q", "k", "v", "beta", "initial_state"], g16, g64):
         assert rel(g, r) <= BF16_GRAD_TOL, f"d{name}: {rel(g, r):.4f}"
+
+
+@pytest.mark.parametrize("use", ["output", "state"])
+def test_bf16_gradients_when_only_one_result_is_used(use):
+    """The bf16 backward with None for the unused result's gradient, against fp64 on the same rounded inputs;
+    an explicit scale (not Dk^-1/2) to check where the bf16 path applies it."""
+    ins16 = [t.detach().bfloat16().requires_grad_() for t in _inputs(1, 3, 77, 16, 16, torch.float32)]
+    ins64 = [t.detach().double().requires_grad_() for t in ins16]
+    grads = []
+    for fn, ins in ((lambda *a: delta_rule_chunkwise(*a, chunk_size=16, scale=0.3), ins16),
+                    (lambda *a: delta_rule_recurrent(*a, scale=0.3), ins64)):
+        o, s = fn(*ins)
+        out = (o if use == "output" else s).double()
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(),
+                                         ins, allow_unused=True, materialize_grads=True))
+    for name, a, r in zip("qkvb", *grads):
+        err = float((a.double() - r).norm() / r.norm()) if r.norm() > 0 else float(a.abs().max())
+        assert err <= BF16_GRAD_TOL, f"d{name}: {err:.4f}"
