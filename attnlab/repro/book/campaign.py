@@ -36,11 +36,11 @@ CAMPAIGN_FILE = "campaign.json"
 #: the last full run before the protocol, times the protocol's training factor; see docs/notes/repro.md). Used to
 #: start the longest first and to estimate the wall time; a slug missing here counts as the median.
 FULL_CPU_ESTIMATE = {
-    "instability_proxies": 532, "icl_regression": 379, "deltanet": 1750, "random_features": 35, "mamba_ssm": 1530,
-    "combiner": 1760, "sea": 1167, "ssa_pathways": 1240, "biformer": 427, "s2aformer": 313, "axial": 377,
-    "dinat": 406, "hyena_nd": 708, "convit": 402, "crossvit": 300, "tnt": 270, "spectformer": 330, "shvit": 220,
-    "activator": 210, "path_ensemble": 350,
-    "attention_drop": 1310, "att_svm": 31, "scan_snap": 23,
+    "instability_proxies": 532, "icl_regression": 379, "deltanet": 2235, "random_features": 35, "mamba_ssm": 1374,
+    "combiner": 1459, "sea": 1167, "ssa_pathways": 986, "biformer": 427, "s2aformer": 313, "axial": 377,
+    "dinat": 406, "hyena_nd": 708, "convit": 402, "crossvit": 275, "tnt": 262, "spectformer": 350, "shvit": 221,
+    "activator": 213, "path_ensemble": 324,
+    "attention_drop": 1073, "att_svm": 23, "scan_snap": 17,
     # measured in full under the protocol (benchmarks/RESULTS.md, 2026-12-05; instability_proxies, icl_regression,
     # sea and hyena_nd above too, in the campaign of the older reproductions)
     "kmax_deeplab": 580, "fod": 590, "fit": 560,
