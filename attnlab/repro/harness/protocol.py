@@ -16,9 +16,10 @@
    listed in the figure :data:`AT_CHANCE`; the runner names it in the verdict line ("<arm> did not
    learn the task at any LR tried") and the rule says beforehand what it means
    (:func:`~attnlab.repro.harness.rules.chance_rule`).
-4. **Blind sweeps.** An arm whose sweep stayed at chance at every LR had its LR chosen by validation loss
-   alone, before the judged metric moved; the record lists it (``blind_sweep``) and the report says so, since
-   a short sweep can then hand a late learner an LR that fails at the full budget (the cure is a longer sweep).
+4. **Blind sweeps.** An arm whose sweep stayed at chance at every LR (but which learned on some seed) had its
+   LR chosen by validation loss alone, before the judged metric moved; the record lists it (``blind_sweep``)
+   and the report says so, since a short sweep can then hand a late learner an LR that fails at the full
+   budget (the cure is a longer sweep).
 
 A comparison is run by :func:`fair_arms` over a ``trial(arm, lr, seed, steps, split)`` function;
 :func:`training_trial` is that function for the usual case (build, ``attnlab.train.train``,
@@ -54,8 +55,8 @@ SWEEP_SEED = 1000
 #: How a verdict line names an arm of :data:`AT_CHANCE`.
 NOT_LEARNED = "did not learn the task at any LR tried"
 #: how reports name the arms of :attr:`FairArms.blind_sweep` (``{hyper}``: the swept hyperparameter)
-BLIND_SWEEP_NOTE = ("At chance at every {hyper} of the sweep, so the {hyper} was chosen by validation loss "
-                    "alone (a longer sweep would be fairer):")
+BLIND_SWEEP_NOTE = ("At chance at every {hyper} of the sweep but not on every seed, so the {hyper} was chosen by "
+                    "validation loss alone:")
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,13 @@ class FairArms:
 
     @property
     def blind_sweep(self) -> list[str]:
-        """Arms whose sweep was at chance at every LR, sorted: their LR was chosen by validation loss alone, before
-        the judged metric had moved (a late learner can then get an LR that fails at the full budget)."""
+        """Arms whose sweep was at chance at every LR while some seed run learned, sorted: their LR was chosen by
+        validation loss alone, before the judged metric had moved (arms at chance everywhere are :attr:`at_chance`)."""
         if self.chance is None:
             return []
-        return sorted(a for a, ts in self.sweep.items() if ts and all(self.chance.at(t.metric) for t in ts))
+        at_chance = set(self.at_chance)
+        return sorted(a for a, ts in self.sweep.items()
+                      if ts and a not in at_chance and all(self.chance.at(t.metric) for t in ts))
 
     def values(self, arm: str, key: str | None = None) -> list[float]:
         """One value per seed: the judged metric (``key`` None) or ``measured[key]`` of each seed's run."""
@@ -206,15 +209,17 @@ class FairArms:
 
 
 def blind_arms(rec: dict) -> list[str]:
-    """The ``blind_sweep`` arms of a protocol record (:meth:`FairArms.record`); derived from its sweep's val metrics
-    and chance for records written before the field existed (NaN, a diverged run, counts as at chance)."""
+    """The ``blind_sweep`` arms of a protocol record (:meth:`FairArms.record`); derived from its sweep's val metrics,
+    chance and ``at_chance`` for records written before the field existed (NaN, a diverged run, counts as at
+    chance)."""
     if "blind_sweep" in rec:
         return list(rec["blind_sweep"])
     if not rec.get("chance"):
         return []
-    chance = Chance(**rec["chance"])
+    chance, at_chance = Chance(**rec["chance"]), set(rec.get("at_chance", []))
     return sorted(a for a, s in rec.get("sweep", {}).items()
-                  if s.get("val_metric") and all(chance.at(float("nan") if m is None else m) for m in s["val_metric"]))
+                  if a not in at_chance and s.get("val_metric")
+                  and all(chance.at(float("nan") if m is None else m) for m in s["val_metric"]))
 
 
 def _choose(trials: list[Trial]) -> float:

@@ -158,7 +158,7 @@ def test_fixed_record_is_a_record_without_a_sweep(tmp_path):
     assert "| W | - | 0.1 | [0.99, 0.98, 0.97] |" in protocol_markdown(rec)
 
 
-def test_blind_sweep_lists_the_arms_at_chance_at_every_swept_lr_only():
+def test_blind_sweep_lists_the_arms_at_chance_at_every_swept_lr_that_learned_on_a_seed():
     calls = []
     # a: at chance in the short sweep, learns at its LR on the seeds; b: leaves chance at one LR only; c: never
     metric = {"a": lambda s, lr: 0.12 if calls[-1][4] == "val" else 0.9, "b": lambda s, lr: 0.5 if lr == 1e-2 else 0.1,
@@ -166,8 +166,9 @@ def test_blind_sweep_lists_the_arms_at_chance_at_every_swept_lr_only():
     trial = _fake({"a": 1e-2, "b": 1e-2, "c": 1e-3}, metric, calls)
     f = fair_arms([Arm("a", None), Arm("b", None), Arm("c", None)], trial, Protocol(GRID, seeds=(0, 1)), steps=8,
                   name="t", metric="accuracy", chance=Chance(0.1, 0.05))
-    assert f.blind_sweep == ["a", "c"] and f.at_chance == ["c"]  # a learned on its seeds: blind, not at chance
-    assert f.record()["blind_sweep"] == ["a", "c"]
+    # a learned on its seeds: blind; c never learned: at chance, not listed twice
+    assert f.blind_sweep == ["a"] and f.at_chance == ["c"]
+    assert f.record()["blind_sweep"] == ["a"]
     no_chance = fair_arms([Arm("c", None)], trial, Protocol(GRID, seeds=(0,)), steps=8, name="t", metric="m",
                           chance=None)
     assert no_chance.blind_sweep == [] and no_chance.record()["blind_sweep"] == []
@@ -180,6 +181,7 @@ def test_blind_arms_of_records_written_before_the_field_are_derived_from_the_swe
            "sweep": {"softmax": {"val_metric": [0.05, 0.12, 0.13]}, "deltanet": {"val_metric": [0.1, 0.2, 0.1]},
                      "broken": {"val_metric": [float("nan"), 0.1, None]}}}
     assert blind_arms(old) == ["broken", "softmax"]  # 0.2 left chance (0.175); NaN / None count as at chance
+    assert blind_arms({**old, "at_chance": ["softmax"]}) == ["broken"]  # named as at chance instead
     lower = {"chance": {"level": 5.0, "margin": 0.5, "higher_is_better": False},
              "sweep": {"a": {"val_metric": [4.6, 4.9]}, "b": {"val_metric": [4.4, 5.0]}}}
     assert blind_arms(lower) == ["a"]

@@ -118,7 +118,9 @@ def test_intervals_protocol_and_arms_at_chance_reach_the_files(fake_repro, tmp_p
     from attnlab.repro.harness.protocol import AT_CHANCE, NOT_LEARNED, Chance, Protocol, Trial, fair_arms
 
     def trial(arm, lr, seed, steps, split):
-        return Trial(lr=lr, seed=seed, steps=steps, split=split, val_loss=lr, metric=0.1 if arm.name == "b" else 0.9)
+        # a: at chance in its sweep (val) but not on its seeds, so its sweep was blind
+        metric = 0.1 if arm.name == "b" else (0.12 if split == "val" else 0.9)
+        return Trial(lr=lr, seed=seed, steps=steps, split=split, val_loss=lr, metric=metric)
 
     def run(ctx):
         f = fair_arms([repro.harness.arms.Arm("a", None), repro.harness.arms.Arm("b", None)], trial,
@@ -141,7 +143,7 @@ def test_intervals_protocol_and_arms_at_chance_reach_the_files(fake_repro, tmp_p
     report = (tmp_path / "report.md").read_text()
     assert f"**Verdict: holds; b {NOT_LEARNED}.**" in report and "| min square | 0.8 [0.8, 0.8] (n=3) |" in report
     assert "**Protocol: toy.**" in report and "At chance at every lr tried: b." in report
-    assert "so the lr was chosen by validation loss alone (a longer sweep would be fairer): b." in report
+    assert "but not on every seed, so the lr was chosen by validation loss alone: a." in report
     monkeypatch.setattr(fake_repro, "HEADLINE", "nope", raising=False)
     with pytest.raises(KeyError, match="HEADLINE: expected one of its FIGURES"):
         run_repro("fake", out_dir=tmp_path)
