@@ -16,13 +16,12 @@ start-up are not counted (they only add fp32 time that bf16 does not remove).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 
+from attnlab.bench.precision_tables import interleaved_wall_cpu
 from attnlab.bench.report import load_average
 
 __all__ = ["PRODUCT_OPS", "CAST_OPS", "RunProfile", "op_shares", "amdahl_bound", "profile_run", "main"]
@@ -89,21 +88,14 @@ def profile_run(task_name: str, run, mixer: str, *, repeats: int = 5, profile_st
 
     task = tasks.create(task_name, **run.task_kwargs)
     trainers = {p: _trainer(mixer, run, task, p) for p in ("fp32", "bf16")}
-    cpu: dict[str, list[float]] = {p: [] for p in trainers}
-    for r in range(1 + repeats):
-        for p, tr in trainers.items():
-            c0 = time.process_time()
-            tr.step()
-            if r:
-                cpu[p].append(time.process_time() - c0)
+    cpu = {p: c for p, (_, c) in interleaved_wall_cpu({p: tr.step for p, tr in trainers.items()}, repeats).items()}
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(profile_steps):
             trainers["fp32"].step()
     shares = op_shares(prof.key_averages(), {"products": PRODUCT_OPS, "casts": CAST_OPS})
     for tr in trainers.values():
         tr.close()
-    return RunProfile(task_name, mixer, run.steps, statistics.median(cpu["fp32"]), statistics.median(cpu["bf16"]),
-                      shares["products"], shares["casts"])
+    return RunProfile(task_name, mixer, run.steps, cpu["fp32"], cpu["bf16"], shares["products"], shares["casts"])
 
 
 def main(argv: list[str] | None = None) -> list[RunProfile]:

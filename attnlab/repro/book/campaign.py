@@ -32,17 +32,17 @@ from attnlab.utils.checks import fail
 __all__ = ["Campaign", "run_all", "is_done", "default_out", "FULL_CPU_ESTIMATE", "estimate_wall", "CAMPAIGN_FILE"]
 
 CAMPAIGN_FILE = "campaign.json"
-#: Estimated single-threaded CPU seconds of each full run under the protocol (issue 18's estimate: the CPU time of
-#: the last full run before the protocol, times the protocol's training factor; see docs/notes/repro.md). Used to
-#: start the longest first and to estimate the wall time; a slug missing here counts as the median.
+#: Single-threaded CPU seconds of each full run under the protocol, as measured (the campaign of the older
+#: reproductions and the newer ones' issues, 2026-12-05; per reproduction in docs/notes/repro.md; deltanet with its
+#: full-budget sweep). Used to start the longest first and to estimate the wall time; a slug missing here counts as
+#: the median.
 FULL_CPU_ESTIMATE = {
     "instability_proxies": 532, "icl_regression": 379, "deltanet": 2235, "random_features": 35, "mamba_ssm": 1374,
     "combiner": 1459, "sea": 1167, "ssa_pathways": 986, "biformer": 427, "s2aformer": 313, "axial": 377,
     "dinat": 406, "hyena_nd": 708, "convit": 402, "crossvit": 275, "tnt": 262, "spectformer": 350, "shvit": 221,
     "activator": 213, "path_ensemble": 324,
     "attention_drop": 1073, "att_svm": 23, "scan_snap": 17,
-    # measured in full under the protocol (benchmarks/RESULTS.md, 2026-12-05; instability_proxies, icl_regression,
-    # sea and hyena_nd above too, in the campaign of the older reproductions)
+    # the newer reproductions, measured in their issues (benchmarks/RESULTS.md)
     "kmax_deeplab": 580, "fod": 590, "fit": 560,
     "complexformer": 510, "deconstructing_attention": 587, "echoatt": 551,
     "isomer": 460, "video_anomaly": 470,

@@ -107,11 +107,11 @@ def _sweep(rec: dict) -> str:
                     f"<td>{_e(format_value(rec['test'].get(arm, [])))}</td></tr>")
     steps = (f", {rec['sweep_steps']} of {rec['steps']} steps (a fraction {rec['sweep_fraction']:g} of the budget)"
              if rec.get("steps") else "")
+    blind = blind_arms(rec)
     note = "".join(f"<p class='small'>{_e(t)}</p>" for t in (
         f"At chance at every {hyper} tried: {', '.join(rec['at_chance'])}." if rec.get("at_chance") else "",
         f"Chosen {hyper} at an edge of the grid: {', '.join(rec['at_edge'])}." if rec.get("at_edge") else "",
-        f"{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind_arms(rec))}." if blind_arms(rec) else "")
-        if t)
+        f"{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind)}." if blind else "") if t)
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     return (f"<h4>Protocol: {_e(rec['name'])}</h4><p class='small'>{_e(hyper)} swept on the "
             f"{_e(rec['split']['sweep'])} split{_e(steps)}; the cell is the final validation loss, the chosen value in "

@@ -160,11 +160,7 @@ class FairArms:
     def blind_sweep(self) -> list[str]:
         """Arms whose sweep was at chance at every LR while some seed run learned, sorted: their LR was chosen by
         validation loss alone, before the judged metric had moved (arms at chance everywhere are :attr:`at_chance`)."""
-        if self.chance is None:
-            return []
-        at_chance = set(self.at_chance)
-        return sorted(a for a, ts in self.sweep.items()
-                      if ts and a not in at_chance and all(self.chance.at(t.metric) for t in ts))
+        return _blind(self.chance, {a: [t.metric for t in ts] for a, ts in self.sweep.items()}, self.at_chance)
 
     def values(self, arm: str, key: str | None = None) -> list[float]:
         """One value per seed: the judged metric (``key`` None) or ``measured[key]`` of each seed's run."""
@@ -214,12 +210,19 @@ def blind_arms(rec: dict) -> list[str]:
     chance)."""
     if "blind_sweep" in rec:
         return list(rec["blind_sweep"])
-    if not rec.get("chance"):
+    chance = Chance(**rec["chance"]) if rec.get("chance") else None
+    return _blind(chance, {a: s.get("val_metric") or [] for a, s in rec.get("sweep", {}).items()},
+                  rec.get("at_chance", []))
+
+
+def _blind(chance: Chance | None, sweep_metrics: dict[str, list], at_chance: Sequence[str]) -> list[str]:
+    """Arms (sorted) with a non-empty sweep at chance at every value, leaving out ``at_chance`` (None counts as a
+    diverged run, at chance); none without a chance level."""
+    if chance is None:
         return []
-    chance, at_chance = Chance(**rec["chance"]), set(rec.get("at_chance", []))
-    return sorted(a for a, s in rec.get("sweep", {}).items()
-                  if a not in at_chance and s.get("val_metric")
-                  and all(chance.at(float("nan") if m is None else m) for m in s["val_metric"]))
+    skip = set(at_chance)
+    return sorted(a for a, ms in sweep_metrics.items()
+                  if ms and a not in skip and all(chance.at(math.nan if m is None else m) for m in ms))
 
 
 def _choose(trials: list[Trial]) -> float:

@@ -194,8 +194,9 @@ def protocol_markdown(rec: dict) -> list[str]:
         lines.append(f"\nAt chance at every {hyper} tried: {', '.join(rec['at_chance'])}.")
     if rec.get("at_edge"):
         lines.append(f"\nChosen {hyper} at an edge of the grid: {', '.join(rec['at_edge'])}.")
-    if blind_arms(rec):
-        lines.append(f"\n{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind_arms(rec))}.")
+    blind = blind_arms(rec)
+    if blind:
+        lines.append(f"\n{BLIND_SWEEP_NOTE.format(hyper=hyper)} {', '.join(blind)}.")
     return lines
 
 
