@@ -83,9 +83,11 @@ def estimate_wall(slugs: list[str], workers: int) -> float:
 
 @dataclass
 class Campaign:
-    """What ``run_all`` did: per slug its status (``done``, ``failed``, ``kept`` = finished before), wall seconds and
-    exit code; the failed slugs; where the book is. ``campaign.json`` keeps the records of earlier invocations for
-    the slugs this one kept, and is left alone when there was nothing to run."""
+    """What ``run_all`` did: per slug its status (``done``, ``failed``, ``kept`` = finished before, ``pending`` = to be
+    run by this invocation but not finished: still running, or the campaign was interrupted), wall seconds and exit
+    code; the failed slugs; where the book is. ``campaign.json`` is written when the campaign starts (every slug it
+    will run ``pending``) and after each reproduction; it keeps the records of earlier invocations for the slugs this
+    one kept, and is left alone when there was nothing to run."""
 
     out_dir: Path
     quick: bool
@@ -154,16 +156,18 @@ def run_all(slugs: list[str] | None = None, *, quick: bool, out_dir: str | Path 
     out = Path(out_dir) if out_dir is not None else default_out(quick)
     out.mkdir(parents=True, exist_ok=True)
     todo = sorted((s for s in slugs if rerun or not is_done(out / s, quick)), key=_estimate, reverse=True)
-    camp = Campaign(out, quick, {s: {"status": "kept", "seconds": 0.0, "returncode": 0} for s in slugs})
+    camp = Campaign(out, quick, {s: {"status": "pending" if s in todo else "kept", "seconds": 0.0, "returncode": 0}
+                                 for s in slugs})
     if not todo:  # nothing to run: the folder's record stays as the campaign that filled it wrote it
         camp.book = write_book(out) if book else None
         return camp
     before = json.loads((out / CAMPAIGN_FILE).read_text()) if (out / CAMPAIGN_FILE).is_file() else {}
     status = dict(before.get("status", {}))  # the runs of earlier invocations keep their record
-    for slug in slugs:
-        status.setdefault(slug, camp.status[slug])
+    for slug in slugs:  # what this invocation runs starts pending, whatever an earlier one recorded for it
+        status[slug] = camp.status[slug] if slug in todo else status.get(slug, camp.status[slug])
     record = {"quick": quick, "workers": workers, "seed": seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "environment": environment(), "ran": todo, "status": status}
+    (out / CAMPAIGN_FILE).write_text(json.dumps(record, indent=2))
     sampler = _LoadSampler()
     sampler.start()
     t0 = time.perf_counter()

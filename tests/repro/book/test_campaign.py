@@ -37,6 +37,27 @@ def test_a_finished_run_is_kept_and_rerun_on_request(tmp_path):
         json.loads(first)["seconds"]
 
 
+
+def test_the_record_says_pending_until_a_reproduction_finishes(tmp_path, monkeypatch):
+    """campaign.json exists from the start with every slug to run ``pending``; an interrupted campaign leaves the
+    unfinished ones ``pending`` (not ``kept``, which means finished by an earlier invocation)."""
+    import attnlab.repro.book.campaign as campaign
+
+    seen = []
+
+    def fake_run_one(slug, folder, quick, seed, timeout):
+        seen.append(json.loads((tmp_path / CAMPAIGN_FILE).read_text())["status"][slug]["status"])
+        if slug == "att_svm":
+            raise KeyboardInterrupt  # the user stops the campaign during its second reproduction
+        return {"status": "done", "seconds": 1.0, "returncode": 0, "log": str(folder / "log.txt")}
+
+    monkeypatch.setattr(campaign, "_run_one", fake_run_one)
+    with pytest.raises(KeyboardInterrupt):  # att_svm's estimate is shorter: it runs second on one worker
+        run_all(["att_svm", "random_features"], quick=True, out_dir=tmp_path, progress=False, book=False)
+    assert seen == ["pending", "pending"]
+    status = json.loads((tmp_path / CAMPAIGN_FILE).read_text())["status"]
+    assert status["random_features"]["status"] == "done" and status["att_svm"]["status"] == "pending"
+
 def test_a_failed_run_is_listed_with_its_log(tmp_path):
     camp = run_all(["random_features"], quick=True, out_dir=tmp_path, progress=False, timeout=0.01)
     assert camp.failed == ["random_features"] and camp.status["random_features"]["returncode"] != 0
