@@ -117,18 +117,19 @@ register_case(
 @register_case(
     "selective_scan",
     description="selective scan op (B=1, D=512, N=16, input-dependent B, C; delta softplus): attnlab chunked "
-    "fast path vs the token loop (reference)",
+    "path and hand-written token loop vs the autograd token loop (reference)",
     sizes=(2048, 8192),
     reference="reference",
     ops=("attnlab.ops.selective_scan.selective_scan",),
     tests=("tests/ops/test_selective_scan.py",),
     tiny=(37, {"channels": 6, "d_state": 4}),
     oracle="reference",
-    agree=("chunked",),
+    agree=("chunked", "loop"),
     params={"batch": 1, "channels": 512, "d_state": 16, "max_reference": 8192},
 )
 def setup_selective_scan(n, dtype, mode, *, batch, channels, d_state, max_reference) -> Impls:
-    """Impls ``chunked`` (attnlab.ops.selective_scan.selective_scan) and ``reference`` (the loop)."""
+    """Impls ``chunked`` and ``loop`` (attnlab.ops.selective_scan.selective_scan with that ``method``) and
+    ``reference`` (selective_scan_reference, differentiated by autograd)."""
     g = torch.Generator().manual_seed(0)
     u = torch.randn(batch, channels, n, generator=g, dtype=dtype)
     delta = torch.randn(batch, channels, n, generator=g, dtype=dtype) - 2.0
@@ -138,7 +139,24 @@ def setup_selective_scan(n, dtype, mode, *, batch, channels, d_state, max_refere
     d = torch.ones(channels, dtype=dtype)
     inputs = [t.requires_grad_(mode == "fwdbwd") for t in (u, delta, a, b, c, d)]
     impls = Impls(mode)
-    impls.add("chunked", lambda: selective_scan(u, delta, a, b, c, d, delta_softplus=True), inputs)
+    for method in ("chunked", "loop"):
+        impls.add(method, lambda method=method: selective_scan(u, delta, a, b, c, d, delta_softplus=True, method=method),
+                  inputs)
     impls.add_up_to("reference", n, max_reference, "the param max_reference",
                     lambda: selective_scan_reference(u, delta, a, b, c, d, delta_softplus=True), inputs)
     return impls
+
+
+register_case(
+    "selective_scan_train",
+    description="selective scan op at Mamba's training sizes in the reproductions (B=64, D=128 = expand 2 x dim 64, "
+    "N=16): attnlab chunked path and hand-written token loop vs the autograd token loop (reference)",
+    sizes=(64, 256),
+    reference="reference",
+    ops=("attnlab.ops.selective_scan.selective_scan",),
+    tests=("tests/ops/test_selective_scan.py",),
+    tiny=(9, {"batch": 2, "channels": 6, "d_state": 4}),
+    oracle="reference",
+    agree=("chunked", "loop"),
+    params={"batch": 64, "channels": 128, "d_state": 16, "max_reference": 1024},
+)(setup_selective_scan)

@@ -14,7 +14,11 @@ Semantics (zero-order hold on A, Euler on B, as in Mamba):
     y_t = <C_t, h_t> + D u_t;   out = y . SiLU(z)             (D, z optional)
 
 :func:`selective_scan_reference` runs this token by token (unbind/stack, the
-oracle). :func:`selective_scan` is the fast path for CPUs: chunks of T tokens,
+oracle, differentiated by autograd). :func:`selective_scan` has two fast paths for CPUs.
+When one token's (B, D, N) block is wide and all states fit in memory, the token loop
+with a hand-written backward (``method="loop"``, :class:`_SelectiveScanLoopFn`): every
+op works on one token's block in cache, with the channels innermost, and the states are
+saved; 1.9x faster than autograd's loop at Mamba's training sizes. Otherwise chunks of T tokens,
 processed one after another with the position inside the chunk as the leading
 axis; per chunk, exp(delta A) and delta B u are computed for all T tokens at once,
 the recurrence is one fused multiply-add per token on a contiguous (B, D, N) block,
@@ -35,6 +39,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from attnlab.utils.checks import check_positive_int, check_tensor, describe, fail
 from attnlab.utils.precision import fp32_op
@@ -233,18 +238,124 @@ class _SelectiveScanFn(torch.autograd.Function):
         return gu, gdelta, gA, gB, gC, gh0, None
 
 
+def _bc_tokens(v, per_token: bool):
+    """A B or C view from :func:`_prepare` in the loop's layout, N before Dg: (L, B, G or 1, N, 1) per token, or
+    (1, G, N, Dg) time-invariant (index it with :func:`_at`)."""
+    return v.movedim(3, 0).transpose(-1, -2) if per_token else v[:, :, :, 0].transpose(-1, -2)
+
+
+def _at(v, t: int, per_token: bool):
+    return v[t] if per_token else v
+
+
+# Sums over N or Dg below are a product into a reused buffer and a sum: batched matmuls of one token's
+# (1 x N) @ (N x Dg) blocks measured ~20x slower here (batch of B G tiny products, with per-batch copies).
+
+
+class _SelectiveScanLoopFn(torch.autograd.Function):
+    """The token loop with a hand-written backward (see :func:`selective_scan`, ``method="loop"``).
+
+    Every op works on one token's (B, G, N, Dg) block, which stays in cache; the states are laid out with the Dg
+    channels innermost so that each broadcast runs over a contiguous row. Forward, per token: exp(delta_t A) and
+    delta_t u_t B_t into two reused buffers, one fused multiply-add into that token's slot of the saved states
+    (L, B, G, N, Dg), and the read-out with C_t as one small product. Backward, per token in reverse: g_t = dy_t C_t
+    + a_{t+1} g_{t+1} (one fused multiply-add), a_t = exp(delta_t A) recomputed, and every input's gradient from
+    g_t, g_t a_t h_{t-1} (the gradient of log a_t = delta_t A) and h_t, with the gradients of A (and of a
+    time-invariant B or C) accumulated per batch row and summed once at the end. About 5 ops per token forward and
+    14 backward; autograd's loop through :func:`selective_scan_reference` takes about 35, each with its own graph
+    node. Memory: the saved states, B D N L (the reference's graph keeps several such tensors).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, Bv, Cv, h0, b_per_token, c_per_token):
+        b, g, dg, l = u.shape
+        n = A.shape[-1]
+        dt = delta.movedim(3, 0).contiguous()           # (L, B, G, Dg)
+        dut = (u * delta).movedim(3, 0).contiguous()
+        at = A.transpose(-1, -2).contiguous()           # (G, N, Dg)
+        bt, ct = _bc_tokens(Bv, b_per_token), _bc_tokens(Cv, c_per_token)
+        hs = u.new_empty(l, b, g, n, dg)
+        ys = u.new_empty(l, b, g, dg)
+        a, x = u.new_empty(b, g, n, dg), u.new_empty(b, g, n, dg)
+        h = None if h0 is None else h0.transpose(-1, -2).contiguous()
+        for t in range(l):
+            torch.mul(dt[t].unsqueeze(-2), at, out=a).exp_()
+            torch.mul(dut[t].unsqueeze(-2), _at(bt, t, b_per_token), out=x)
+            h = torch.addcmul(x, a, h, out=hs[t]) if h is not None else hs[t].copy_(x)
+            torch.sum(torch.mul(h, _at(ct, t, c_per_token), out=x), -2, out=ys[t])
+        ctx.has_h0, ctx.per_token = h0 is not None, (b_per_token, c_per_token)
+        ctx.save_for_backward(u, delta, A, Bv, Cv, hs, *(() if h0 is None else (h0,)))
+        return ys.movedim(0, 3), hs[-1].transpose(-1, -2).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gh_last):
+        u, delta, A, Bv, Cv, hs, *h0 = ctx.saved_tensors
+        b_per_token, c_per_token = ctx.per_token
+        l, b, g, n, dg = hs.shape
+        dt = delta.movedim(3, 0).contiguous()
+        ut = u.movedim(3, 0).contiguous()
+        dut = ut * dt
+        at = A.transpose(-1, -2).contiguous()
+        bt, ct = _bc_tokens(Bv, b_per_token), _bc_tokens(Cv, c_per_token)
+        gyt = torch.zeros_like(dt) if gy is None else gy.movedim(3, 0).contiguous()   # (L, B, G, Dg)
+        gu, gdelta = torch.empty_like(dt), torch.empty_like(dt)
+        gbt = u.new_empty(l, b, g, n) if b_per_token else None  # per token: sums over Dg
+        gct = u.new_empty(l, b, g, n) if c_per_token else None
+        ga_rows = torch.zeros_like(hs[0])               # per batch row; summed over B at the end
+        gb_rows = None if b_per_token else torch.zeros_like(hs[0])
+        gc_rows = None if c_per_token else torch.zeros_like(hs[0])
+        a, gh, glog, tmp = (torch.empty_like(hs[0]) for _ in range(4))
+        carry = None if gh_last is None else gh_last.transpose(-1, -2).contiguous()
+        h_first = h0[0].transpose(-1, -2) if h0 else None
+        for t in range(l - 1, -1, -1):
+            gy_t, du_t = gyt[t].unsqueeze(-2), dut[t].unsqueeze(-2)   # (B, G, 1, Dg)
+            c_t = _at(ct, t, c_per_token)
+            if carry is None:
+                torch.mul(gy_t, c_t, out=gh)
+            else:
+                torch.addcmul(carry, gy_t, c_t, out=gh)
+            if c_per_token:
+                torch.sum(torch.mul(hs[t], gy_t, out=tmp), -1, out=gct[t])
+            else:
+                gc_rows.addcmul_(hs[t], gy_t)
+            s_b = torch.mul(gh, _at(bt, t, b_per_token), out=tmp).sum(-2)   # dL/d(delta_t u_t)
+            if b_per_token:
+                torch.sum(torch.mul(gh, du_t, out=tmp), -1, out=gbt[t])
+            else:
+                gb_rows.addcmul_(gh, du_t)
+            torch.mul(s_b, dt[t], out=gu[t])
+            torch.mul(s_b, ut[t], out=gdelta[t])
+            torch.mul(dt[t].unsqueeze(-2), at, out=a).exp_()
+            carry = gh.mul_(a)                          # g_t a_t = dL/dh_{t-1}; the next step adds to it in place
+            h_prev = hs[t - 1] if t else h_first
+            if h_prev is not None:
+                torch.mul(carry, h_prev, out=glog)      # the gradient of log a_t = delta_t A
+                ga_rows.addcmul_(glog, dt[t].unsqueeze(-2))
+                gdelta[t] += glog.mul_(at).sum(-2)
+        gA = ga_rows.sum(0).transpose(-1, -2)
+        gB = (gbt.movedim(0, 2).unsqueeze(2).sum_to_size(Bv.shape) if b_per_token
+              else gb_rows.sum(0).transpose(-1, -2).reshape(Bv.shape))
+        gC = (gct.movedim(0, 2).unsqueeze(2).sum_to_size(Cv.shape) if c_per_token
+              else gc_rows.sum(0).transpose(-1, -2).reshape(Cv.shape))
+        gh0 = carry.transpose(-1, -2) if h0 else None
+        return gu.movedim(0, 3), gdelta.movedim(0, 3), gA, gB, gC, gh0, None, None
+
+
 def _auto_chunk(b, d, n):
     """Chunk length whose (T, B, D, N) blocks stay around 2 MB (fp32): 8..128, a power of two."""
     target = 2**19 / max(b * d * n, 1)
     return int(max(8, min(128, 2 ** round(math.log2(max(target, 1))))))
 
 
-#: with ``method="auto"``, the token loop is used when one step's (B, D, N) block has at least this many
-#: elements and L is at most LOOP_MAX_LEN: per-op overhead is then amortised and the loop makes fewer passes
-#: (measured at B=32, D=128, N=16, L=128: loop 101 ms vs chunked 135 ms fwd+bwd; at B=1, D=512, L>=2048 the
-#: chunked path is 3x faster than the loop)
-LOOP_MIN_BLOCK = 2**15
-LOOP_MAX_LEN = 1024
+#: with ``method="auto"``, the token loop (:class:`_SelectiveScanLoopFn`) is used when one token's (B, D, N) block has
+#: at least LOOP_MIN_BLOCK elements and the saved states, B D N L elements, at most LOOP_MAX_STATES (128 MiB in
+#: fp32); otherwise the chunked path, whose memory is O(B D N L / T). Measured fwd+bwd, one thread (2026-12-05,
+#: benchmarks/RESULTS.md): the loop beats the chunked path at blocks of 4096 (B=4, D=64, N=16, L=512: 55 vs 64 ms)
+#: and above (B=64, D=128, N=16, L=64: 86 vs 236 ms; B=1, D=512, L=2048: 290 vs 351 ms); at blocks of 2048 and
+#: 1024 the chunked path is 1.8x and 2.8x faster.
+LOOP_MIN_BLOCK = 2**12
+LOOP_MAX_STATES = 2**25
 
 
 @fp32_op
@@ -254,17 +365,21 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     ``chunk_size``: tokens per chunk T (default: blocks of about 2 MB, 8 to 128 tokens). The backward
     pass recomputes each chunk's states from the state entering it, so memory is O(B D L + B D N L / T).
-    ``method``: ``"chunked"``, ``"loop"`` (the reference) or ``"auto"``: the loop for short sequences with
-    wide steps (B D N >= LOOP_MIN_BLOCK and L <= LOOP_MAX_LEN), where it measured faster on CPU.
+    ``method``: ``"chunked"``, ``"loop"`` (token by token with a hand-written backward, saving every state) or
+    ``"auto"``: the loop for wide steps whose states fit (B D N >= LOOP_MIN_BLOCK and B D N L <= LOOP_MAX_STATES),
+    where it measured faster on CPU, else the chunked path.
     """
     if method not in ("auto", "chunked", "loop"):
         fail("method", "'auto', 'chunked' or 'loop'", repr(method))
-    if method == "loop" or (method == "auto" and chunk_size is None and u.dim() == 3 and A.dim() == 2
-                            and u.shape[0] * u.shape[1] * A.shape[1] >= LOOP_MIN_BLOCK and u.shape[2] <= LOOP_MAX_LEN):
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                                        return_last_state)
+    loop = method == "loop" or (method == "auto" and chunk_size is None and u.dim() == 3 and A.dim() == 2
+                                and u.shape[0] * u.shape[1] * A.shape[1] >= LOOP_MIN_BLOCK
+                                and u.shape[0] * u.shape[1] * A.shape[1] * u.shape[2] <= LOOP_MAX_STATES)
     uc, dc, Ac, Bv, Cv, h, dims = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     b, d, l, n, g = dims
+    if loop:
+        y, h = _SelectiveScanLoopFn.apply(uc, dc, Ac, Bv, Cv, h, B.dim() > 2, C.dim() > 2)
+        out = _finish(y, uc, D, z, dims)
+        return (out, h.reshape(b, d, n)) if return_last_state else out
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
     chunk = min(chunk_size or _auto_chunk(b, d, n), l)

@@ -1,4 +1,5 @@
-"""Selective scan (Mamba S6, P23): chunked fast path vs the token loop, decoding step, LTI special case.
+"""Selective scan (Mamba S6, P23): the chunked path and the hand-written token loop vs the autograd reference loop,
+decoding step, LTI special case.
 
 Tolerances: fp64 1e-10 (abs and rel), fp32 atol 2e-5 / rtol 1e-4 (outputs, final state and the
 gradients of every input, incl. the initial state).
@@ -49,12 +50,12 @@ def test_fast_equals_reference_forward_and_backward(dtype, mode, l, chunk):
 
 @pytest.mark.parametrize("method", ["chunked", "loop", "auto"])
 def test_methods_agree_on_a_wide_block(method, monkeypatch):
-    """B D N above the loop threshold: auto picks the loop; every method gives the reference result."""
+    """B D N above the loop threshold: auto picks the token loop; every method gives the reference result."""
     ins = {k: v.requires_grad_() for k, v in _inputs(4, 512, 9, 16, "var", torch.float64).items()}
     assert 4 * 512 * 16 >= selective_scan_mod.LOOP_MIN_BLOCK
     calls = []
-    real = selective_scan_mod.selective_scan_reference
-    monkeypatch.setattr(selective_scan_mod, "selective_scan_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = selective_scan_mod._SelectiveScanLoopFn.apply
+    monkeypatch.setattr(selective_scan_mod._SelectiveScanLoopFn, "apply", lambda *a: calls.append(1) or real(*a))
     o1, s1 = _run(selective_scan, ins, method=method)
     assert bool(calls) == (method != "chunked")
     monkeypatch.undo()
@@ -66,6 +67,57 @@ def test_methods_agree_on_a_wide_block(method, monkeypatch):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
     with pytest.raises(ValueError, match="method"):
         selective_scan(*list(ins.values())[:5], method="scan")
+
+
+def test_auto_takes_the_chunked_path_when_the_states_would_not_fit(monkeypatch):
+    ins = _inputs(4, 512, 9, 16, "var", torch.float64)
+    calls = []
+    real = selective_scan_mod._SelectiveScanLoopFn.apply
+    monkeypatch.setattr(selective_scan_mod._SelectiveScanLoopFn, "apply", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(selective_scan_mod, "LOOP_MAX_STATES", 4 * 512 * 16 * 9 - 1)  # one element short
+    _run(selective_scan, ins)
+    assert not calls
+    monkeypatch.setattr(selective_scan_mod, "LOOP_MAX_STATES", 4 * 512 * 16 * 9)
+    _run(selective_scan, ins)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["fixed", "var", "group", "var B, group C"])
+@pytest.mark.parametrize("l", [1, 2, 7, 37])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_token_loop_equals_reference(dtype, mode, l, with_state):
+    """The hand-written loop's outputs, final state and every gradient, for losses on both outputs, on the output
+    alone and on the final state alone (its backward then gets None for the other)."""
+    ins = _inputs(2, 4, l, 3, "group" if mode == "var B, group C" else mode, dtype)
+    if mode == "var B, group C":
+        ins["B"] = torch.randn(2, 3, l, dtype=dtype)
+    if not with_state:
+        del ins["initial_state"]
+    ins = {k: v.requires_grad_() for k, v in ins.items()}
+    o1, s1 = _run(selective_scan, ins, method="loop")
+    o2, s2 = _run(selective_scan_reference, ins)
+    torch.testing.assert_close(o1, o2, **TOL[dtype])
+    torch.testing.assert_close(s1, s2, **TOL[dtype])
+    go, gs = torch.randn_like(o1), torch.randn_like(s1)
+    for part1, part2 in (((o1 * go).sum() + (s1 * gs).sum(), (o2 * go).sum() + (s2 * gs).sum()),
+                         ((o1 * go).sum(), (o2 * go).sum()), ((s1 * gs).sum(), (s2 * gs).sum())):
+        g1 = torch.autograd.grad(part1, list(ins.values()), retain_graph=True, allow_unused=True)
+        g2 = torch.autograd.grad(part2, list(ins.values()), retain_graph=True, allow_unused=True)
+        for name, a, b in zip(ins, g1, g2):
+            a = torch.zeros_like(ins[name]) if a is None else a
+            b = torch.zeros_like(ins[name]) if b is None else b
+            torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m: f"grad of {name}: {m}")
+
+
+def test_token_loop_gradcheck_fp64():
+    ins = {k: v.requires_grad_() for k, v in _inputs(1, 4, 5, 2, "group", torch.float64).items()}
+    names = list(ins)
+
+    def f(*args):
+        return _run(selective_scan, dict(zip(names, args)), method="loop")
+
+    assert torch.autograd.gradcheck(f, tuple(ins.values()), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_without_optional_inputs_and_long_decay():
