@@ -32,21 +32,18 @@ from attnlab.utils.checks import fail
 __all__ = ["Campaign", "run_all", "is_done", "default_out", "FULL_CPU_ESTIMATE", "estimate_wall", "CAMPAIGN_FILE"]
 
 CAMPAIGN_FILE = "campaign.json"
-#: Single-threaded CPU seconds of each full run under the protocol, as measured (the campaign of the older
-#: reproductions and the newer ones' issues, 2026-12-05; per reproduction in docs/notes/repro.md; deltanet with its
-#: full-budget sweep). Used to start the longest first and to estimate the wall time; a slug missing here counts as
-#: the median.
+#: Single-threaded CPU seconds of each full run under the protocol, as measured in the timed full run of 2026-12-05
+#: (`attnlab repro --all --workers 2`, quiet machine; benchmarks/RESULTS.md). Used to start the longest first and to
+#: estimate the wall time; a slug missing here counts as the median. ``unified_long_sequence``: the wall seconds, its
+#: two gloo ranks being processes of their own. ``mamba_ssm`` was measured before the selective scan's hand-written
+#: token loop, which makes its Mamba arm's steps 1.31-1.37x cheaper.
 FULL_CPU_ESTIMATE = {
-    "instability_proxies": 532, "icl_regression": 379, "deltanet": 2235, "random_features": 35, "mamba_ssm": 1374,
-    "combiner": 1459, "sea": 1167, "ssa_pathways": 986, "biformer": 427, "s2aformer": 313, "axial": 377,
-    "dinat": 406, "hyena_nd": 708, "convit": 402, "crossvit": 275, "tnt": 262, "spectformer": 350, "shvit": 221,
-    "activator": 213, "path_ensemble": 324,
-    "attention_drop": 1073, "att_svm": 23, "scan_snap": 17,
-    # the newer reproductions, measured in their issues (benchmarks/RESULTS.md)
-    "kmax_deeplab": 580, "fod": 590, "fit": 560,
-    "complexformer": 510, "deconstructing_attention": 587, "echoatt": 551,
-    "isomer": 460, "video_anomaly": 470,
-    "unified_long_sequence": 90,  # its 2 gloo ranks included (the repro process itself: 2 s)
+    "spectformer": 300, "activator": 182, "convit": 383, "crossvit": 234, "tnt": 229, "shvit": 199,
+    "path_ensemble": 299, "hyena_nd": 848, "instability_proxies": 486, "icl_regression": 385, "deltanet": 2209,
+    "random_features": 35, "mamba_ssm": 1369, "biformer": 414, "s2aformer": 290, "ssa_pathways": 1066,
+    "combiner": 1495, "sea": 1244, "dinat": 399, "axial": 374, "kmax_deeplab": 490, "fod": 658, "fit": 500,
+    "unified_long_sequence": 56, "attention_drop": 1092, "scan_snap": 16, "att_svm": 21, "complexformer": 484,
+    "deconstructing_attention": 535, "echoatt": 469, "isomer": 341, "video_anomaly": 309,
 }
 
 
