@@ -245,6 +245,7 @@ def _bc_tokens(v, per_token: bool):
 
 
 def _at(v, t: int, per_token: bool):
+    """Token ``t``'s slice of a :func:`_bc_tokens` view (the whole view when time-invariant)."""
     return v[t] if per_token else v
 
 
@@ -258,9 +259,10 @@ class _SelectiveScanLoopFn(torch.autograd.Function):
     Every op works on one token's (B, G, N, Dg) block, which stays in cache; the states are laid out with the Dg
     channels innermost so that each broadcast runs over a contiguous row. Forward, per token: exp(delta_t A) and
     delta_t u_t B_t into two reused buffers, one fused multiply-add into that token's slot of the saved states
-    (L, B, G, N, Dg), and the read-out with C_t as one small product. Backward, per token in reverse: g_t = dy_t C_t
-    + a_{t+1} g_{t+1} (one fused multiply-add), a_t = exp(delta_t A) recomputed, and every input's gradient from
-    g_t, g_t a_t h_{t-1} (the gradient of log a_t = delta_t A) and h_t, with the gradients of A (and of a
+    (L, B, G, N, Dg), and the read-out with C_t (a product into a reused buffer, summed over N). Backward, per
+    token in reverse: g_t = dy_t C_t + a_{t+1} g_{t+1} (one fused multiply-add), a_t = exp(delta_t A) recomputed,
+    and every input's gradient from g_t, g_t a_t h_{t-1} (the gradient of log a_t = delta_t A) and h_t, with the
+    gradients of A (and of a
     time-invariant B or C) accumulated per batch row and summed once at the end. About 5 ops per token forward and
     14 backward; autograd's loop through :func:`selective_scan_reference` takes about 35, each with its own graph
     node. Memory: the saved states, B D N L (the reference's graph keeps several such tensors).
