@@ -35,12 +35,12 @@ CAMPAIGN_FILE = "campaign.json"
 #: Single-threaded CPU seconds of each full run under the protocol, as measured in the timed full run of 2026-12-05
 #: (`attnlab repro --all --workers 2`, quiet machine; benchmarks/RESULTS.md). Used to start the longest first and to
 #: estimate the wall time; a slug missing here counts as the median. ``unified_long_sequence``: the wall seconds, its
-#: two gloo ranks being processes of their own. ``mamba_ssm`` was measured before the selective scan's hand-written
-#: token loop, which makes its Mamba arm's steps 1.31-1.37x cheaper.
+#: two gloo ranks being processes of their own. ``mamba_ssm``: its re-run after the selective scan's hand-written
+#: token loop (1369 s in the full run, before it).
 FULL_CPU_ESTIMATE = {
     "spectformer": 300, "activator": 182, "convit": 383, "crossvit": 234, "tnt": 229, "shvit": 199,
     "path_ensemble": 299, "hyena_nd": 848, "instability_proxies": 486, "icl_regression": 385, "deltanet": 2209,
-    "random_features": 35, "mamba_ssm": 1369, "biformer": 414, "s2aformer": 290, "ssa_pathways": 1066,
+    "random_features": 35, "mamba_ssm": 1116, "biformer": 414, "s2aformer": 290, "ssa_pathways": 1066,
     "combiner": 1495, "sea": 1244, "dinat": 399, "axial": 374, "kmax_deeplab": 490, "fod": 658, "fit": 500,
     "unified_long_sequence": 56, "attention_drop": 1092, "scan_snap": 16, "att_svm": 21, "complexformer": 484,
     "deconstructing_attention": 535, "echoatt": 469, "isomer": 341, "video_anomaly": 309,
@@ -116,6 +116,13 @@ class _LoadSampler(threading.Thread):
         return self.samples
 
 
+def _write_record(out: Path, record: dict) -> None:
+    """Write ``campaign.json`` atomically (a temporary file, then a rename): a reader never sees half a record."""
+    tmp = out / (CAMPAIGN_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, out / CAMPAIGN_FILE)
+
+
 def _run_one(slug: str, folder: Path, quick: bool, seed: int, timeout: float | None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "attnlab.cli", "repro", slug, "--out", str(folder), "--threads", "1",
@@ -164,7 +171,7 @@ def run_all(slugs: list[str] | None = None, *, quick: bool, out_dir: str | Path 
         status[slug] = camp.status[slug] if slug in todo else status.get(slug, camp.status[slug])
     record = {"quick": quick, "workers": workers, "seed": seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "environment": environment(), "ran": todo, "status": status}
-    (out / CAMPAIGN_FILE).write_text(json.dumps(record, indent=2))
+    _write_record(out, record)
     sampler = _LoadSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -182,13 +189,13 @@ def run_all(slugs: list[str] | None = None, *, quick: bool, out_dir: str | Path 
                 if bar is not None:
                     bar.update(1)
                     bar.write(f"{slug}: {camp.status[slug]['status']} ({camp.status[slug]['seconds']:.0f} s)")
-                (out / CAMPAIGN_FILE).write_text(json.dumps(record, indent=2))
+                _write_record(out, record)
     finally:
         if bar is not None:
             bar.close()
         record |= {"finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                    "wall_seconds": round(time.perf_counter() - t0, 1), "load_samples": sampler.stop()}
-        (out / CAMPAIGN_FILE).write_text(json.dumps(record, indent=2))
+        _write_record(out, record)
     if book:
         camp.book = write_book(out)
     return camp
