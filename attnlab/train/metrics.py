@@ -23,7 +23,7 @@ import os
 import warnings
 from pathlib import Path
 
-__all__ = ["MetricsWriter", "read_jsonl"]
+__all__ = ["MetricsWriter", "read_jsonl", "replace_atomically"]
 
 
 def _json_safe(row: dict) -> dict:
@@ -41,7 +41,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file, fsync it, rename it into place."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -66,7 +66,7 @@ class MetricsWriter:
         self.rows: list[dict] = [{"split": "train", **r} for r in history] + [{"split": "val", **r} for r in evals]
         self.rows.sort(key=lambda r: (r["step"], r["split"] != "train"))
         path = self.dir / "metrics.jsonl"
-        _replace_atomically(path, lambda f: f.writelines(_line(r) for r in self.rows))
+        replace_atomically(path, lambda f: f.writelines(_line(r) for r in self.rows))
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def add(self, split: str, row: dict) -> None:
@@ -86,7 +86,7 @@ class MetricsWriter:
             w.writeheader()
             w.writerows(self.rows)
 
-        _replace_atomically(self.dir / "metrics.csv", write)
+        replace_atomically(self.dir / "metrics.csv", write)
         if self._fd is not None:
             os.fsync(self._fd)
 

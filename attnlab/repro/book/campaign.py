@@ -118,9 +118,9 @@ class _LoadSampler(threading.Thread):
 
 def _write_record(out: Path, record: dict) -> None:
     """Write ``campaign.json`` atomically (a temporary file, then a rename): a reader never sees half a record."""
-    tmp = out / (CAMPAIGN_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, out / CAMPAIGN_FILE)
+    from attnlab.train.metrics import replace_atomically
+
+    replace_atomically(out / CAMPAIGN_FILE, lambda f: json.dump(record, f, indent=2))
 
 
 def _run_one(slug: str, folder: Path, quick: bool, seed: int, timeout: float | None) -> dict:
